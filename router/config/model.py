@@ -1,0 +1,164 @@
+"""The centre's configuration as typed, immutable values.
+
+`router.config.load_config()` turns `router.yaml` into a `Centre` after
+validating every field (errors name file, line and column).  Everything else in
+the router reads these objects, never raw YAML.  Times are seconds (float)
+unless the name says otherwise; proficiencies are integers 1..10.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from typing import Literal
+
+Strategy = Literal["longest-idle", "most-skilled", "least-occupied", "round-robin", "fewest-calls", "random"]
+STRATEGIES: tuple[str, ...] = ("longest-idle", "most-skilled", "least-occupied", "round-robin",
+                               "fewest-calls", "random")
+
+TerminalAction = Literal["voicemail", "transfer", "callback", "hangup"]
+TERMINAL_ACTIONS: tuple[str, ...] = ("voicemail", "transfer", "callback", "hangup")
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class Skill:
+    id: str
+    name: str
+    kind: Literal["skill", "language"] = "skill"
+
+
+@dataclass(frozen=True)
+class Agent:
+    id: str
+    name: str
+    endpoint: str                      # e.g. "PJSIP/1001" or "Local/1001@agents"
+    skills: dict[str, int]             # skill id -> proficiency 1..10
+    team: str | None = None
+
+
+@dataclass(frozen=True)
+class OverflowStep:
+    """One overflow rule of a queue.
+
+    Timed steps (`after_s` set, `when` None) change how the call is matched
+    once it has waited `after_s` seconds in the queue:
+      - `relax`: skill -> new (lower) minimum proficiency
+      - `add_skills`: an alternative requirement set (skill -> minimum)
+      - `copy_to`: the call also waits for the agents of that queue
+      - `move_to`: the call leaves for that queue, keeping its wait
+    Conditional steps (`when` set) take the call out of the queue with a
+    terminal `action` (voicemail, transfer to `target`, callback, hangup with
+    `message`) when the condition holds:
+      - "max_wait":     waited `value` seconds
+      - "no_agents":    no logged-in agent can serve the queue (value unused)
+      - "queue_length": on arrival, `value` or more calls already waiting
+      - "ewt":          on arrival, estimated wait over `value` seconds
+    """
+    after_s: float | None = None
+    relax: dict[str, int] = field(default_factory=dict)
+    add_skills: dict[str, int] = field(default_factory=dict)
+    copy_to: str | None = None
+    move_to: str | None = None
+    when: Literal["max_wait", "no_agents", "queue_length", "ewt"] | None = None
+    value: float = 0.0
+    action: TerminalAction | None = None
+    target: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class Queue:
+    id: str
+    name: str
+    skills: dict[str, int]             # required skill -> minimum proficiency
+    strategy: Strategy = "longest-idle"
+    priority: int = 0                  # higher is served first
+    weight: float = 1.0                # multiplies wait when an agent picks among queues
+    sl_target: float = 0.8             # service level goal: sl_target answered within sl_threshold_s
+    sl_threshold_s: float = 20.0
+    wrap_up_s: float = 10.0
+    ring_timeout_s: float = 15.0
+    rona_pause: bool = True            # pause an agent who does not answer
+    aht_estimate_s: float = 180.0      # seed of the EWT estimate until calls are measured
+    schedule: str | None = None
+    overflow: tuple[OverflowStep, ...] = ()
+
+
+@dataclass(frozen=True)
+class Schedule:
+    id: str
+    timezone: str                      # IANA name, e.g. "Europe/London"
+    hours: dict[str, tuple[tuple[time, time], ...]]   # weekday -> open intervals
+    holidays: tuple[date, ...] = ()
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A positive random duration: exponential (mean) or lognormal (mean, sd)."""
+    kind: Literal["exponential", "lognormal", "fixed"]
+    mean_s: float
+    sd_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Break:
+    at: time
+    minutes: float
+
+
+@dataclass(frozen=True)
+class Shift:
+    agents: tuple[str, ...]            # agent ids (a team entry is expanded by the loader)
+    start: time
+    end: time
+    breaks: tuple[Break, ...] = ()
+
+
+@dataclass(frozen=True)
+class Simulation:
+    start: datetime                    # first instant of the simulated day
+    interval_minutes: int              # width of one arrival-profile interval
+    arrivals: dict[str, tuple[float, ...]]   # queue -> calls offered per interval
+    handle_time: dict[str, Distribution]     # queue -> talk time; key "default" for the rest
+    patience: dict[str, Distribution]        # queue -> caller patience; key "default"
+    shifts: tuple[Shift, ...] = ()           # empty: every agent works the whole day
+    answer_delay_s: float = 3.0              # agent ring time before answering
+    no_answer_rate: float = 0.0              # probability an agent does not answer (RONA)
+    callback_acceptance: float = 0.0         # probability a caller offered a call-back takes it
+
+
+@dataclass(frozen=True)
+class AmiSettings:
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "acd-router"
+    secret: str = field(default="", repr=False)   # never logged
+
+
+@dataclass(frozen=True)
+class AgiSettings:
+    host: str = "127.0.0.1"
+    port: int = 4573
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    dsn: str | None = field(default=None, repr=False)   # None: ACD_DATABASE_URL or embedded server
+    data_dir: str | None = None                         # embedded server's data directory
+
+
+@dataclass(frozen=True)
+class Centre:
+    source: str                         # path of the YAML file it came from
+    skills: dict[str, Skill]
+    agents: dict[str, Agent]
+    queues: dict[str, Queue]
+    schedules: dict[str, Schedule] = field(default_factory=dict)
+    simulation: Simulation | None = None
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    ami: AmiSettings | None = None
+    agi: AgiSettings = field(default_factory=AgiSettings)
+    flows: str | None = None            # directory of IVR flow files
+    short_abandon_s: float = 5.0

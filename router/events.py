@@ -1,0 +1,51 @@
+"""The event vocabulary: every fact the router records, one row each in `events`.
+
+Events are append-only and carry a router-generated UUID, so a replay (after a
+database outage, from the disk spool) never duplicates a row.  `ts` is seconds
+since the Unix epoch (UTC); the store turns it into `timestamptz`.
+
+The KPI SQL (router/store/kpi.py) relies on these `data` fields:
+
+  call.arrived      call_id; data: caller_id, dnis
+  queue.joined      call_id, queue; data: caller_id, priority, position, ewt_s,
+                    sl_threshold_s (the queue's answer-within target, seconds)
+  queue.overflowed  call_id, queue (the queue the call was in); data: step (index),
+                    action (relax|add_skills|copy|move|voicemail|transfer|callback|hangup),
+                    to (queue, for copy/move), wait_s
+  agent.offered     call_id, queue, agent; data: ring_timeout_s
+  agent.no_answer   call_id, queue, agent; data: reason (timeout|busy|unreachable)
+  call.connected    call_id, queue (answered from), agent; data: wait_s (since the first
+                    queue.joined), team
+  call.abandoned    call_id, queue; data: wait_s, where (queue|ringing)
+  call.ended        call_id, queue, agent; data: outcome (answered|abandoned|overflow),
+                    talk_s (answered calls)
+  agent.state       agent; call_id when the state change is tied to a call; data: state,
+                    previous, previous_s (seconds spent in `previous`), reason, team
+  ivr.node / ivr.input / ivr.ended   call_id; data: flow, node, (input), outcome
+  callback.*        call_id, queue; data: number, attempt
+  survey.answered   call_id, queue, agent; data: question (csat|nps), score
+  flow.reloaded     data: version, ok, errors
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+EVENT_TYPES: frozenset[str] = frozenset({
+    "call.arrived", "ivr.node", "ivr.input", "ivr.ended", "queue.joined", "queue.overflowed",
+    "agent.offered", "agent.no_answer", "call.connected", "call.abandoned", "call.ended",
+    "callback.offered", "callback.accepted", "callback.dialing", "callback.connected",
+    "callback.failed", "callback.cancelled", "agent.state", "survey.answered", "flow.reloaded",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    ts: float
+    type: str
+    call_id: str | None = None
+    queue: str | None = None
+    agent: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    id: uuid.UUID = field(default_factory=uuid.uuid4)

@@ -1,0 +1,37 @@
+"""Shared fixtures.  Database tests run against a real PostgreSQL: the server
+named by ACD_TEST_DSN (default: the local one on 127.0.0.1:5432).  Each test
+session gets a database of its own, created here and dropped at the end."""
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+
+import asyncpg
+import pytest
+
+ADMIN_DSN = os.environ.get("ACD_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _with_database(dsn: str, name: str) -> str:
+    base, _, _ = dsn.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def database_url():
+    """DSN of a fresh, empty database for this test session."""
+    name = f"acd_test_{uuid.uuid4().hex[:12]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(ADMIN_DSN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield _with_database(ADMIN_DSN, name)
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
