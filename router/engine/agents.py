@@ -1,0 +1,68 @@
+"""Agent states and their transitions, as a data table (h11's _state.py style).
+
+    logged_out --login--> available --reserve--> reserved --answer--> on_call
+    on_call --hangup--> wrap_up --wrap_done--> available
+    reserved --no_answer--> paused (RONA) | available      reserved --release--> available
+    available --pause--> paused --resume--> available      available|paused --logout--> logged_out
+
+A pause or log-out asked while the agent is reserved, on a call or in wrap-up is
+deferred: it takes effect at the moment the agent would become available.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from router.config.model import Agent
+
+
+class AgentState(enum.Enum):
+    LOGGED_OUT = "logged_out"
+    AVAILABLE = "available"
+    RESERVED = "reserved"
+    ON_CALL = "on_call"
+    WRAP_UP = "wrap_up"
+    PAUSED = "paused"
+
+
+S = AgentState
+TRANSITIONS: dict[tuple[AgentState, str], AgentState] = {
+    (S.LOGGED_OUT, "login"): S.AVAILABLE,
+    (S.AVAILABLE, "reserve"): S.RESERVED,
+    (S.AVAILABLE, "pause"): S.PAUSED,
+    (S.AVAILABLE, "logout"): S.LOGGED_OUT,
+    (S.RESERVED, "answer"): S.ON_CALL,
+    (S.RESERVED, "no_answer"): S.PAUSED,
+    (S.RESERVED, "release"): S.AVAILABLE,
+    (S.ON_CALL, "hangup"): S.WRAP_UP,
+    (S.WRAP_UP, "wrap_done"): S.AVAILABLE,
+    (S.PAUSED, "resume"): S.AVAILABLE,
+    (S.PAUSED, "pause"): S.PAUSED,
+    (S.PAUSED, "logout"): S.LOGGED_OUT,
+}
+DEFERRABLE: frozenset[tuple[AgentState, str]] = frozenset(
+    (state, action) for state in (S.RESERVED, S.ON_CALL, S.WRAP_UP) for action in ("pause", "logout"))
+BUSY_STATES = frozenset({S.ON_CALL, S.WRAP_UP})
+IDLE_STATES = frozenset({S.AVAILABLE, S.RESERVED})
+
+
+@dataclass(slots=True)
+class AgentRuntime:
+    """The engine's live view of one agent."""
+    spec: Agent
+    slot: int
+    state: AgentState = S.LOGGED_OUT
+    since: float = 0.0                  # when the current state began
+    reason: str | None = None           # pause reason
+    call_id: str | None = None          # the call it is reserved for / talking on / wrapping
+    deferred: tuple[str, str] | None = None   # ("pause", reason) or ("logout", "")
+    calls_handled: int = 0
+    busy_s: float = 0.0                 # time on call + wrap-up since log-in
+    idle_s: float = 0.0                 # time available + reserved since log-in
+    wrap_token: int = 0
+    queues: set[str] = field(default_factory=set)   # queues whose base requirements it meets
+
+    @property
+    def occupancy(self) -> float:
+        total = self.busy_s + self.idle_s
+        return self.busy_s / total if total > 0 else 0.0

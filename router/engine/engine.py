@@ -1,0 +1,557 @@
+"""The routing engine: a pure state machine over calls, queues and agents.
+
+Theory of operation
+-------------------
+`Engine.handle(input, now)` applies one input (router.engine.messages) at time
+`now` and returns what follows from it: commands for the PBX and domain events
+for the store, in order.  `Engine.advance(now)` fires the engine's own timers
+that are due (ring timeout, wrap-up end, overflow steps, maximum wait);
+`next_deadline()` says when the next one is.  There is no I/O, no await and no
+clock inside: the adapter owns time, so the same engine runs live, in the
+simulator on a virtual clock and in tests, with identical decisions for a seed.
+
+Matching happens in two directions, both delegated to the matcher (compiled or
+reference, same algorithm): a call that starts waiting (or whose requirements
+were relaxed) looks for the best available agent by its queue's strategy; an
+agent that becomes available takes the best waiting call it can serve across
+every queue (priority, then weighted wait).  A call keeps its place: its
+`enqueued_at` and arrival sequence survive a ring-no-answer (RONA), a move or a
+copy to another queue.
+
+Overflow steps are per queue and run per call: timed steps relax or widen the
+call's requirements or move/copy it; conditional steps divert it (voicemail,
+transfer, callback, hang-up) on maximum wait, on arrival when the queue is too
+long or its EWT too high, or when no logged-in agent can serve the queue.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from router.config.model import Centre, OverflowStep, Queue
+from router.engine import matcher as matcher_module
+from router.engine.agents import (BUSY_STATES, DEFERRABLE, IDLE_STATES, TRANSITIONS, AgentRuntime,
+                                  AgentState)
+from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, AgentMissed, AgentPause,
+                                    AgentResume, CallerHungUp, CallFinished, CallQueued, CancelOffer,
+                                    DivertCall, InvalidInput, OfferCall, Output, WrapUpDone)
+from router.events import Event
+
+STRATEGY_CODES = {
+    "longest-idle": matcher_module.LONGEST_IDLE,
+    "most-skilled": matcher_module.MOST_SKILLED,
+    "least-occupied": matcher_module.LEAST_OCCUPIED,
+    "round-robin": matcher_module.ROUND_ROBIN,
+    "fewest-calls": matcher_module.FEWEST_CALLS,
+    "random": matcher_module.RANDOM,
+}
+AHT_SMOOTHING = 0.2          # weight of the newest handle time in a queue's AHT estimate
+MAX_MOVES = 8                # a call moved this often stops following move_to steps
+
+
+@dataclass(slots=True)
+class CallRuntime:
+    """The engine's live view of one call that joined a queue."""
+    call_id: str
+    entry_queue: str
+    queue: str
+    caller_id: str
+    priority: int
+    extra_skills: dict[str, int]
+    joined_at: float              # first queue.joined: the call's place and its wait
+    queue_joined_at: float        # when it entered its current queue (steps count from here)
+    seq: int
+    requirement_sets: list[dict[str, int]]
+    slot: int | None = None       # matcher slot while waiting
+    agent: str | None = None      # offered to / connected with
+    connected_at: float | None = None
+    next_step: int = 0
+    token: int = 0                # invalidates timers of an earlier phase
+    moves: int = 0
+    copied_to: set[str] = field(default_factory=set)
+
+
+class Engine:
+    def __init__(self, centre: Centre, *, seed: int = 0, call_capacity: int = 20_000,
+                 matcher_factory: Callable[..., Any] | None = None) -> None:
+        self.centre = centre
+        self._skill_index = {skill_id: i for i, skill_id in enumerate(centre.skills)}
+        self._queue_index = {queue_id: i for i, queue_id in enumerate(centre.queues)}
+        factory = matcher_factory or matcher_module.Matcher
+        self.matcher = factory(max(1, len(self._skill_index)), max(1, len(centre.agents)),
+                               call_capacity, max(1, len(centre.queues)), seed)
+        self.agents: dict[str, AgentRuntime] = {}
+        self._agent_by_slot: list[AgentRuntime] = []
+        for slot, spec in enumerate(centre.agents.values()):
+            runtime = AgentRuntime(spec=spec, slot=slot)
+            runtime.queues = {q.id for q in centre.queues.values() if _meets(spec.skills, q.skills)}
+            self.agents[spec.id] = runtime
+            self._agent_by_slot.append(runtime)
+        self.calls: dict[str, CallRuntime] = {}
+        self._call_by_slot: dict[int, CallRuntime] = {}
+        self._free_slots = list(range(call_capacity - 1, -1, -1))
+        self._waiting: dict[str, dict[str, CallRuntime]] = {q: {} for q in centre.queues}
+        self._aht: dict[str, float] = {q.id: q.aht_estimate_s for q in centre.queues.values()}
+        self._logged_in: dict[str, int] = {q: 0 for q in centre.queues}   # per queue, agents able to serve it
+        self._staffed: dict[str, int] = {q: 0 for q in centre.queues}     # ... and logged in, not paused
+        self._timers: list[tuple[float, int, str, str, int]] = []
+        self._timer_seq = 0
+        self._call_seq = 0
+        self._out: list[Output] = []
+
+    # --- public API -------------------------------------------------------
+
+    def handle(self, message: Any, now: float) -> list[Output]:
+        """Apply one input at time `now`; returns commands and events in order."""
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            raise InvalidInput(f"unknown input {type(message).__name__}")
+        handler(self, message, now)
+        return self._take_output()
+
+    def advance(self, now: float) -> list[Output]:
+        """Fire every timer due at or before `now`, each at its own deadline."""
+        while self._timers and self._timers[0][0] <= now:
+            when, _, kind, key, token = heapq.heappop(self._timers)
+            self._fire(kind, key, token, when)
+        return self._take_output()
+
+    def next_deadline(self) -> float | None:
+        """When `advance` next has something to do; None when no timer is pending."""
+        timers = self._timers
+        while timers and not self._timer_live(*timers[0][2:]):
+            heapq.heappop(timers)
+        return timers[0][0] if timers else None
+
+    def ewt(self, queue: str, position: int | None = None) -> float | None:
+        """Estimated wait for `position` (default: one more caller) in `queue`; None if nobody serves it."""
+        staffed = self._staffed[queue]
+        if staffed == 0:
+            return None
+        if position is None:
+            position = len(self._waiting[queue]) + 1
+        return position * self._aht[queue] / staffed
+
+    def position(self, call_id: str) -> int:
+        """1-based place of a waiting call in its queue (priority, then arrival)."""
+        call = self.calls[call_id]
+        return 1 + sum(1 for other in self._waiting[call.queue].values()
+                       if (other.priority, -other.joined_at, -other.seq)
+                       > (call.priority, -call.joined_at, -call.seq))
+
+    def snapshot(self) -> dict[str, Any]:
+        """Live view for supervisors: per queue waiting calls, per state agent counts."""
+        queues = {}
+        for queue_id, waiting in self._waiting.items():
+            queues[queue_id] = {"waiting": len(waiting), "ewt_s": self.ewt(queue_id)}
+        states: dict[str, int] = {}
+        for agent in self.agents.values():
+            states[agent.state.value] = states.get(agent.state.value, 0) + 1
+        return {"queues": queues, "agents": states, "calls": len(self.calls)}
+
+    # --- inputs -----------------------------------------------------------
+
+    def _on_call_queued(self, msg: CallQueued, now: float) -> None:
+        queue = self._queue(msg.queue)
+        if msg.call_id in self.calls:
+            raise InvalidInput(f"call {msg.call_id!r} is already queued")
+        for skill in msg.skills:
+            if skill not in self._skill_index:
+                raise InvalidInput(f"call {msg.call_id!r} asks for unknown skill {skill!r}")
+        self._call_seq += 1
+        call = CallRuntime(
+            call_id=msg.call_id, entry_queue=queue.id, queue=queue.id, caller_id=msg.caller_id,
+            priority=queue.priority + msg.priority, extra_skills=dict(msg.skills),
+            joined_at=now, queue_joined_at=now, seq=self._call_seq,
+            requirement_sets=[{**queue.skills, **msg.skills}])
+        self.calls[call.call_id] = call
+        position = 1 + sum(1 for other in self._waiting[queue.id].values() if other.priority >= call.priority)
+        ewt = self.ewt(queue.id, position)
+        self._emit(now, "queue.joined", call, data={
+            **msg.data, "caller_id": msg.caller_id, "priority": call.priority,
+            "position": position, "ewt_s": None if ewt is None else round(ewt, 1),
+            "sl_threshold_s": queue.sl_threshold_s})
+        if self._divert_on_arrival(call, queue, position, ewt, now):
+            return
+        self._wait(call, now)
+        self._schedule_steps(call, queue)
+        self._route_call(call, now)
+
+    def _on_caller_hung_up(self, msg: CallerHungUp, now: float) -> None:
+        call = self.calls.get(msg.call_id)
+        if call is None:
+            return                      # not (or no longer) ours: IVR-only call, already ended
+        if call.connected_at is not None:
+            self._finish_connected(call, now)
+            return
+        where = "queue"
+        if call.agent is not None:      # ringing an agent
+            where = "ringing"
+            agent = self.agents[call.agent]
+            self._out.append(CancelOffer(call.call_id, agent.spec.id))
+            self._transition(agent, "release", now, call_id=call.call_id)
+            call.agent = None
+        else:
+            self._unwait(call)
+        wait_s = now - call.joined_at
+        self._emit(now, "call.abandoned", call, data={"wait_s": round(wait_s, 3), "where": where})
+        self._emit(now, "call.ended", call, data={"outcome": "abandoned"})
+        del self.calls[call.call_id]
+
+    def _on_agent_answered(self, msg: AgentAnswered, now: float) -> None:
+        call = self.calls.get(msg.call_id)
+        if call is None or call.agent != msg.agent or call.connected_at is not None:
+            raise InvalidInput(f"agent {msg.agent!r} answered call {msg.call_id!r} it was not offered")
+        agent = self.agents[msg.agent]
+        call.connected_at = now
+        call.token += 1                 # the ring timeout no longer applies
+        agent.calls_handled += 1
+        self._transition(agent, "answer", now, call_id=call.call_id)
+        self._emit(now, "call.connected", call, agent=agent.spec.id, data={
+            "wait_s": round(now - call.joined_at, 3), "team": agent.spec.team})
+
+    def _on_agent_missed(self, msg: AgentMissed, now: float) -> None:
+        call = self.calls.get(msg.call_id)
+        if call is None or call.agent != msg.agent or call.connected_at is not None:
+            return                      # the ring timeout got there first: nothing left to do
+        self._ring_no_answer(call, msg.reason, now, cancel=False)
+
+    def _on_call_finished(self, msg: CallFinished, now: float) -> None:
+        call = self.calls.get(msg.call_id)
+        if call is None:
+            return
+        if call.connected_at is None:
+            self._on_caller_hung_up(CallerHungUp(msg.call_id), now)
+            return
+        self._finish_connected(call, now)
+
+    def _on_agent_login(self, msg: AgentLogin, now: float) -> None:
+        agent = self._agent(msg.agent)
+        if agent.state is not AgentState.LOGGED_OUT:
+            return                      # already logged in: log-in is idempotent
+        self.matcher.set_agent(agent.slot, [(self._skill_index[s], p) for s, p in agent.spec.skills.items()])
+        agent.busy_s = agent.idle_s = 0.0
+        self._transition(agent, "login", now)
+
+    def _on_agent_logout(self, msg: AgentLogout, now: float) -> None:
+        agent = self._agent(msg.agent)
+        if agent.state is AgentState.LOGGED_OUT:
+            return
+        self._transition(agent, "logout", now)
+
+    def _on_agent_pause(self, msg: AgentPause, now: float) -> None:
+        agent = self._agent(msg.agent)
+        if agent.state is AgentState.LOGGED_OUT:
+            raise InvalidInput(f"agent {msg.agent!r} is logged out and cannot pause")
+        self._transition(agent, "pause", now, reason=msg.reason)
+
+    def _on_agent_resume(self, msg: AgentResume, now: float) -> None:
+        agent = self._agent(msg.agent)
+        if agent.deferred is not None and agent.deferred[0] == "pause":
+            agent.deferred = None       # resume before the deferred pause took effect
+            return
+        if agent.state is AgentState.PAUSED:
+            self._transition(agent, "resume", now)
+
+    def _on_wrap_up_done(self, msg: WrapUpDone, now: float) -> None:
+        agent = self._agent(msg.agent)
+        if agent.state is AgentState.WRAP_UP:
+            self._transition(agent, "wrap_done", now, call_id=agent.call_id)
+
+    _handlers: dict[type, Callable[..., None]] = {
+        CallQueued: _on_call_queued, CallerHungUp: _on_caller_hung_up,
+        AgentAnswered: _on_agent_answered, AgentMissed: _on_agent_missed,
+        CallFinished: _on_call_finished, AgentLogin: _on_agent_login,
+        AgentLogout: _on_agent_logout, AgentPause: _on_agent_pause,
+        AgentResume: _on_agent_resume, WrapUpDone: _on_wrap_up_done,
+    }
+
+    # --- timers -----------------------------------------------------------
+
+    def _schedule(self, when: float, kind: str, key: str, token: int) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, kind, key, token))
+
+    def _timer_live(self, kind: str, key: str, token: int) -> bool:
+        """False for a timer whose subject moved on (its token is outdated)."""
+        if kind == "wrap":
+            agent = self.agents[key]
+            return agent.state is AgentState.WRAP_UP and agent.wrap_token == token
+        call = self.calls.get(key)
+        return call is not None and call.token == token
+
+    def _fire(self, kind: str, key: str, token: int, when: float) -> None:
+        if not self._timer_live(kind, key, token):
+            return
+        if kind == "wrap":
+            agent = self.agents[key]
+            self._transition(agent, "wrap_done", when, call_id=agent.call_id)
+            return
+        call = self.calls[key]
+        if kind == "ring":
+            self._ring_no_answer(call, "timeout", when, cancel=True)
+        elif kind == "step":
+            self._run_timed_step(call, when)
+        elif kind == "max_wait" and call.slot is not None:
+            step = next(s for s in self._queue(call.queue).overflow if s.when == "max_wait")
+            self._divert(call, step, when)
+
+    # --- waiting and matching ---------------------------------------------
+
+    def _wait(self, call: CallRuntime, now: float) -> None:
+        """Put the call (back) among the waiting calls at its original place."""
+        if not self._free_slots:
+            raise InvalidInput("call capacity exhausted")
+        queue = self._queue(call.queue)
+        call.slot = self._free_slots.pop()
+        self._call_by_slot[call.slot] = call
+        self.matcher.add_call(call.slot, self._queue_index[call.queue], call.priority, call.joined_at,
+                              call.seq, queue.weight, self._matcher_sets(call))
+        self._waiting[call.queue][call.call_id] = call
+
+    def _unwait(self, call: CallRuntime) -> None:
+        if call.slot is None:
+            return
+        self.matcher.remove_call(call.slot)
+        del self._call_by_slot[call.slot]
+        self._free_slots.append(call.slot)
+        call.slot = None
+        self._waiting[call.queue].pop(call.call_id, None)
+
+    def _matcher_sets(self, call: CallRuntime) -> list[list[tuple[int, int]]]:
+        index = self._skill_index
+        return [[(index[s], m) for s, m in reqs.items()] for reqs in call.requirement_sets]
+
+    def _route_call(self, call: CallRuntime, now: float) -> None:
+        if call.slot is None:
+            return
+        strategy = STRATEGY_CODES[self._queue(call.queue).strategy]
+        slot = self.matcher.pick_agent(call.slot, strategy, now)
+        if slot >= 0:
+            self._offer(call, self._agent_by_slot[slot], now)
+
+    def _route_agent(self, agent: AgentRuntime, now: float) -> None:
+        if agent.state is not AgentState.AVAILABLE:
+            return
+        slot = self.matcher.pick_call(agent.slot, now)
+        if slot >= 0:
+            self._offer(self._call_by_slot[slot], agent, now)
+
+    def _offer(self, call: CallRuntime, agent: AgentRuntime, now: float) -> None:
+        queue = self._queue(call.queue)
+        self._unwait(call)
+        call.agent = agent.spec.id
+        call.token += 1
+        self._transition(agent, "reserve", now, call_id=call.call_id)
+        self._emit(now, "agent.offered", call, agent=agent.spec.id,
+                   data={"ring_timeout_s": queue.ring_timeout_s})
+        self._out.append(OfferCall(call.call_id, agent.spec.id, agent.spec.endpoint, call.queue,
+                                   queue.ring_timeout_s))
+        self._schedule(now + queue.ring_timeout_s, "ring", call.call_id, call.token)
+
+    def _ring_no_answer(self, call: CallRuntime, reason: str, now: float, *, cancel: bool) -> None:
+        agent = self.agents[call.agent]  # type: ignore[index]
+        queue = self._queue(call.queue)
+        if cancel:
+            self._out.append(CancelOffer(call.call_id, agent.spec.id))
+        self._emit(now, "agent.no_answer", call, agent=agent.spec.id, data={"reason": reason})
+        call.agent = None
+        call.token += 1
+        self._wait(call, now)           # back at its original place
+        self._reschedule_timers(call)
+        if queue.rona_pause:
+            self._transition(agent, "no_answer", now, call_id=call.call_id, reason="rona")
+        else:
+            self._transition(agent, "release", now, call_id=call.call_id)
+        self._route_call(call, now)
+
+    def _finish_connected(self, call: CallRuntime, now: float) -> None:
+        agent = self.agents[call.agent]  # type: ignore[index]
+        talk_s = now - call.connected_at  # type: ignore[operator]
+        self._emit(now, "call.ended", call, agent=agent.spec.id,
+                   data={"outcome": "answered", "talk_s": round(talk_s, 3)})
+        aht = self._aht[call.queue]
+        self._aht[call.queue] = aht + AHT_SMOOTHING * (talk_s + self._queue(call.queue).wrap_up_s - aht)
+        del self.calls[call.call_id]
+        agent.wrap_token += 1
+        self._transition(agent, "hangup", now, call_id=call.call_id)
+        wrap_s = self._queue(call.queue).wrap_up_s
+        self._schedule(now + wrap_s, "wrap", agent.spec.id, agent.wrap_token)
+
+    # --- overflow -----------------------------------------------------------
+
+    def _schedule_steps(self, call: CallRuntime, queue: Queue) -> None:
+        """Timers for the next timed step and for a max-wait step of the call's current queue."""
+        steps = queue.overflow
+        while call.next_step < len(steps) and steps[call.next_step].after_s is None:
+            call.next_step += 1
+        if call.next_step < len(steps):
+            self._schedule(call.queue_joined_at + steps[call.next_step].after_s, "step",  # type: ignore[operator]
+                           call.call_id, call.token)
+        for step in steps:
+            if step.when == "max_wait":
+                self._schedule(call.queue_joined_at + step.value, "max_wait", call.call_id, call.token)
+                break
+
+    def _reschedule_timers(self, call: CallRuntime) -> None:
+        """After a re-queue the token changed: re-arm the step and max-wait timers."""
+        self._schedule_steps(call, self._queue(call.queue))
+
+    def _run_timed_step(self, call: CallRuntime, now: float) -> None:
+        if call.slot is None:
+            return
+        queue = self._queue(call.queue)
+        index = call.next_step
+        step = queue.overflow[index]
+        call.next_step += 1
+        action, target = self._apply_timed_step(call, step)
+        if action == "none":
+            self._schedule_steps(call, queue)
+            return
+        self._emit(now, "queue.overflowed", call, data={
+            "step": index, "action": action, "to": target, "wait_s": round(now - call.joined_at, 3)})
+        if action == "move":
+            self._unwait(call)
+            call.queue = target  # type: ignore[assignment]
+            call.queue_joined_at = now
+            call.next_step = 0
+            call.moves += 1
+            self._wait(call, now)
+            call.token += 1
+            self._schedule_steps(call, self._queue(call.queue))
+        else:
+            self.matcher.set_call_requirements(call.slot, self._matcher_sets(call))
+            call.token += 1
+            self._schedule_steps(call, queue)
+        self._route_call(call, now)
+
+    def _apply_timed_step(self, call: CallRuntime, step: OverflowStep) -> tuple[str, str | None]:
+        if step.relax:
+            for reqs in call.requirement_sets:
+                for skill, minimum in step.relax.items():
+                    if skill in reqs and minimum < reqs[skill]:
+                        reqs[skill] = minimum
+            return "relax", None
+        if step.add_skills:
+            call.requirement_sets.append({**step.add_skills, **call.extra_skills})
+            return "add_skills", None
+        if step.copy_to:
+            if step.copy_to not in call.copied_to:
+                call.copied_to.add(step.copy_to)
+                call.requirement_sets.append({**self._queue(step.copy_to).skills, **call.extra_skills})
+            return "copy", step.copy_to
+        if step.move_to and call.moves < MAX_MOVES:
+            call.requirement_sets = [{**self._queue(step.move_to).skills, **call.extra_skills}]
+            return "move", step.move_to
+        return "none", None
+
+    def _divert_on_arrival(self, call: CallRuntime, queue: Queue, position: int, ewt: float | None,
+                           now: float) -> bool:
+        """Conditional steps checked when a call arrives; True if the call was diverted."""
+        for step in queue.overflow:
+            if step.when == "queue_length" and len(self._waiting[queue.id]) >= step.value:
+                return self._divert(call, step, now)
+            if step.when == "ewt" and (ewt is None or ewt > step.value):
+                return self._divert(call, step, now)
+            if step.when == "no_agents" and not self._queue_staffed(queue.id):
+                return self._divert(call, step, now)
+        return False
+
+    def _queue_staffed(self, queue_id: str) -> bool:
+        return self._logged_in[queue_id] > 0
+
+    def _divert(self, call: CallRuntime, step: OverflowStep, now: float) -> bool:
+        index = self._queue(call.queue).overflow.index(step)
+        self._unwait(call)
+        call.token += 1
+        self._emit(now, "queue.overflowed", call, data={
+            "step": index, "action": step.action, "to": step.target, "when": step.when,
+            "wait_s": round(now - call.joined_at, 3)})
+        self._out.append(DivertCall(call.call_id, step.action or "hangup", step.target, step.message))
+        self._emit(now, "call.ended", call, data={"outcome": "overflow", "action": step.action})
+        del self.calls[call.call_id]
+        return True
+
+    def _divert_unstaffed(self, now: float) -> None:
+        """After a log-out: divert waiting calls of queues nobody logged in can serve."""
+        for queue_id, waiting in self._waiting.items():
+            if not waiting or self._queue_staffed(queue_id):
+                continue
+            step = next((s for s in self._queue(queue_id).overflow if s.when == "no_agents"), None)
+            if step is None:
+                continue
+            for call in sorted(waiting.values(), key=lambda c: c.seq):
+                self._divert(call, step, now)
+
+    # --- agent transitions --------------------------------------------------
+
+    def _transition(self, agent: AgentRuntime, action: str, now: float, *, call_id: str | None = None,
+                    reason: str | None = None) -> None:
+        if (agent.state, action) in DEFERRABLE:
+            agent.deferred = (action, reason or "")
+            return
+        new_state = TRANSITIONS.get((agent.state, action))
+        if new_state is None:
+            raise InvalidInput(f"agent {agent.spec.id!r} cannot {action} while {agent.state.value}")
+        if new_state is AgentState.AVAILABLE and agent.deferred is not None:
+            deferred_action, deferred_reason = agent.deferred
+            agent.deferred = None
+            new_state = AgentState.PAUSED if deferred_action == "pause" else AgentState.LOGGED_OUT
+            reason = deferred_reason or None
+        self._enter(agent, new_state, now, call_id=call_id, reason=reason)
+
+    def _enter(self, agent: AgentRuntime, state: AgentState, now: float, *, call_id: str | None,
+               reason: str | None) -> None:
+        previous, spent = agent.state, now - agent.since
+        if previous in BUSY_STATES:
+            agent.busy_s += spent
+        elif previous in IDLE_STATES:
+            agent.idle_s += spent
+        for counters, unstaffed in ((self._logged_in, (AgentState.LOGGED_OUT,)),
+                                    (self._staffed, (AgentState.LOGGED_OUT, AgentState.PAUSED))):
+            change = (previous in unstaffed) - (state in unstaffed)
+            if change:
+                for queue_id in agent.queues:
+                    counters[queue_id] += change
+        agent.state, agent.since = state, now
+        agent.reason = reason if state is AgentState.PAUSED else None
+        agent.call_id = call_id if state in (AgentState.RESERVED, AgentState.ON_CALL, AgentState.WRAP_UP) else None
+        self._out.append(Event(now, "agent.state", call_id=call_id, agent=agent.spec.id, data={
+            "state": state.value, "previous": previous.value, "previous_s": round(spent, 3),
+            "reason": agent.reason, "team": agent.spec.team}))
+        if state is AgentState.LOGGED_OUT:
+            self.matcher.remove_agent(agent.slot)
+            self._divert_unstaffed(now)
+            return
+        self.matcher.set_agent_counters(agent.slot, agent.calls_handled, agent.occupancy)
+        self.matcher.set_agent_available(agent.slot, state is AgentState.AVAILABLE, now)
+        if state is AgentState.AVAILABLE:
+            self._route_agent(agent, now)
+
+    # --- helpers --------------------------------------------------------------
+
+    def _emit(self, now: float, type_: str, call: CallRuntime, *, agent: str | None = None,
+              data: dict[str, Any] | None = None) -> None:
+        self._out.append(Event(now, type_, call_id=call.call_id, queue=call.queue, agent=agent,
+                               data=data or {}))
+
+    def _take_output(self) -> list[Output]:
+        out, self._out = self._out, []
+        return out
+
+    def _queue(self, queue_id: str) -> Queue:
+        try:
+            return self.centre.queues[queue_id]
+        except KeyError:
+            raise InvalidInput(f"unknown queue {queue_id!r}") from None
+
+    def _agent(self, agent_id: str) -> AgentRuntime:
+        try:
+            return self.agents[agent_id]
+        except KeyError:
+            raise InvalidInput(f"unknown agent {agent_id!r}") from None
+
+
+def _meets(skills: dict[str, int], requirements: dict[str, int]) -> bool:
+    return all(skills.get(skill, 0) >= minimum for skill, minimum in requirements.items())

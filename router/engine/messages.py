@@ -1,0 +1,117 @@
+"""What goes into the engine (inputs) and what comes out (commands).
+
+Adapters (the Asterisk adapter, the simulated PBX, tests) translate their world
+into these inputs and carry out the commands.  Domain events (router.events.Event)
+come out beside the commands, in the same list, in the order they happened.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from router.events import Event
+
+# --- inputs ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallQueued:
+    """A caller asks to be connected to an agent of `queue` (from the IVR or directly)."""
+    call_id: str
+    queue: str
+    caller_id: str = ""
+    priority: int = 0                          # added to the queue's priority (e.g. VIP)
+    skills: dict[str, int] = field(default_factory=dict)   # extra requirements (language ...)
+    data: dict[str, Any] = field(default_factory=dict)     # attached to queue.joined
+
+
+@dataclass(frozen=True, slots=True)
+class CallerHungUp:
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentAnswered:
+    call_id: str
+    agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentMissed:
+    """The offered agent did not take the call: timeout, busy or unreachable."""
+    call_id: str
+    agent: str
+    reason: str = "timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class CallFinished:
+    """A connected call ended (either side hung up)."""
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentLogin:
+    agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentLogout:
+    agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentPause:
+    agent: str
+    reason: str = "break"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentResume:
+    agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class WrapUpDone:
+    """The agent ends wrap-up before its timer does."""
+    agent: str
+
+
+Input = Union[CallQueued, CallerHungUp, AgentAnswered, AgentMissed, CallFinished, AgentLogin,
+              AgentLogout, AgentPause, AgentResume, WrapUpDone]
+
+# --- commands -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OfferCall:
+    """Ring `agent` at `endpoint` for the waiting call; bridge them when it answers."""
+    call_id: str
+    agent: str
+    endpoint: str
+    queue: str
+    ring_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOffer:
+    """Stop ringing `agent` (caller gone or ring timeout); the caller stays put."""
+    call_id: str
+    agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class DivertCall:
+    """Take the caller out of the queue: voicemail, transfer, callback or hang-up."""
+    call_id: str
+    action: str
+    target: str | None = None
+    message: str | None = None
+
+
+Command = Union[OfferCall, CancelOffer, DivertCall]
+Output = Union[Command, Event]
+
+
+class InvalidInput(ValueError):
+    """An input that does not fit the current state (unknown agent, impossible transition)."""

@@ -1,0 +1,31 @@
+"""Small centres built from the config dataclasses, for engine and simulator tests."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from router.config.model import Agent, Centre, OverflowStep, Queue, Skill
+
+
+def centre(agents: dict[str, dict[str, int]], queues: list[Queue],
+           skills: tuple[str, ...] = ("en", "es", "billing", "tech", "sales", "vip")) -> Centre:
+    return Centre(
+        source="<test>",
+        skills={s: Skill(s, s) for s in skills},
+        agents={a: Agent(a, a.title(), f"Local/{a}@agents", sk, team="red" if i % 2 == 0 else "blue")
+                for i, (a, sk) in enumerate(agents.items())},
+        queues={q.id: q for q in queues},
+    )
+
+
+def queue(id: str, skills: dict[str, int] | None = None, **kw) -> Queue:
+    defaults = dict(name=id.title(), skills=skills or {}, ring_timeout_s=15.0, wrap_up_s=10.0)
+    defaults.update(kw)
+    return Queue(id=id, **defaults)
+
+
+def step(**kw) -> OverflowStep:
+    return OverflowStep(**kw)
+
+
+def with_queue(c: Centre, q: Queue) -> Centre:
+    return replace(c, queues={**c.queues, q.id: q})
