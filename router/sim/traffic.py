@@ -1,0 +1,64 @@
+"""Traffic models for the simulator: arrivals, handle times, caller patience.
+
+Arrivals are a Poisson process whose rate is constant within each interval of
+the centre's intraday profile (calls offered per interval, per queue).  Each
+random quantity draws from its own seeded stream, so changing one model (say,
+patience) does not reshuffle the arrivals of the same seed.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+from router.config.model import Distribution, Simulation
+
+
+def sample(dist: Distribution, rng: random.Random) -> float:
+    """One draw from a positive duration distribution, in seconds."""
+    if dist.kind == "fixed":
+        return dist.mean_s
+    if dist.kind == "exponential":
+        return rng.expovariate(1.0 / dist.mean_s)
+    # lognormal parametrised by its own mean and standard deviation
+    sigma2 = math.log(1.0 + (dist.sd_s / dist.mean_s) ** 2)
+    return rng.lognormvariate(math.log(dist.mean_s) - sigma2 / 2.0, math.sqrt(sigma2))
+
+
+def for_queue(table: dict[str, Distribution], queue: str) -> Distribution:
+    return table.get(queue) or table["default"]
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    offset_s: float       # seconds after the start of the simulated day
+    queue: str
+    caller_id: str
+
+
+def arrivals(model: Simulation, hours: float, seed: int) -> list[Arrival]:
+    """Every call of the simulated period, in time order (the profile repeats if `hours` is longer)."""
+    rng = random.Random(f"arrivals:{seed}")
+    callers = random.Random(f"callers:{seed}")
+    width = model.interval_minutes * 60.0
+    horizon = hours * 3600.0
+    out: list[Arrival] = []
+    for queue, profile in model.arrivals.items():
+        if not profile:
+            continue
+        n_intervals = math.ceil(horizon / width)
+        expected = sum(profile[i % len(profile)] for i in range(n_intervals))
+        pool = max(50, int(4 * expected))     # ~1 in 5 callers of a queue calls it again the same day
+        interval = 0
+        while interval * width < horizon:
+            rate = profile[interval % len(profile)] / width
+            start, end = interval * width, min((interval + 1) * width, horizon)
+            t = start
+            while rate > 0:
+                t += rng.expovariate(rate)
+                if t >= end:
+                    break
+                out.append(Arrival(t, queue, f"+4477{callers.randrange(pool):08d}"))
+            interval += 1
+    out.sort(key=lambda a: (a.offset_s, a.queue))
+    return out
