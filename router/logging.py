@@ -76,14 +76,17 @@ def _redact(value: Any) -> Any:
     return value
 
 
-def redact_secrets(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def redact_secrets(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """structlog processor: mask secret values anywhere in the event dict."""
     return _redact(event_dict)
 
 
 def _renderer_chain(json: bool, colors: bool) -> list[Processor]:
     if json:
-        exceptions: Processor = structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
+        without_locals = ExceptionDictTransformer(show_locals=False)
+        exceptions: Processor = structlog.processors.ExceptionRenderer(without_locals)
         return [exceptions, redact_secrets, structlog.processors.JSONRenderer()]
     return [
         structlog.processors.format_exc_info,

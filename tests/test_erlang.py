@@ -231,7 +231,9 @@ def test_erlang_a_agrees_with_a_simulation():
 
 def test_staffing_with_patience_reports_abandons():
     result = staffing(CALLS_PER_HOUR, AHT, WITHIN, 0.8, patience_s=60.0)
-    assert set(result) == {"agents", "service_level", "asa_s", "occupancy", "p_wait", "p_abandon", "traffic_erlangs"}
+    assert set(result) == {
+        "agents", "service_level", "asa_s", "occupancy", "p_wait", "p_abandon", "traffic_erlangs"
+    }
     assert result["service_level"] >= 0.8
     below = erlang_a(result["agents"] - 1, RATE, AHT, 60.0)
     assert below.service_level(WITHIN) < 0.8

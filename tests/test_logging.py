@@ -77,7 +77,8 @@ def test_secrets_are_redacted_at_any_depth():
 
 
 def test_secret_bound_in_context_is_redacted():
-    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars, redact_secrets]) as logs:
+    pipeline = [structlog.contextvars.merge_contextvars, redact_secrets]
+    with structlog.testing.capture_logs(processors=pipeline) as logs:
         structlog.contextvars.bind_contextvars(call_id="c-1", token="abc")
         structlog.get_logger().info("call.arrived")
     assert logs == [{"event": "call.arrived", "log_level": "info", "call_id": "c-1", "token": REDACTED}]
