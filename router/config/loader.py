@@ -1,0 +1,827 @@
+"""Load and validate `router.yaml` into the typed `Centre` of `router.config.model`.
+
+Theory of operation
+-------------------
+`router.yamlsrc` parses the file into a tree of positioned nodes.  The
+`_Validator` then walks that tree once, section by section, and for every
+value either converts it to the model's type or records a `Problem` at the
+line and column of the offending key or value, saying what was expected.
+It never stops at the first problem: a broken value only keeps the object
+that holds it from being built, so one run reports everything.
+
+Cross references (skills of agents and queues, overflow targets, schedules,
+shift agents and teams, simulated queues) are checked against the ids
+collected in a first pass, so a queue whose own fields are broken still
+counts as existing and produces no follow-on "unknown queue" errors.
+
+Any error makes `load_config` raise `ConfigError` (every problem, sorted by
+position, one gcc-style line each); warnings alone do not raise, and
+`check_config` returns them beside the centre.  The environment is read in exactly two places: `ACD_DATABASE_URL` overrides
+`database.dsn`, and `ami.secret: ${NAME}` reads the secret from `NAME`.
+Secret values never appear in messages.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import zoneinfo
+from collections.abc import Mapping
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+
+from router.config.model import (STRATEGIES, TERMINAL_ACTIONS, WEEKDAYS, Agent, AgiSettings, AmiSettings,
+                                 Break, Centre, DatabaseSettings, Distribution, OverflowStep, Queue,
+                                 Schedule, Shift, Simulation, Skill)
+from router.yamlsrc import Mark, Node, Problem, ProblemList, describe, did_you_mean, load, read
+
+SAMPLE_PATH = Path(__file__).resolve().parent.parent / "samples" / "centre.yaml"
+DATABASE_URL_ENV = "ACD_DATABASE_URL"
+
+TOP_KEYS = ("skills", "agents", "queues", "schedules", "database", "ami", "agi", "flows",
+            "short_abandon_s", "simulation")
+SKILL_KEYS = ("id", "name", "kind")
+AGENT_KEYS = ("id", "name", "endpoint", "team", "skills")
+QUEUE_KEYS = ("id", "name", "skills", "strategy", "priority", "weight", "service_level", "wrap_up_s",
+              "ring_timeout_s", "rona_pause", "aht_estimate_s", "schedule", "overflow")
+SERVICE_LEVEL_KEYS = ("target", "within_s")
+TIMED_CHANGES = ("relax", "add_skills", "copy_to", "move_to")
+CONDITIONAL_KEYS = ("when", "value", "action", "target", "message")
+STEP_KEYS = ("after_s",) + TIMED_CHANGES + CONDITIONAL_KEYS
+CONDITIONS = ("max_wait", "no_agents", "queue_length", "ewt")
+SCHEDULE_KEYS = ("id", "timezone", "hours", "holidays")
+DATABASE_KEYS = ("dsn", "data_dir")
+AMI_KEYS = ("host", "port", "username", "secret")
+AGI_KEYS = ("host", "port")
+SIMULATION_KEYS = ("start", "interval_minutes", "arrivals", "handle_time", "patience", "shifts",
+                   "answer_delay_s", "no_answer_rate", "callback_acceptance")
+DISTRIBUTION_KEYS = ("dist", "mean_s", "sd_s")
+DISTRIBUTIONS = ("exponential", "lognormal", "fixed")
+SHIFT_KEYS = ("agents", "team", "start", "end", "breaks")
+BREAK_KEYS = ("at", "minutes")
+INTERVAL_MINUTES = (15, 30, 60)
+
+_CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+_RANGE = re.compile(r"^\s*(\d{1,2}:\d{2})\s*-\s*(\d{1,2}:\d{2})\s*$")
+_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+class ConfigError(ValueError):
+    """The config has errors; `problems` holds every error and warning, sorted by position."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.col))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def default_config_path() -> Path:
+    """`./router.yaml` if it exists, else the sample centre shipped with the package."""
+    local = Path("router.yaml")
+    return local if local.is_file() else SAMPLE_PATH
+
+
+def load_config(path: str | Path | None = None, *, environ: Mapping[str, str] | None = None) -> Centre:
+    """Read, validate and build the centre; raise `ConfigError` listing every error."""
+    centre, problems = check_config(path, environ=environ)
+    if centre is None:
+        raise ConfigError(list(problems))
+    return centre
+
+
+def parse_config(source: str | bytes, filename: str = "<config>", *,
+                 environ: Mapping[str, str] | None = None) -> Centre:
+    """`load_config` for text already in memory; `filename` names it in messages."""
+    problems = ProblemList()
+    root = load(source, filename, problems)
+    centre = _validate(root, filename, problems, environ)
+    if centre is None:
+        raise ConfigError(list(problems))
+    return centre
+
+
+def check_config(path: str | Path | None = None, *,
+                 environ: Mapping[str, str] | None = None) -> tuple[Centre | None, ProblemList]:
+    """The centre (None if any error) and every problem found, warnings included."""
+    filename = str(path if path is not None else default_config_path())
+    problems = ProblemList()
+    root = read(filename, problems)
+    return _validate(root, filename, problems, environ), problems
+
+
+def _validate(root: Node | None, filename: str, problems: ProblemList,
+              environ: Mapping[str, str] | None) -> Centre | None:
+    if root is None:
+        return None
+    validator = _Validator(filename, problems, os.environ if environ is None else environ)
+    centre = validator.centre(root)
+    return centre if not problems.errors else None
+
+
+def _owner(noun: str, ident: str | None, index: int) -> str:
+    return f"{noun} {ident!r}" if ident is not None else f"{noun} #{index + 1}"
+
+
+def _fmt(number: float) -> str:
+    return f"{number:g}"
+
+
+def _range_words(lo: float | None, hi: float | None, lo_open: bool) -> str:
+    if lo is not None and hi is not None:
+        return (f"greater than {_fmt(lo)} and at most {_fmt(hi)}" if lo_open
+                else f"from {_fmt(lo)} to {_fmt(hi)}")
+    if lo is not None:
+        return f"greater than {_fmt(lo)}" if lo_open else f"at least {_fmt(lo)}"
+    if hi is not None:
+        return f"at most {_fmt(hi)}"
+    return ""
+
+
+def _minutes(moment: time) -> int:
+    return moment.hour * 60 + moment.minute
+
+
+class _Validator:
+    """One pass over the node tree: typed readers plus one method per section."""
+
+    def __init__(self, filename: str, problems: ProblemList, environ: Mapping[str, str]) -> None:
+        self.file = filename
+        self.problems = problems
+        self.environ = environ
+        self.error_count = 0
+        self.skill_ids: dict[str, Node] = {}
+        self.agent_ids: dict[str, Node] = {}
+        self.queue_ids: dict[str, Node] = {}
+        self.schedule_ids: dict[str, Node] = {}
+        self.teams: dict[str, list[str]] = {}
+
+    # ---- reporting and typed readers -------------------------------------------------------
+
+    def error(self, at: Node | Mark, message: str) -> None:
+        self.error_count += 1
+        self.problems.error(self.file, at, message)
+
+    def warning(self, at: Node | Mark, message: str) -> None:
+        self.problems.warning(self.file, at, message)
+
+    def fields(self, node: Node | None, owner: str, allowed: tuple[str, ...],
+               required: tuple[str, ...] = ()) -> dict[str, Node] | None:
+        """The known keys of a mapping; reports unknown and missing keys."""
+        if node is None:
+            return None
+        if not node.is_mapping:
+            self.error(node, f"{owner}: expected a mapping, got {describe(node.value)}")
+            return None
+        for key, mark in node.keys.items():
+            if key not in allowed:
+                self.error(mark, f"unknown key {key!r} in {owner}{did_you_mean(key, allowed)}")
+        for key in required:
+            if key not in node.value:
+                self.error(node, f"missing required key {key!r} in {owner}")
+        return {key: value for key, value in node.value.items() if key in allowed}
+
+    def items(self, node: Node | None, what: str) -> list[Node]:
+        """A list's items; null or absent is an empty list."""
+        if node is None or node.value is None:
+            return []
+        if not node.is_sequence:
+            self.error(node, f"{what}: expected a list, got {describe(node.value)}")
+            return []
+        return node.value
+
+    def entries(self, node: Node | None, what: str) -> dict[str, Node]:
+        """A free-form mapping's entries; null or absent is empty."""
+        if node is None or node.value is None:
+            return {}
+        if not node.is_mapping:
+            self.error(node, f"{what}: expected a mapping, got {describe(node.value)}")
+            return {}
+        return node.value
+
+    def text(self, node: Node, what: str, *, nullable: bool = False, secret: bool = False) -> str | None:
+        """A non-empty string; plain numbers count as their source text (ids such as 1001)."""
+        value = node.value
+        if value is None and nullable:
+            return None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and node.text is not None:
+            return node.text
+        if not isinstance(value, str):
+            got = "" if secret else f", got {describe(value)}"
+            self.error(node, f"{what}: expected a string{got}")
+            return None
+        if not value.strip():
+            self.error(node, f"{what}: must not be empty")
+            return None
+        return value
+
+    def integer(self, node: Node, what: str, lo: int | None = None, hi: int | None = None) -> int | None:
+        value = node.value
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(node, f"{what}: expected an integer{self._range(lo, hi, False)}, got {describe(value)}")
+            return None
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            self.error(node, f"{what}: expected an integer {_range_words(lo, hi, False)}, got {value}")
+            return None
+        return value
+
+    def number(self, node: Node, what: str, lo: float | None = None, hi: float | None = None,
+               lo_open: bool = False) -> float | None:
+        value = node.value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            self.error(node, f"{what}: expected a number{self._range(lo, hi, lo_open)}, "
+                             f"got {describe(value)}")
+            return None
+        too_low = lo is not None and (value <= lo if lo_open else value < lo)
+        if too_low or (hi is not None and value > hi):
+            self.error(node, f"{what}: expected a number {_range_words(lo, hi, lo_open)}, "
+                             f"got {_fmt(value)}")
+            return None
+        return float(value)
+
+    @staticmethod
+    def _range(lo: float | None, hi: float | None, lo_open: bool) -> str:
+        words = _range_words(lo, hi, lo_open)
+        return f" {words}" if words else ""
+
+    def flag(self, node: Node, what: str) -> bool | None:
+        if not isinstance(node.value, bool):
+            self.error(node, f"{what}: expected true or false, got {describe(node.value)}")
+            return None
+        return node.value
+
+    def choice(self, node: Node, what: str, choices: tuple[str, ...], noun: str) -> str | None:
+        value = self.text(node, what)
+        if value is None:
+            return None
+        if value not in choices:
+            hint = did_you_mean(value, choices) or f"; expected one of {', '.join(choices)}"
+            self.error(node, f"{what}: unknown {noun} {value!r}{hint}")
+            return None
+        return value
+
+    def reference(self, node: Node, what: str, known: dict[str, Any] | list[str], noun: str) -> str | None:
+        """The id of an existing skill/queue/schedule/agent/team."""
+        value = self.text(node, what)
+        if value is not None and value not in known:
+            self.error(node, f"{what}: unknown {noun} {value!r}{did_you_mean(value, known)}")
+            return None
+        return value
+
+    def clock(self, node: Node, what: str) -> time | None:
+        """A time of day written HH:MM (YAML 1.1 reads an unquoted 10:00 as 600; the text is used)."""
+        text = node.text if isinstance(node.value, (str, int)) and not isinstance(node.value, bool) else None
+        match = _CLOCK.match(text.strip()) if text is not None else None
+        if match is None:
+            self.error(node, f"{what}: expected a time of day HH:MM such as 08:30, got {describe(node.value)}")
+            return None
+        return time(int(match[1]), int(match[2]))
+
+    def proficiencies(self, node: Node | None, what: str, lo: int) -> dict[str, int]:
+        """A skill -> level mapping with known skills and levels lo..10."""
+        levels: dict[str, int] = {}
+        mapping = self.entries(node, what)
+        for skill, level_node in mapping.items():
+            if skill not in self.skill_ids:
+                self.error(node.keys[skill], f"unknown skill {skill!r} in {what}"
+                                             f"{did_you_mean(skill, self.skill_ids)}")
+                continue
+            level = self.integer(level_node, f"skill {skill!r} in {what}", lo, 10)
+            if level is not None:
+                levels[skill] = level
+        return levels
+
+    # ---- the whole file --------------------------------------------------------------------
+
+    def centre(self, root: Node) -> Centre | None:
+        top = self.fields(root, "the config", TOP_KEYS, required=("skills", "agents", "queues"))
+        if top is None:
+            return None
+        skill_items = self.collect_ids(self.items(top.get("skills"), "'skills'"), "skill", self.skill_ids)
+        agent_items = self.collect_ids(self.items(top.get("agents"), "'agents'"), "agent", self.agent_ids)
+        queue_items = self.collect_ids(self.items(top.get("queues"), "'queues'"), "queue", self.queue_ids)
+        schedule_items = self.collect_ids(self.items(top.get("schedules"), "'schedules'"), "schedule",
+                                          self.schedule_ids)
+        skills = self.build_all(skill_items, self.skill)
+        agents = self.build_all(agent_items, self.agent)
+        schedules = self.build_all(schedule_items, self.schedule)
+        queues = self.build_all(queue_items, self.queue)
+        self.warn_unserved(queues, agents)
+        settings = {
+            "database": self.database(top.get("database")),
+            "ami": self.ami(top.get("ami")),
+            "agi": self.agi(top.get("agi")),
+            "flows": self.text(top["flows"], "'flows'", nullable=True) if "flows" in top else None,
+        }
+        if "short_abandon_s" in top:
+            settings["short_abandon_s"] = self.number(top["short_abandon_s"], "'short_abandon_s'", lo=0)
+        simulation = self.simulation(top["simulation"]) if "simulation" in top else None
+        if self.error_count:
+            return None
+        return Centre(source=self.file, skills=skills, agents=agents, queues=queues, schedules=schedules,
+                      simulation=simulation, **settings)
+
+    def collect_ids(self, items: list[Node], noun: str, ids: dict[str, Node]) -> list[tuple[Node, str | None]]:
+        """Each item with its id (None if missing or bad); reports duplicates at the second."""
+        found: list[tuple[Node, str | None]] = []
+        for index, item in enumerate(items):
+            ident = None
+            if item.is_mapping and "id" in item.value:
+                ident = self.text(item.value["id"], f"'id' of {noun} #{index + 1}")
+            if ident is not None and ident in ids:
+                self.error(item.value["id"], f"duplicate {noun} id {ident!r} (first at line {ids[ident].line})")
+            elif ident is not None:
+                ids[ident] = item.value["id"]
+            found.append((item, ident))
+        return found
+
+    def build_all(self, items: list[tuple[Node, str | None]], build: Any) -> dict[str, Any]:
+        """Validate every item; keep the ones that built without errors, by id."""
+        built: dict[str, Any] = {}
+        for index, (item, ident) in enumerate(items):
+            before = self.error_count
+            value = build(item, ident, index)
+            if value is not None and self.error_count == before and ident not in built:
+                built[ident] = value
+        return built
+
+    # ---- skills, agents, schedules, queues -------------------------------------------------
+
+    def skill(self, node: Node, ident: str | None, index: int) -> Skill | None:
+        owner = _owner("skill", ident, index)
+        f = self.fields(node, owner, SKILL_KEYS, required=("id",))
+        if f is None or ident is None:
+            return None
+        name = self.text(f["name"], f"'name' of {owner}") if "name" in f else ident
+        kind = self.choice(f["kind"], f"'kind' of {owner}", ("skill", "language"), "kind") \
+            if "kind" in f else "skill"
+        return Skill(ident, name or ident, kind or "skill")
+
+    def agent(self, node: Node, ident: str | None, index: int) -> Agent | None:
+        owner = _owner("agent", ident, index)
+        f = self.fields(node, owner, AGENT_KEYS, required=("id", "endpoint"))
+        if f is None:
+            return None
+        name = self.text(f["name"], f"'name' of {owner}") if "name" in f else ident
+        endpoint = self.text(f["endpoint"], f"'endpoint' of {owner}") if "endpoint" in f else None
+        if endpoint is not None and "/" not in endpoint:
+            self.error(f["endpoint"], f"'endpoint' of {owner}: expected a channel such as 'PJSIP/1001', "
+                                      f"got {endpoint!r}")
+        team = self.text(f["team"], f"'team' of {owner}", nullable=True) if "team" in f else None
+        skills = self.proficiencies(f.get("skills"), owner, 1)
+        if ident is not None and team is not None:
+            self.teams.setdefault(team, []).append(ident)
+        if ident is None or endpoint is None:
+            return None
+        return Agent(ident, name or ident, endpoint, skills, team)
+
+    def schedule(self, node: Node, ident: str | None, index: int) -> Schedule | None:
+        owner = _owner("schedule", ident, index)
+        f = self.fields(node, owner, SCHEDULE_KEYS, required=("id", "timezone", "hours"))
+        if f is None:
+            return None
+        timezone = self.timezone(f["timezone"], f"'timezone' of {owner}") if "timezone" in f else None
+        hours: dict[str, tuple[tuple[time, time], ...]] = {}
+        days = self.fields(f.get("hours"), f"'hours' of {owner}", WEEKDAYS) or {}
+        for day, day_node in days.items():
+            hours[day] = self.day_hours(day_node, f"{day} in {owner}")
+        holidays = []
+        for item in self.items(f.get("holidays"), f"'holidays' of {owner}"):
+            holiday = self.day(item, f"holiday of {owner}")
+            if holiday is not None:
+                holidays.append(holiday)
+        if ident is None or timezone is None:
+            return None
+        return Schedule(ident, timezone, hours, tuple(holidays))
+
+    def timezone(self, node: Node, what: str) -> str | None:
+        name = self.text(node, what)
+        if name is None:
+            return None
+        try:
+            zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            hint = did_you_mean(name, zoneinfo.available_timezones()) or \
+                "; expected an IANA name such as 'Europe/London'"
+            self.error(node, f"{what}: unknown time zone {name!r}{hint}")
+            return None
+        return name
+
+    def day_hours(self, node: Node, what: str) -> tuple[tuple[time, time], ...]:
+        """Open intervals of one weekday: HH:MM-HH:MM strings, start < end, no overlaps."""
+        ranges = [node] if isinstance(node.value, str) else self.items(node, what)
+        parsed: list[tuple[time, time, Node]] = []
+        for item in ranges:
+            interval = self.time_range(item, what)
+            if interval is not None:
+                parsed.append((*interval, item))
+        ordered = sorted(parsed, key=lambda entry: entry[0])
+        for (start_a, end_a, node_a), (start_b, end_b, node_b) in zip(ordered, ordered[1:]):
+            if start_b < end_a:
+                earlier, later = sorted((node_a, node_b), key=lambda n: (n.line, n.col))
+                self.error(later, f"hours of {what}: {later.value!r} overlaps {earlier.value!r}")
+        return tuple((start, end) for start, end, _ in ordered)
+
+    def time_range(self, node: Node, what: str) -> tuple[time, time] | None:
+        match = _RANGE.match(node.value) if isinstance(node.value, str) else None
+        times = [self._clock_text(part) for part in match.groups()] if match else [None]
+        if None in times:
+            self.error(node, f"hours of {what}: expected a time range HH:MM-HH:MM such as 08:00-20:00, "
+                             f"got {describe(node.value)}")
+            return None
+        start, end = times
+        if start == time.max:
+            self.error(node, f"hours of {what}: a range cannot start at 24:00")
+            return None
+        if start >= end:
+            self.error(node, f"hours of {what}: range {node.value!r} must end after it starts")
+            return None
+        return start, end
+
+    @staticmethod
+    def _clock_text(text: str) -> time | None:
+        if text == "24:00":
+            return time.max
+        match = _CLOCK.match(text)
+        return time(int(match[1]), int(match[2])) if match else None
+
+    def day(self, node: Node, what: str) -> date | None:
+        value = node.value
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return value
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value.strip())
+            except ValueError:
+                pass
+        self.error(node, f"{what}: expected a date YYYY-MM-DD such as 2026-12-25, got {describe(value)}")
+        return None
+
+    def queue(self, node: Node, ident: str | None, index: int) -> Queue | None:
+        owner = _owner("queue", ident, index)
+        f = self.fields(node, owner, QUEUE_KEYS, required=("id",))
+        if f is None:
+            return None
+        values: dict[str, Any] = {}
+        if "name" in f:
+            values["name"] = self.text(f["name"], f"'name' of {owner}")
+        skills = self.proficiencies(f.get("skills"), f"'skills' of {owner}", 1)
+        if "strategy" in f:
+            values["strategy"] = self.choice(f["strategy"], f"'strategy' of {owner}", STRATEGIES, "strategy")
+        if "priority" in f:
+            values["priority"] = self.integer(f["priority"], f"'priority' of {owner}")
+        if "weight" in f:
+            values["weight"] = self.number(f["weight"], f"'weight' of {owner}", lo=0, lo_open=True)
+        level = self.fields(f.get("service_level"), f"'service_level' of {owner}", SERVICE_LEVEL_KEYS) or {}
+        if "target" in level:
+            values["sl_target"] = self.number(level["target"], f"service level target of {owner}",
+                                              lo=0, hi=1, lo_open=True)
+        if "within_s" in level:
+            values["sl_threshold_s"] = self.number(level["within_s"], f"service level 'within_s' of {owner}",
+                                                   lo=0, lo_open=True)
+        if "wrap_up_s" in f:
+            values["wrap_up_s"] = self.number(f["wrap_up_s"], f"'wrap_up_s' of {owner}", lo=0)
+        if "ring_timeout_s" in f:
+            values["ring_timeout_s"] = self.number(f["ring_timeout_s"], f"'ring_timeout_s' of {owner}",
+                                                   lo=0, lo_open=True)
+        if "rona_pause" in f:
+            values["rona_pause"] = self.flag(f["rona_pause"], f"'rona_pause' of {owner}")
+        if "aht_estimate_s" in f:
+            values["aht_estimate_s"] = self.number(f["aht_estimate_s"], f"'aht_estimate_s' of {owner}",
+                                                   lo=0, lo_open=True)
+        if "schedule" in f:
+            values["schedule"] = self.reference(f["schedule"], f"'schedule' of {owner}", self.schedule_ids,
+                                                "schedule")
+        values["overflow"] = self.overflow(f.get("overflow"), owner, ident, skills)
+        if ident is None:
+            return None
+        return Queue(ident, values.pop("name", ident) or ident, skills, **values)
+
+    def overflow(self, node: Node | None, owner: str, ident: str | None,
+                 skills: dict[str, int]) -> tuple[OverflowStep, ...]:
+        minimums = dict(skills)
+        steps = []
+        last_after: float | None = None
+        for index, item in enumerate(self.items(node, f"'overflow' of {owner}")):
+            step_owner = f"overflow step {index + 1} of {owner}"
+            step, after = self.overflow_step(item, step_owner, ident, minimums, last_after)
+            last_after = after if after is not None else last_after
+            if step is not None:
+                steps.append(step)
+        return tuple(steps)
+
+    def overflow_step(self, node: Node, owner: str, queue: str | None, minimums: dict[str, int],
+                      last_after: float | None) -> tuple[OverflowStep | None, float | None]:
+        f = self.fields(node, owner, STEP_KEYS)
+        if f is None:
+            return None, None
+        if "after_s" in f and "when" in f:
+            self.error(node, f"{owner}: use either 'after_s' (a timed step) or 'when' (a conditional step), "
+                             f"not both")
+            return None, None
+        if "after_s" in f:
+            return self.timed_step(f, node, owner, queue, minimums, last_after)
+        if "when" in f:
+            return self.conditional_step(f, node, owner), None
+        self.error(node, f"{owner}: expected 'after_s' (a timed step) or 'when' (a conditional step)")
+        return None, None
+
+    def timed_step(self, f: dict[str, Node], node: Node, owner: str, queue: str | None,
+                   minimums: dict[str, int], last_after: float | None) -> tuple[OverflowStep | None, float | None]:
+        for key in CONDITIONAL_KEYS:
+            if key in f:
+                self.error(node.keys[key], f"{key!r} in {owner}: only conditional steps (with 'when') use it")
+        after = self.number(f["after_s"], f"'after_s' of {owner}", lo=0)
+        if after is not None and last_after is not None and after < last_after:
+            self.error(f["after_s"], f"{owner}: timed steps must be listed in ascending 'after_s' order, "
+                                     f"but {_fmt(after)} follows {_fmt(last_after)}")
+        changes = [key for key in TIMED_CHANGES if key in f]
+        if len(changes) != 1:
+            got = f", got {', '.join(changes)}" if changes else ""
+            self.error(node, f"{owner}: a timed step needs exactly one of {', '.join(TIMED_CHANGES)}{got}")
+            return None, after
+        change = changes[0]
+        values: dict[str, Any] = {}
+        if change == "relax":
+            values["relax"] = self.relax(f["relax"], owner, queue, minimums)
+        elif change == "add_skills":
+            values["add_skills"] = self.proficiencies(f["add_skills"], f"'add_skills' of {owner}", 1)
+            if not f["add_skills"].value:
+                self.error(f["add_skills"], f"'add_skills' of {owner}: expected at least one skill")
+        else:
+            target = self.reference(f[change], f"{change!r} of {owner}", self.queue_ids, "queue")
+            if target is not None and target == queue:
+                self.error(f[change], f"{change!r} of {owner}: a queue cannot overflow to itself")
+            values[change] = target
+        if after is None:
+            return None, None
+        return OverflowStep(after_s=after, **values), after
+
+    def relax(self, node: Node, owner: str, queue: str | None, minimums: dict[str, int]) -> dict[str, int]:
+        """New, lower minimums for skills the queue requires (lowered step after step)."""
+        relaxed: dict[str, int] = {}
+        for skill, level_node in self.entries(node, f"'relax' of {owner}").items():
+            if skill not in minimums:
+                hint = did_you_mean(skill, minimums)
+                self.error(node.keys[skill], f"'relax' of {owner}: queue {queue!r} does not require "
+                                             f"skill {skill!r}{hint}")
+                continue
+            level = self.integer(level_node, f"skill {skill!r} in 'relax' of {owner}", 0, 10)
+            if level is None:
+                continue
+            if level >= minimums[skill]:
+                self.error(level_node, f"'relax' of {owner}: must lower the minimum of {skill!r} "
+                                       f"(now {minimums[skill]}), got {level}")
+                continue
+            minimums[skill] = relaxed[skill] = level
+        if not relaxed and not node.value:
+            self.error(node, f"'relax' of {owner}: expected at least one skill")
+        return relaxed
+
+    def conditional_step(self, f: dict[str, Node], node: Node, owner: str) -> OverflowStep | None:
+        for key in TIMED_CHANGES:
+            if key in f:
+                self.error(node.keys[key], f"{key!r} in {owner}: only timed steps (with 'after_s') use it")
+        when = self.choice(f["when"], f"'when' of {owner}", CONDITIONS, "condition")
+        action = None
+        if "action" not in f:
+            self.error(node, f"missing required key 'action' in {owner}")
+        else:
+            action = self.choice(f["action"], f"'action' of {owner}", TERMINAL_ACTIONS, "action")
+        values: dict[str, Any] = {}
+        if when == "no_agents":
+            if "value" in f:
+                self.warning(f["value"], f"'value' of {owner}: not used with when: no_agents")
+        elif when is not None and "value" not in f:
+            self.error(node, f"missing required key 'value' in {owner} (when: {when})")
+        elif when == "queue_length":
+            values["value"] = self.integer(f["value"], f"'value' of {owner}", lo=1)
+        elif when is not None:
+            values["value"] = self.number(f["value"], f"'value' of {owner}", lo=0, lo_open=True)
+        if action == "transfer" and "target" not in f:
+            self.error(node, f"missing required key 'target' in {owner} (action: transfer)")
+        elif "target" in f and action is not None and action != "transfer":
+            self.error(f["target"], f"'target' of {owner}: only action: transfer uses it")
+        elif "target" in f:
+            values["target"] = self.text(f["target"], f"'target' of {owner}")
+        if "message" in f:
+            values["message"] = self.text(f["message"], f"'message' of {owner}")
+        if when is None or action is None:
+            return None
+        return OverflowStep(when=when, action=action, **values)
+
+    def warn_unserved(self, queues: dict[str, Queue], agents: dict[str, Agent]) -> None:
+        for queue in queues.values():
+            if not any(all(agent.skills.get(skill, 0) >= level for skill, level in queue.skills.items())
+                       for agent in agents.values()):
+                self.warning(self.queue_ids[queue.id], f"no agent has the skills queue {queue.id!r} requires")
+
+    # ---- settings --------------------------------------------------------------------------
+
+    def database(self, node: Node | None) -> DatabaseSettings:
+        f = self.fields(node, "section 'database'", DATABASE_KEYS) if node and node.value is not None else {}
+        values = {key: self.text(f[key], f"'{key}' of section 'database'", nullable=True)
+                  for key in DATABASE_KEYS if f and key in f}
+        override = self.environ.get(DATABASE_URL_ENV)
+        if override:
+            values["dsn"] = override
+        return DatabaseSettings(**values)
+
+    def ami(self, node: Node | None) -> AmiSettings | None:
+        if node is None or node.value is None:
+            return None
+        f = self.fields(node, "section 'ami'", AMI_KEYS)
+        if f is None:
+            return None
+        values: dict[str, Any] = {}
+        if "host" in f:
+            values["host"] = self.text(f["host"], "'host' of section 'ami'")
+        if "port" in f:
+            values["port"] = self.integer(f["port"], "'port' of section 'ami'", 1, 65535)
+        if "username" in f:
+            values["username"] = self.text(f["username"], "'username' of section 'ami'")
+        if "secret" in f:
+            values["secret"] = self.secret(f["secret"])
+        return AmiSettings(**values)
+
+    def secret(self, node: Node) -> str | None:
+        """The AMI secret, literal or `${NAME}` from the environment; never quoted in messages."""
+        value = self.text(node, "'secret' of section 'ami'", secret=True)
+        if value is None:
+            return None
+        reference = _ENV_REF.match(value)
+        if reference is None:
+            return value
+        secret = self.environ.get(reference[1])
+        if secret is None:
+            self.error(node, f"'secret' of section 'ami': environment variable {reference[1]!r} is not set")
+        return secret
+
+    def agi(self, node: Node | None) -> AgiSettings:
+        f = self.fields(node, "section 'agi'", AGI_KEYS) if node and node.value is not None else {}
+        values: dict[str, Any] = {}
+        if f and "host" in f:
+            values["host"] = self.text(f["host"], "'host' of section 'agi'")
+        if f and "port" in f:
+            values["port"] = self.integer(f["port"], "'port' of section 'agi'", 1, 65535)
+        return AgiSettings(**values)
+
+    # ---- simulation ------------------------------------------------------------------------
+
+    def simulation(self, node: Node) -> Simulation | None:
+        owner = "section 'simulation'"
+        f = self.fields(node, owner, SIMULATION_KEYS, required=("start", "arrivals", "handle_time", "patience"))
+        if f is None:
+            return None
+        values: dict[str, Any] = {}
+        values["start"] = self.moment(f["start"], f"'start' of {owner}") if "start" in f else None
+        if "interval_minutes" in f:
+            values["interval_minutes"] = self.interval(f["interval_minutes"], f"'interval_minutes' of {owner}")
+        else:
+            values["interval_minutes"] = 30
+        values["arrivals"] = self.arrivals(f.get("arrivals"))
+        values["handle_time"] = self.distributions(f.get("handle_time"), "handle_time")
+        values["patience"] = self.distributions(f.get("patience"), "patience")
+        values["shifts"] = tuple(self.shifts(f.get("shifts")))
+        if "answer_delay_s" in f:
+            values["answer_delay_s"] = self.number(f["answer_delay_s"], f"'answer_delay_s' of {owner}", lo=0)
+        for key in ("no_answer_rate", "callback_acceptance"):
+            if key in f:
+                values[key] = self.number(f[key], f"{key!r} of {owner}", lo=0, hi=1)
+        if any(value is None for value in values.values()):
+            return None
+        return Simulation(**values)
+
+    def moment(self, node: Node, what: str) -> datetime | None:
+        value = node.value
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value.strip())
+            except ValueError:
+                pass
+        if not isinstance(value, datetime):
+            self.error(node, f"{what}: expected a date and time such as 2026-11-23T08:00:00, "
+                             f"got {describe(node.value)}")
+            return None
+        return value
+
+    def interval(self, node: Node, what: str) -> int | None:
+        minutes = self.integer(node, what)
+        if minutes is not None and minutes not in INTERVAL_MINUTES:
+            self.error(node, f"{what}: expected 15, 30 or 60, got {minutes}")
+            return None
+        return minutes
+
+    def arrivals(self, node: Node | None) -> dict[str, tuple[float, ...]] | None:
+        what = "'arrivals' of section 'simulation'"
+        profiles: dict[str, tuple[float, ...]] = {}
+        lengths: list[tuple[str, int]] = []
+        for queue, profile_node in self.entries(node, what).items():
+            if queue not in self.queue_ids:
+                self.error(node.keys[queue], f"{what}: unknown queue {queue!r}{did_you_mean(queue, self.queue_ids)}")
+                continue
+            counts = self.items(profile_node, f"arrivals of queue {queue!r}")
+            if not counts and profile_node.is_sequence:
+                self.error(profile_node, f"arrivals of queue {queue!r}: expected at least one interval")
+            numbers = [self.number(count, f"interval {index + 1} of arrivals of queue {queue!r}", lo=0)
+                       for index, count in enumerate(counts)]
+            if counts and None not in numbers:
+                profiles[queue] = tuple(numbers)
+                lengths.append((queue, len(numbers)))
+        for queue, length in lengths[1:]:
+            first_queue, first_length = lengths[0]
+            if length != first_length:
+                self.warning(node.value[queue], f"arrivals of queue {queue!r} have {length} intervals, "
+                                                f"but queue {first_queue!r} has {first_length}")
+        return profiles
+
+    def distributions(self, node: Node | None, section: str) -> dict[str, Distribution] | None:
+        what = f"{section!r} of section 'simulation'"
+        result: dict[str, Distribution] = {}
+        entries = self.entries(node, what)
+        for key, dist_node in entries.items():
+            if key != "default" and key not in self.queue_ids:
+                self.error(node.keys[key], f"{what}: unknown queue {key!r}"
+                                           f"{did_you_mean(key, [*self.queue_ids, 'default'])}")
+                continue
+            distribution = self.distribution(dist_node, f"{section} distribution {key!r}")
+            if distribution is not None:
+                result[key] = distribution
+        missing = [queue for queue in self.queue_ids if queue not in entries]
+        if node is not None and "default" not in entries and missing:
+            self.error(node, f"{what}: needs a 'default' entry or one for every queue "
+                             f"(missing: {', '.join(missing)})")
+        return result
+
+    def distribution(self, node: Node, owner: str) -> Distribution | None:
+        f = self.fields(node, owner, DISTRIBUTION_KEYS, required=("dist", "mean_s"))
+        if f is None:
+            return None
+        kind = self.choice(f["dist"], f"'dist' of {owner}", DISTRIBUTIONS, "distribution") if "dist" in f else None
+        mean = self.number(f["mean_s"], f"'mean_s' of {owner}", lo=0, lo_open=True) if "mean_s" in f else None
+        sd = 0.0
+        if kind == "lognormal" and "sd_s" not in f:
+            self.error(node, f"missing required key 'sd_s' in {owner} (dist: lognormal)")
+        elif kind == "lognormal":
+            sd = self.number(f["sd_s"], f"'sd_s' of {owner}", lo=0, lo_open=True)
+        elif kind is not None and "sd_s" in f:
+            self.error(node.keys["sd_s"], f"'sd_s' of {owner}: not used with dist: {kind}")
+        if kind is None or mean is None or sd is None:
+            return None
+        return Distribution(kind, mean, sd)
+
+    def shifts(self, node: Node | None) -> list[Shift]:
+        shifts = []
+        for index, item in enumerate(self.items(node, "'shifts' of section 'simulation'")):
+            shift = self.shift(item, f"shift #{index + 1}")
+            if shift is not None:
+                shifts.append(shift)
+        return shifts
+
+    def shift(self, node: Node, owner: str) -> Shift | None:
+        f = self.fields(node, owner, SHIFT_KEYS, required=("start", "end"))
+        if f is None:
+            return None
+        agents: list[str] = []
+        if ("agents" in f) == ("team" in f):
+            self.error(node, f"{owner}: expected either 'agents' (a list of agent ids) or 'team', not "
+                             f"{'both' if 'team' in f else 'neither'}")
+        elif "agents" in f:
+            for item in self.items(f["agents"], f"'agents' of {owner}"):
+                agent = self.reference(item, f"'agents' of {owner}", self.agent_ids, "agent")
+                if agent is not None:
+                    agents.append(agent)
+            if not f["agents"].value:
+                self.error(f["agents"], f"'agents' of {owner}: expected at least one agent")
+        else:
+            team = self.reference(f["team"], f"'team' of {owner}", self.teams, "team")
+            agents = list(self.teams.get(team, ())) if team is not None else []
+        start = self.clock(f["start"], f"'start' of {owner}") if "start" in f else None
+        end = self.clock(f["end"], f"'end' of {owner}") if "end" in f else None
+        if start is not None and start == end:
+            self.error(f["end"], f"'end' of {owner}: a shift must not end when it starts")
+        breaks = []
+        for index, item in enumerate(self.items(f.get("breaks"), f"'breaks' of {owner}")):
+            pause = self.pause(item, f"break #{index + 1} of {owner}", start, end)
+            if pause is not None:
+                breaks.append(pause)
+        if start is None or end is None or not agents:
+            return None
+        return Shift(tuple(agents), start, end, tuple(breaks))
+
+    def pause(self, node: Node, owner: str, start: time | None, end: time | None) -> Break | None:
+        f = self.fields(node, owner, BREAK_KEYS, required=("at", "minutes"))
+        if f is None or "at" not in f or "minutes" not in f:
+            return None
+        at = self.clock(f["at"], f"'at' of {owner}")
+        minutes = self.number(f["minutes"], f"'minutes' of {owner}", lo=0, lo_open=True)
+        if at is None or minutes is None:
+            return None
+        if start is not None and end is not None:
+            begin, finish, offset = _minutes(start), _minutes(end), _minutes(at)
+            finish += 1440 if finish <= begin else 0      # a night shift ends the next day
+            offset += 1440 if offset < begin else 0
+            if offset + minutes > finish:
+                self.error(f["at"], f"{owner}: the break at {at:%H:%M} for {_fmt(minutes)} min is outside "
+                                    f"the shift {start:%H:%M}-{end:%H:%M}")
+                return None
+        return Break(at, minutes)
