@@ -38,6 +38,25 @@ pick_call(agent, now): among waiting calls the agent is eligible for (its
 count_eligible_agents(call, available_only): how many agents fit the call.
 
 Decisions allocate nothing and touch no Python object.
+
+Slot life cycle
+---------------
+set_agent on a free slot creates an unavailable agent with zero counters; on a
+used slot it replaces the skills only.  remove_agent frees the slot.  add_call
+needs a free slot; re-adding a call with its old enqueued_at and seq gives it
+back its place.  Round-robin cursors survive agent removal.  The random
+generator's first state is (seed ^ 0x9E3779B97F4A7C15) mod 2**64 (that constant
+itself if this is 0); it draws only when at least one agent is eligible.
+
+Errors (same type from both implementations; a rejected call changes nothing)
+------
+IndexError: a slot or queue index outside its table.
+ValueError: a slot in the wrong state (no agent/call there, call slot in use),
+  skill outside 0..n_skills-1 or given twice for an agent, proficiency or
+  minimum outside 0..10, more than 16 pairs in a set, 0 or more than 8 sets,
+  unknown strategy, non-finite times or weight, weight < 0, occupancy outside
+  0..1, priority outside int32, seq or calls_handled negative.
+TypeError: a non-integer where an integer is expected, a non-number for a time.
 """
 from typing import Sequence
 
