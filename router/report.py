@@ -1,0 +1,166 @@
+"""Output formats for a KPI result (the dict of router.store.kpi.compute_kpis).
+
+`acd-router kpi` and `acd-router simulate` print one of three forms:
+
+- `format_kpi_table`: fixed-width text for a terminal — the queue table with a
+  TOTAL row, a one-line summary of the remaining totals, the team table and,
+  when the result has intervals, one row per interval (totals).
+- `kpi_csv`: one CSV row per scope (total, queue, agent, team, interval, and
+  per queue within an interval), pinned KPI keys as columns, then the agent-only
+  columns team, talk_s, no_answers; an interval's total row has an empty id.
+- `kpi_json`: the dict itself as JSON, keys in their natural order.
+
+Tables are described as data (a tuple of `Column`s: header, key, formatter) and
+rendered by one small function; missing values (None) print as "—".
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable
+
+from router.store.kpi import PINNED_KEYS
+
+MISSING = "—"
+CSV_FIELDS: tuple[str, ...] = (
+    "scope", "id", "interval_start", *PINNED_KEYS, "team", "talk_s", "no_answers",
+)
+
+
+def _count(value: Any) -> str:
+    return str(int(value))
+
+
+def _percent(value: Any) -> str:
+    return f"{value * 100:.1f}"
+
+
+def _one_decimal(value: Any) -> str:
+    return f"{value:.1f}"
+
+
+def _two_decimals(value: Any) -> str:
+    return f"{value:.2f}"
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    header: str
+    key: str
+    render: Callable[[Any], str]
+
+
+QUEUE_COLUMNS: tuple[Column, ...] = (
+    Column("Offered", "offered", _count),
+    Column("Answered", "answered", _count),
+    Column("Aband.", "abandoned", _count),
+    Column("SL %", "service_level", _percent),
+    Column("ASA s", "asa_s", _one_decimal),
+    Column("AHT s", "aht_s", _one_decimal),
+    Column("Aband. %", "abandonment_rate", _percent),
+    Column("FCR %", "fcr_rate", _percent),
+    Column("Occ. %", "occupancy", _percent),
+    Column("Overflow", "overflowed", _count),
+    Column("CB acc.", "callbacks_accepted", _count),
+    Column("CSAT", "csat_avg", _two_decimals),
+    Column("NPS", "nps", _one_decimal),
+)
+TEAM_COLUMNS: tuple[Column, ...] = (
+    Column("Agents", "agents", _count),
+    Column("Answered", "answered", _count),
+    Column("Talk s", "talk_s", _one_decimal),
+    Column("AHT s", "aht_s", _one_decimal),
+    Column("Occ. %", "occupancy", _percent),
+    Column("No-ans.", "no_answers", _count),
+    Column("CSAT", "csat_avg", _two_decimals),
+)
+INTERVAL_COLUMNS: tuple[Column, ...] = (
+    Column("Offered", "offered", _count),
+    Column("Answered", "answered", _count),
+    Column("Aband.", "abandoned", _count),
+    Column("SL %", "service_level", _percent),
+    Column("ASA s", "asa_s", _one_decimal),
+    Column("AHT s", "aht_s", _one_decimal),
+    Column("Aband. %", "abandonment_rate", _percent),
+    Column("Occ. %", "occupancy", _percent),
+    Column("CSAT", "csat_avg", _two_decimals),
+    Column("NPS", "nps", _one_decimal),
+)
+
+
+def _cell(column: Column, figures: dict[str, Any]) -> str:
+    value = figures.get(column.key)
+    return MISSING if value is None else column.render(value)
+
+
+def render_table(label: str, columns: tuple[Column, ...],
+                 rows: list[tuple[str, dict[str, Any]]]) -> str:
+    """Fixed-width table: a left-aligned label column, then right-aligned figures."""
+    grid = [[label, *(c.header for c in columns)]]
+    grid += [[name, *(_cell(c, figures) for c in columns)] for name, figures in rows]
+    widths = [max(len(line[i]) for line in grid) for i in range(len(grid[0]))]
+    lines = [
+        "  ".join([line[0].ljust(widths[0]),
+                   *(text.rjust(width) for text, width in zip(line[1:], widths[1:]))]).rstrip()
+        for line in grid
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def _minute(iso: str | None) -> str:
+    return MISSING if iso is None else datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M")
+
+
+def format_kpi_table(kpis: dict[str, Any]) -> str:
+    """Human-readable report: queues + TOTAL, summary, teams, intervals."""
+    title = f"KPIs  run {kpis['run']}  {_minute(kpis['from'])} → {_minute(kpis['to'])} UTC"
+    queue_rows = [*kpis["queues"].items(), ("TOTAL", kpis)]
+    summary = (
+        f"Short abandons {_count(kpis['short_abandoned'])} · call-backs offered "
+        f"{_count(kpis['callbacks_offered'])}, accepted {_count(kpis['callbacks_accepted'])}, "
+        f"completed {_count(kpis['callbacks_completed'])} · IVR contained "
+        f"{MISSING if kpis['ivr_contained'] is None else _count(kpis['ivr_contained'])}"
+    )
+    sections = [title, render_table("Queue", QUEUE_COLUMNS, queue_rows), summary]
+    if kpis["teams"]:
+        agent_teams = [agent["team"] for agent in kpis["agents"].values()]
+        team_rows = [(team, {**figures, "agents": agent_teams.count(team)})
+                     for team, figures in kpis["teams"].items()]
+        sections.append(render_table("Team", TEAM_COLUMNS, team_rows))
+    if kpis.get("intervals"):
+        interval_rows = [(_minute(i["start"]), i) for i in kpis["intervals"]]
+        sections.append(render_table("Interval (UTC)", INTERVAL_COLUMNS, interval_rows))
+    return "\n\n".join(sections) + "\n"
+
+
+def kpi_csv(kpis: dict[str, Any]) -> str:
+    """One CSV row per scope; columns a scope does not have stay empty."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, restval="", lineterminator="\n")
+    writer.writeheader()
+
+    def write(scope: str, ident: str, figures: dict[str, Any], interval_start: str = "") -> None:
+        row = {key: figures[key] for key in CSV_FIELDS if key in figures}
+        writer.writerow({**row, "scope": scope, "id": ident, "interval_start": interval_start})
+
+    write("total", "", kpis)
+    for queue, figures in kpis["queues"].items():
+        write("queue", queue, figures)
+    for agent, figures in kpis["agents"].items():
+        write("agent", agent, figures)
+    for team, figures in kpis["teams"].items():
+        write("team", team, figures)
+    for interval in kpis.get("intervals", []):
+        write("interval", "", interval, interval["start"])
+        for queue, figures in interval["queues"].items():
+            write("interval", queue, figures, interval["start"])
+    return out.getvalue()
+
+
+def kpi_json(kpis: dict[str, Any]) -> str:
+    """The KPI dict as indented JSON, keys in their natural order."""
+    return json.dumps(kpis, indent=2, sort_keys=False, ensure_ascii=False)

@@ -1,0 +1,385 @@
+"""Contact-centre KPIs: one implementation, in SQL over the `events` table.
+
+Theory of operation
+-------------------
+The engine records facts; this module turns them into the figures of DESIGN §7.
+Three statements run in one read-only REPEATABLE READ snapshot (so a writer
+inserting at the same time cannot make totals and breakdowns disagree):
+
+1. *Bounds*: the window [from, to).  Missing ends default to the run's first
+   event and its last event + 1 µs, so the end stays exclusive and the last
+   event is still inside.
+2. *Queue figures*: every call is attributed to the queue and the time of its
+   FIRST `queue.joined` (its entry queue), so a call moved or copied by
+   overflow counts once, for the queue it entered.  A call belongs to the
+   window, and to an interval, by that first join; everything that happens to
+   it later (answer, abandon, call-back, overflow, talk, wrap-up) follows it,
+   even past the window end.  One CTE folds each call's events into one row of
+   facts; GROUPING SETS then aggregate those rows for the total, each queue,
+   each interval and each (interval, queue).  Survey answers are windowed by
+   their own timestamp and attributed to the event's queue.  Occupancy and IVR
+   containment are centre-wide, so they exist only for the total and each
+   interval (null per queue).
+3. *Agent and team figures*: calls answered by an agent come from the
+   `call.connected` events of the window's calls; state durations, no-answers
+   and surveys are windowed by their own timestamp.  An agent's team is the
+   latest `data.team` seen on its `agent.state` / `call.connected` events;
+   team figures aggregate the underlying rows of its agents (agents with no
+   team appear under "agents" only).
+
+Occupancy uses `agent.state` events: each carries the state just left
+(`previous`) and how long it lasted (`previous_s`).  A duration is attributed
+to the window or interval containing its event, i.e. the END of that state; a
+state straddling a boundary is not split.  That edge approximation is accepted.
+
+Definitions beyond DESIGN §7 that the engine's events made necessary:
+
+- Service level = answered within the call's `sl_threshold_s` / (offered −
+  short-abandoned − call-back-accepted); the numerator only counts calls of
+  that denominator (a call-back answered by its own leg never counts), and a
+  call with no threshold recorded counts as not within.
+- AHT is the mean over answered calls that already have a `talk_s` (a call
+  still in talk has no handle time yet); wrap-up is the `previous_s` of the
+  call's `agent.state` event that left `wrap_up`.
+- FCR: an answered call is resolved unless another call from the same
+  caller_id joined the same queue within 24 h after its first join (looked up
+  over the run's later joins, even past the window end); calls without a
+  caller_id are left out.  A set-based join, not a per-call subquery: the
+  latter took 50 s for 20k calls.
+- Call-backs and overflows count among the window's calls, for the entry queue.
+
+Ratios are rounded to 4 places and are null (None) when the denominator is
+zero; seconds are rounded to 2 places; CSAT to 2; NPS (−100..100) to 1.
+Naive datetimes passed as `start` / `end` are taken as UTC.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import asyncpg
+
+PINNED_KEYS: tuple[str, ...] = (
+    "offered", "answered", "abandoned", "short_abandoned", "service_level", "asa_s", "aht_s",
+    "abandonment_rate", "fcr_rate", "occupancy", "callbacks_offered", "callbacks_accepted",
+    "callbacks_completed", "overflowed", "ivr_contained", "csat_avg", "nps",
+)
+AGENT_KEYS: tuple[str, ...] = (
+    "team", "answered", "talk_s", "aht_s", "occupancy", "no_answers", "csat_avg",
+)
+TEAM_KEYS: tuple[str, ...] = AGENT_KEYS[1:]
+
+FCR_HORIZON = timedelta(hours=24)
+
+_BOUNDS_SQL = """
+SELECT coalesce($2::timestamptz, min(ts)) AS t0,
+       coalesce($3::timestamptz, max(ts) + interval '1 microsecond') AS t1
+FROM events WHERE run = $1
+"""
+
+# The window's calls, each with its entry queue and first join.  $1 run, $2 from, $3 to.
+_CALLS_CTE = """
+window_calls AS (
+    SELECT DISTINCT call_id FROM events
+    WHERE run = $1 AND type = 'queue.joined' AND call_id IS NOT NULL
+      AND ts >= $2 AND ts < $3
+),
+first_joins AS (
+    SELECT DISTINCT ON (e.call_id)
+           e.call_id, e.queue, e.ts AS joined_ts,
+           (e.data->>'sl_threshold_s')::float8 AS sl_threshold_s,
+           nullif(e.data->>'caller_id', '') AS caller_id
+    FROM events e JOIN window_calls USING (call_id)
+    WHERE e.run = $1 AND e.type = 'queue.joined'
+    ORDER BY e.call_id, e.ts, e.id
+),
+calls AS (
+    SELECT * FROM first_joins WHERE joined_ts >= $2 AND joined_ts < $3
+)
+"""
+
+# $4 interval width (NULL: no intervals), $5 short-abandon threshold, $6 FCR horizon.
+_QUEUE_SQL = f"""
+WITH {_CALLS_CTE},
+call_facts AS (
+    SELECT c.*,
+           date_bin($4::interval, c.joined_ts, timestamptz '1970-01-01 00:00:00+00') AS bucket,
+           f.*
+    FROM calls c
+    CROSS JOIN LATERAL (
+        SELECT
+            coalesce(bool_or(e.type = 'call.connected'), false) AS answered,
+            min((e.data->>'wait_s')::float8) FILTER (WHERE e.type = 'call.connected') AS wait_s,
+            coalesce(bool_or(e.type = 'call.abandoned'), false) AS abandoned,
+            min((e.data->>'wait_s')::float8) FILTER (WHERE e.type = 'call.abandoned')
+                AS abandon_wait_s,
+            coalesce(bool_or(e.type = 'callback.offered'), false) AS callback_offered,
+            coalesce(bool_or(e.type = 'callback.accepted'), false) AS callback_accepted,
+            coalesce(bool_or(e.type = 'callback.connected'), false) AS callback_completed,
+            coalesce(bool_or(e.type = 'queue.overflowed'), false) AS overflowed,
+            sum((e.data->>'talk_s')::float8) FILTER (WHERE e.type = 'call.ended') AS talk_s,
+            coalesce(sum((e.data->>'previous_s')::float8) FILTER (
+                WHERE e.type = 'agent.state' AND e.data->>'previous' = 'wrap_up'), 0) AS wrap_s
+        FROM events e
+        WHERE e.run = $1 AND e.call_id = c.call_id
+    ) f
+),
+repeat_joins AS (
+    SELECT r.call_id, r.queue, r.ts, r.data->>'caller_id' AS caller_id
+    FROM events r
+    WHERE r.run = $1 AND r.type = 'queue.joined' AND r.ts > $2 AND r.ts <= $3 + $6::interval
+),
+repeat_callers AS (
+    SELECT DISTINCT f.call_id
+    FROM call_facts f
+    JOIN repeat_joins r
+      ON r.queue = f.queue AND r.caller_id = f.caller_id AND r.call_id <> f.call_id
+     AND r.ts > f.joined_ts AND r.ts <= f.joined_ts + $6::interval
+    WHERE f.answered
+),
+outcomes AS (
+    SELECT f.*,
+           coalesce(f.abandon_wait_s <= $5, false) AS short_abandoned,
+           f.talk_s + f.wrap_s AS handle_s,
+           f.answered AND f.caller_id IS NOT NULL AS fcr_eligible,
+           f.answered AND f.caller_id IS NOT NULL AND rc.call_id IS NULL AS fcr_resolved
+    FROM call_facts f LEFT JOIN repeat_callers rc USING (call_id)
+),
+sl AS (
+    SELECT o.*,
+           NOT o.short_abandoned AND NOT o.callback_accepted AS sl_eligible
+    FROM outcomes o
+),
+call_kpis AS (
+    SELECT bucket, queue, grouping(bucket) AS gb, grouping(queue) AS gq,
+           count(*) AS offered,
+           count(*) FILTER (WHERE answered) AS answered,
+           count(*) FILTER (WHERE abandoned) AS abandoned,
+           count(*) FILTER (WHERE short_abandoned) AS short_abandoned,
+           count(*) FILTER (WHERE sl_eligible) AS sl_base,
+           count(*) FILTER (WHERE sl_eligible AND answered AND wait_s <= sl_threshold_s) AS sl_met,
+           avg(wait_s) FILTER (WHERE answered) AS asa,
+           avg(handle_s) FILTER (WHERE answered) AS aht,
+           count(*) FILTER (WHERE fcr_eligible) AS fcr_base,
+           count(*) FILTER (WHERE fcr_resolved) AS fcr_met,
+           count(*) FILTER (WHERE callback_offered) AS callbacks_offered,
+           count(*) FILTER (WHERE callback_accepted) AS callbacks_accepted,
+           count(*) FILTER (WHERE callback_completed) AS callbacks_completed,
+           count(*) FILTER (WHERE overflowed) AS overflowed
+    FROM sl
+    GROUP BY GROUPING SETS ((), (queue), (bucket), (bucket, queue))
+),
+surveys AS (
+    SELECT queue, data->>'question' AS question, (data->>'score')::float8 AS score,
+           date_bin($4::interval, ts, timestamptz '1970-01-01 00:00:00+00') AS bucket
+    FROM events
+    WHERE run = $1 AND type = 'survey.answered' AND ts >= $2 AND ts < $3
+),
+survey_kpis AS (
+    SELECT bucket, queue, grouping(bucket) AS gb, grouping(queue) AS gq,
+           avg(score) FILTER (WHERE question = 'csat') AS csat,
+           count(*) FILTER (WHERE question = 'nps') AS nps_answers,
+           count(*) FILTER (WHERE question = 'nps' AND score >= 9) AS promoters,
+           count(*) FILTER (WHERE question = 'nps' AND score <= 6) AS detractors
+    FROM surveys
+    GROUP BY GROUPING SETS ((), (queue), (bucket), (bucket, queue))
+),
+floor_events AS (
+    SELECT date_bin($4::interval, e.ts, timestamptz '1970-01-01 00:00:00+00') AS bucket,
+           e.call_id, e.data->>'previous' AS previous, (e.data->>'previous_s')::float8 AS previous_s,
+           CASE WHEN e.type = 'ivr.ended' AND e.data->>'outcome' = 'completed' THEN NOT EXISTS (
+               SELECT 1 FROM events q
+               WHERE q.run = $1 AND q.call_id = e.call_id AND q.type = 'queue.joined')
+           ELSE false END AS contained
+    FROM events e
+    WHERE e.run = $1 AND e.type IN ('agent.state', 'ivr.ended') AND e.ts >= $2 AND e.ts < $3
+),
+floor_kpis AS (
+    SELECT bucket, grouping(bucket) AS gb,
+           sum(previous_s) FILTER (WHERE previous IN ('on_call', 'wrap_up')) AS busy_s,
+           sum(previous_s) FILTER (
+               WHERE previous IN ('on_call', 'wrap_up', 'available', 'reserved')) AS staffed_s,
+           count(DISTINCT call_id) FILTER (WHERE contained) AS ivr_contained
+    FROM floor_events
+    GROUP BY GROUPING SETS ((), (bucket))
+),
+queues AS (
+    SELECT queue FROM calls UNION SELECT queue FROM surveys WHERE queue IS NOT NULL
+),
+buckets AS (
+    SELECT b AS bucket
+    FROM generate_series(date_bin($4::interval, $2, timestamptz '1970-01-01 00:00:00+00'),
+                         $3, $4::interval) AS b
+    WHERE b < $3
+),
+scopes AS (
+    SELECT NULL::timestamptz AS bucket, NULL::text AS queue, 1 AS gb, 1 AS gq
+    UNION ALL SELECT NULL, queue, 1, 0 FROM queues
+    UNION ALL SELECT bucket, NULL, 0, 1 FROM buckets
+    UNION ALL SELECT bucket, queue, 0, 0 FROM buckets CROSS JOIN queues
+)
+SELECT s.bucket, s.bucket + $4::interval AS bucket_end, s.queue, s.gb = 1 AS all_time,
+       coalesce(c.offered, 0) AS offered,
+       coalesce(c.answered, 0) AS answered,
+       coalesce(c.abandoned, 0) AS abandoned,
+       coalesce(c.short_abandoned, 0) AS short_abandoned,
+       round(c.sl_met::numeric / nullif(c.sl_base, 0), 4)::float8 AS service_level,
+       round(c.asa::numeric, 2)::float8 AS asa_s,
+       round(c.aht::numeric, 2)::float8 AS aht_s,
+       round((c.abandoned - c.short_abandoned)::numeric
+             / nullif(c.offered - c.short_abandoned, 0), 4)::float8 AS abandonment_rate,
+       round(c.fcr_met::numeric / nullif(c.fcr_base, 0), 4)::float8 AS fcr_rate,
+       CASE WHEN s.gq = 1
+            THEN round((f.busy_s / nullif(f.staffed_s, 0))::numeric, 4)::float8 END AS occupancy,
+       coalesce(c.callbacks_offered, 0) AS callbacks_offered,
+       coalesce(c.callbacks_accepted, 0) AS callbacks_accepted,
+       coalesce(c.callbacks_completed, 0) AS callbacks_completed,
+       coalesce(c.overflowed, 0) AS overflowed,
+       CASE WHEN s.gq = 1 THEN coalesce(f.ivr_contained, 0) END AS ivr_contained,
+       round(v.csat::numeric, 2)::float8 AS csat_avg,
+       round(100.0 * (v.promoters - v.detractors) / nullif(v.nps_answers, 0), 1)::float8 AS nps
+FROM scopes s
+LEFT JOIN call_kpis c
+       ON c.gb = s.gb AND c.gq = s.gq
+      AND c.bucket IS NOT DISTINCT FROM s.bucket AND c.queue IS NOT DISTINCT FROM s.queue
+LEFT JOIN survey_kpis v
+       ON v.gb = s.gb AND v.gq = s.gq
+      AND v.bucket IS NOT DISTINCT FROM s.bucket AND v.queue IS NOT DISTINCT FROM s.queue
+LEFT JOIN floor_kpis f
+       ON f.gb = s.gb AND s.gq = 1 AND f.bucket IS NOT DISTINCT FROM s.bucket
+ORDER BY s.gb DESC, s.bucket, s.gq DESC, s.queue
+"""
+
+# $1 run, $2 from, $3 to.
+_AGENT_SQL = f"""
+WITH {_CALLS_CTE},
+handled AS (
+    SELECT cc.agent, cc.ts, cc.data->>'team' AS team, ended.talk_s,
+           ended.talk_s + coalesce(wrap.wrap_s, 0) AS handle_s
+    FROM calls c
+    JOIN events cc
+      ON cc.run = $1 AND cc.call_id = c.call_id AND cc.type = 'call.connected'
+     AND cc.agent IS NOT NULL
+    CROSS JOIN LATERAL (
+        SELECT sum((e.data->>'talk_s')::float8) AS talk_s FROM events e
+        WHERE e.run = $1 AND e.call_id = c.call_id AND e.type = 'call.ended'
+          AND (e.agent = cc.agent OR e.agent IS NULL)
+    ) ended
+    CROSS JOIN LATERAL (
+        SELECT sum((e.data->>'previous_s')::float8) AS wrap_s FROM events e
+        WHERE e.run = $1 AND e.call_id = c.call_id AND e.type = 'agent.state'
+          AND e.agent = cc.agent AND e.data->>'previous' = 'wrap_up'
+    ) wrap
+),
+agent_rows AS (
+    SELECT agent, ts, team, 1 AS answered, talk_s, handle_s,
+           NULL::text AS previous, NULL::float8 AS previous_s, 0 AS no_answer, NULL::float8 AS csat
+    FROM handled
+    UNION ALL
+    SELECT agent, ts, data->>'team', 0, NULL, NULL,
+           data->>'previous', (data->>'previous_s')::float8, 0, NULL
+    FROM events
+    WHERE run = $1 AND type = 'agent.state' AND agent IS NOT NULL AND ts >= $2 AND ts < $3
+    UNION ALL
+    SELECT agent, ts, NULL, 0, NULL, NULL, NULL, NULL, 1, NULL
+    FROM events
+    WHERE run = $1 AND type = 'agent.no_answer' AND agent IS NOT NULL AND ts >= $2 AND ts < $3
+    UNION ALL
+    SELECT agent, ts, NULL, 0, NULL, NULL, NULL, NULL, 0, (data->>'score')::float8
+    FROM events
+    WHERE run = $1 AND type = 'survey.answered' AND data->>'question' = 'csat'
+      AND agent IS NOT NULL AND ts >= $2 AND ts < $3
+),
+agent_teams AS (
+    SELECT agent, (array_agg(team ORDER BY ts DESC) FILTER (WHERE team IS NOT NULL))[1] AS team
+    FROM agent_rows GROUP BY agent
+)
+SELECT r.agent, t.team, grouping(r.agent) = 1 AS is_team,
+       sum(r.answered)::int AS answered,
+       round(coalesce(sum(r.talk_s), 0)::numeric, 2)::float8 AS talk_s,
+       round(avg(r.handle_s)::numeric, 2)::float8 AS aht_s,
+       round((sum(r.previous_s) FILTER (WHERE r.previous IN ('on_call', 'wrap_up'))
+              / nullif(sum(r.previous_s) FILTER (
+                    WHERE r.previous IN ('on_call', 'wrap_up', 'available', 'reserved')), 0)
+             )::numeric, 4)::float8 AS occupancy,
+       sum(r.no_answer)::int AS no_answers,
+       round(avg(r.csat)::numeric, 2)::float8 AS csat_avg
+FROM agent_rows r JOIN agent_teams t USING (agent)
+GROUP BY GROUPING SETS ((r.agent, t.team), (t.team))
+HAVING grouping(r.agent) = 0 OR t.team IS NOT NULL
+ORDER BY is_team, t.team, r.agent
+"""
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.isoformat() if ts is not None else None
+
+
+def _as_utc(ts: datetime | None) -> datetime | None:
+    """Naive datetimes are UTC (asyncpg would read them as local time)."""
+    if ts is None or ts.tzinfo is not None:
+        return ts
+    return ts.replace(tzinfo=timezone.utc)
+
+
+async def compute_kpis(
+    conn: asyncpg.Connection,
+    *,
+    run: str = "live",
+    start: datetime | None = None,
+    end: datetime | None = None,
+    interval_minutes: int | None = None,
+    short_abandon_s: float = 5.0,
+) -> dict[str, Any]:
+    """KPIs of `run` over [start, end): totals, per queue, agent, team and interval."""
+    if interval_minutes is not None and interval_minutes <= 0:
+        raise ValueError(f"interval_minutes must be positive, got {interval_minutes}")
+    width = timedelta(minutes=interval_minutes) if interval_minutes is not None else None
+    start, end = _as_utc(start), _as_utc(end)
+    if conn.is_in_transaction():
+        return await _compute(conn, run, start, end, width, short_abandon_s)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        return await _compute(conn, run, start, end, width, short_abandon_s)
+
+
+async def _compute(
+    conn: asyncpg.Connection,
+    run: str,
+    start: datetime | None,
+    end: datetime | None,
+    width: timedelta | None,
+    short_abandon_s: float,
+) -> dict[str, Any]:
+    bounds = await conn.fetchrow(_BOUNDS_SQL, run, start, end)
+    t0, t1 = bounds["t0"], bounds["t1"]
+    queue_rows = await conn.fetch(_QUEUE_SQL, run, t0, t1, width, short_abandon_s, FCR_HORIZON)
+    agent_rows = await conn.fetch(_AGENT_SQL, run, t0, t1)
+
+    result: dict[str, Any] = {}
+    intervals: dict[datetime, dict[str, Any]] = {}
+    for row in queue_rows:
+        figures = {key: row[key] for key in PINNED_KEYS}
+        if row["all_time"] and row["queue"] is None:
+            result.update(figures)
+            result.update({"from": _iso(t0), "to": _iso(t1), "run": run, "queues": {}})
+        elif row["all_time"]:
+            result["queues"][row["queue"]] = figures
+        elif row["queue"] is None:
+            intervals[row["bucket"]] = {
+                "start": _iso(row["bucket"]), "end": _iso(row["bucket_end"]),
+                **figures, "queues": {},
+            }
+        else:
+            intervals[row["bucket"]]["queues"][row["queue"]] = figures
+
+    result["agents"] = {
+        row["agent"]: {key: row[key] for key in AGENT_KEYS}
+        for row in agent_rows if not row["is_team"]
+    }
+    result["teams"] = {
+        row["team"]: {key: row[key] for key in TEAM_KEYS}
+        for row in agent_rows if row["is_team"]
+    }
+    if width is not None:
+        result["intervals"] = list(intervals.values())
+    return result
