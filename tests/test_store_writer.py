@@ -1,0 +1,432 @@
+"""EventWriter against a real PostgreSQL: batching, flush, back-pressure, outages.
+
+Outages are real: the writer talks to the server through `TcpProxy`, an asyncio TCP
+forwarder the test can pause (bytes stop flowing), cut (every connection closed, port
+no longer listening) and restore.  A crash is a real SIGKILL of a child process.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from router.events import Event
+from router.store import EventWriter, InvalidEvent, WriterFull, connect, ensure_schema
+from router.store.writer import Spool, encode_event
+
+REPO = Path(__file__).resolve().parent.parent
+HANG_GUARD_S = 60.0  # only stops a broken test from hanging; never a speed assertion
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to an upstream server; pause/resume, cut/restore."""
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def dsn(self, dsn: str) -> str:
+        parts = urlsplit(dsn)
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = f"{userinfo}@127.0.0.1:{self.port}" if userinfo else f"127.0.0.1:{self.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+    def pause(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
+    async def cut(self) -> None:
+        """Stop listening and drop every connection, as a server crash would."""
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+        self._server = None
+
+    async def restore(self) -> None:
+        await self.start()
+
+    async def _handle(self, client_reader: asyncio.StreamReader,
+                      client_writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        self._writers |= {client_writer, up_writer}
+        await asyncio.gather(self._pipe(client_reader, up_writer),
+                             self._pipe(up_reader, client_writer))
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                await self._flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.transport.abort()
+            self._writers.discard(writer)
+
+
+@pytest.fixture(scope="module")
+def dsn(database_url: str) -> str:
+    asyncio.run(ensure_schema(database_url))
+    return database_url
+
+
+@pytest.fixture
+def run_label() -> str:
+    """Each test writes under its own `run`, so tests sharing the database never mix."""
+    return f"test:{uuid.uuid4().hex}"
+
+
+@contextlib.asynccontextmanager
+async def tcp_proxy(dsn: str) -> AsyncIterator[TcpProxy]:
+    """A running proxy to the server behind `dsn`, on the test's own event loop."""
+    parts = urlsplit(dsn)
+    forwarder = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await forwarder.start()
+    try:
+        yield forwarder
+    finally:
+        forwarder.resume()
+        if forwarder._server is not None:
+            await forwarder.cut()
+
+
+def make_events(count: int, start_ts: float = 1_767_225_600.0) -> list[Event]:
+    return [Event(ts=start_ts + i * 0.25, type="queue.joined", call_id=f"call-{i}",
+                  queue="sales" if i % 2 else "support", agent=None if i % 3 else f"a{i % 7}",
+                  data={"position": i, "caller_id": f"+44{i:09d}", "ewt_s": i / 4})
+            for i in range(count)]
+
+
+async def fetch_rows(dsn: str, run: str) -> list[asyncpg.Record]:
+    conn = await connect(dsn)
+    try:
+        return await conn.fetch(
+            "SELECT id, ts, call_id, type, queue, agent, data, xmin::text::bigint AS tx "
+            "FROM events WHERE run = $1", run)
+    finally:
+        await conn.close()
+
+
+async def wait_until(condition, what: str) -> None:
+    deadline = time.monotonic() + HANG_GUARD_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_20000_events_land_once_with_the_right_columns(dsn, run_label, tmp_path):
+    events = make_events(20_000)
+    async with EventWriter(dsn, run=run_label, spool_dir=tmp_path) as writer:
+        for event in events:
+            await writer.put(event)
+        await writer.flush()
+        assert (writer.written, writer.spooled, writer.replayed) == (20_000, 0, 0)
+        assert writer.batches >= 4  # at most batch_size (5000) rows per COPY
+
+    rows = await fetch_rows(dsn, run_label)
+    assert len(rows) == 20_000
+    by_id = {row["id"]: row for row in rows}
+    assert len(by_id) == 20_000
+    for event in events:
+        row = by_id[event.id]
+        assert row["ts"].tzinfo is not None and row["ts"].timestamp() == event.ts
+        assert (row["call_id"], row["type"], row["queue"], row["agent"]) == (
+            event.call_id, event.type, event.queue, event.agent)
+        assert row["data"] == event.data
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        types = await conn.fetchrow(
+            "SELECT pg_typeof(ts)::text AS ts, pg_typeof(data)::text AS data FROM events "
+            "WHERE run = $1 LIMIT 1", run_label)
+        assert dict(types) == {"ts": "timestamp with time zone", "data": "jsonb"}
+        caller = await conn.fetchval(
+            "SELECT data->>'caller_id' FROM events WHERE run = $1 AND (data->>'position')::int = 1234",
+            run_label)
+        assert caller == "+44000001234"
+    finally:
+        await conn.close()
+
+
+async def test_flush_returns_once_everything_put_is_committed(dsn, run_label, tmp_path):
+    # A flush interval far longer than the test: only flush() can get these rows out.
+    async with EventWriter(dsn, run=run_label, flush_interval_s=3600, spool_dir=tmp_path) as writer:
+        await writer.flush()  # nothing put yet
+        for event in make_events(3):
+            await writer.put(event)
+        await writer.flush()
+        assert len(await fetch_rows(dsn, run_label)) == 3
+        writer.put_nowait(make_events(1, start_ts=1_800_000_000.0)[0])
+        await writer.flush()
+        assert len(await fetch_rows(dsn, run_label)) == 4
+    await writer.close()  # idempotent
+    with pytest.raises(RuntimeError):
+        await writer.put(make_events(1)[0])
+
+
+async def test_close_writes_what_is_still_queued(dsn, run_label, tmp_path):
+    writer = EventWriter(dsn, run=run_label, flush_interval_s=3600, spool_dir=tmp_path)
+    await writer.start()
+    for event in make_events(7):
+        await writer.put(event)
+    await writer.close()
+    assert len(await fetch_rows(dsn, run_label)) == 7
+
+
+async def test_put_waits_while_the_queue_is_full(dsn, run_label, tmp_path):
+    async with tcp_proxy(dsn) as proxy:
+        await _put_waits_while_the_queue_is_full(dsn, run_label, proxy, tmp_path)
+
+
+async def _put_waits_while_the_queue_is_full(dsn, run_label, proxy, tmp_path):
+    writer = EventWriter(proxy.dsn(dsn), run=run_label, batch_size=10, max_queue=10,
+                         flush_interval_s=0.01, write_timeout_s=HANG_GUARD_S, spool_dir=tmp_path)
+    await writer.start()
+    try:
+        assert writer.connected
+        events = make_events(100)
+        proxy.pause()  # the database stops answering; the first COPY hangs
+
+        async def put_all() -> None:
+            for event in events:
+                await writer.put(event)
+
+        putting = asyncio.create_task(put_all())
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(putting), 0.5)
+        assert not putting.done()
+        with pytest.raises(WriterFull):
+            writer.put_nowait(make_events(1, start_ts=1_800_000_000.0)[0])
+        assert isinstance(WriterFull(), asyncio.QueueFull)
+
+        proxy.resume()
+        await asyncio.wait_for(putting, HANG_GUARD_S)
+        await writer.flush()
+        assert writer.spooled == 0
+    finally:
+        proxy.resume()
+        await writer.close()
+    rows = await fetch_rows(dsn, run_label)
+    assert sorted(row["id"] for row in rows) == sorted(event.id for event in events)
+
+
+async def test_bad_events_are_refused_at_put_and_do_not_poison_a_batch(dsn, run_label, tmp_path):
+    good = make_events(3)
+    bad = [
+        Event(ts=1.0, type="call.arrived", data={"when": object()}),
+        Event(ts=1.0, type="call.arrived", data={"score": math.nan}),
+        Event(ts=1.0, type="call.arrived", data={"caller_id": "12\x0034"}),
+        Event(ts=1.0, type="call.arrived", call_id="c\x00"),
+        Event(ts=1.0, type="call.arrived", agent="\ud800"),
+        Event(ts=1.0, type="call.arrived", data={"name": "\udfff"}),
+        Event(ts=math.inf, type="call.arrived"),
+        Event(ts=1.0, type=""),
+    ]
+    odd_but_fine = Event(ts=2.0, type="ivr.input", data={"digits": "\\u0000", "note": "ü€😀"})
+    async with EventWriter(dsn, run=run_label, flush_interval_s=3600, spool_dir=tmp_path) as writer:
+        await writer.put(good[0])
+        for event in bad:
+            with pytest.raises(TypeError):
+                await writer.put(event)
+            with pytest.raises(InvalidEvent):
+                writer.put_nowait(event)
+        await writer.put(good[1])
+        await writer.put(odd_but_fine)
+        await writer.put(good[2])
+        await writer.flush()
+        assert writer.batches == 1 and writer.spooled == 0
+    rows = {row["id"]: row for row in await fetch_rows(dsn, run_label)}
+    assert set(rows) == {e.id for e in good} | {odd_but_fine.id}
+    assert rows[odd_but_fine.id]["data"] == odd_but_fine.data
+
+
+async def test_outage_spools_then_replays_exactly_once_in_order(dsn, run_label, tmp_path):
+    async with tcp_proxy(dsn) as proxy:
+        await _outage_spools_then_replays(dsn, run_label, proxy, tmp_path)
+
+
+async def _outage_spools_then_replays(dsn, run_label, proxy, tmp_path):
+    events = make_events(600)
+    before, during, after = events[:100], events[100:400], events[400:]
+    writer = EventWriter(proxy.dsn(dsn), run=run_label, batch_size=50, flush_interval_s=0.02,
+                         connect_timeout_s=2.0, spool_dir=tmp_path)
+    await writer.start()
+    try:
+        assert writer.connected
+        for event in before:
+            await writer.put(event)
+        await writer.flush()
+        assert writer.written == 100
+
+        await proxy.cut()
+        for event in during:
+            await writer.put(event)
+        await writer.flush()  # returns: everything is fsync'd in the spool
+        assert not writer.connected
+        assert writer.spooled == 300 and writer.written == 100
+        spooled_lines = [line for path in Spool(tmp_path).files()
+                         for line in path.read_bytes().splitlines()]
+        assert len(spooled_lines) == 300
+        assert len(await fetch_rows(dsn, run_label)) == 100
+
+        await proxy.restore()
+        for event in after:
+            await writer.put(event)
+        await writer.flush()
+        await wait_until(lambda: writer.connected and not Spool(tmp_path).files(),
+                         "the spool to be replayed")
+        await writer.flush()
+        assert writer.replayed == writer.spooled
+        assert writer.written + writer.replayed == 600
+    finally:
+        await writer.close()
+
+    rows = await fetch_rows(dsn, run_label)
+    assert len(rows) == 600
+    tx_of = {row["id"]: row["tx"] for row in rows}
+    assert set(tx_of) == {event.id for event in events}
+    commit_order = [tx_of[event.id] for event in events]
+    assert commit_order == sorted(commit_order), "events were committed out of put order"
+    assert list(tmp_path.iterdir()) == []
+
+
+CRASHING_CHILD = """
+import asyncio, json, sys
+from pathlib import Path
+import structlog
+from router.events import Event
+from router.store import EventWriter
+
+structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+
+async def main():
+    spool, run = Path(sys.argv[1]), sys.argv[2]
+    # Nothing listens on port 1: the writer starts in an outage and spools.
+    writer = EventWriter("postgresql://postgres@127.0.0.1:1/none", run=run, batch_size=40,
+                         spool_dir=spool, connect_timeout_s=1.0)
+    await writer.start()
+    events = [Event(ts=1_767_225_600.0 + i, type="call.arrived", call_id=f"c{i}",
+                    data={"i": i}) for i in range(250)]
+    for event in events:
+        await writer.put(event)
+    await writer.flush()
+    print(json.dumps([str(e.id) for e in events]), flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_spool_left_by_a_killed_process_is_replayed_at_start(dsn, run_label, tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", CRASHING_CHILD, str(tmp_path), run_label],
+                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), HANG_GUARD_S)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+    spooled_ids = {uuid.UUID(text) for text in json.loads(line)}
+    assert Spool(tmp_path).files()
+
+    writer = EventWriter(dsn, run=run_label, spool_dir=tmp_path)
+    await writer.start()
+    try:
+        assert writer.replayed == 250 and writer.connected
+    finally:
+        await writer.close()
+    rows = await fetch_rows(dsn, run_label)
+    assert len(rows) == 250 and {row["id"] for row in rows} == spooled_ids
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_torn_last_line_is_skipped_and_corrupt_files_are_kept(dsn, run_label, tmp_path):
+    events = make_events(30)
+    spool = Spool(tmp_path)
+    spool.append(encode_event(e, run_label) for e in events[:10])
+    spool.seal()
+    spool.append(encode_event(e, run_label) for e in events[10:20])
+    spool.seal()
+    torn, corrupt = spool.files()
+    with torn.open("ab") as handle:  # a crash in the middle of a write
+        handle.write(b'{"id": "0f0e')
+    lines = corrupt.read_bytes().splitlines(keepends=True)
+    corrupt.write_bytes(b"".join(lines[:5]) + b"this is not json\n" + b"".join(lines[5:]))
+
+    async with EventWriter(dsn, run=run_label, spool_dir=tmp_path) as writer:
+        assert writer.replayed == 20
+    rows = await fetch_rows(dsn, run_label)
+    assert {row["id"] for row in rows} == {e.id for e in events[:20]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [corrupt.name + ".rejected"]
+
+
+async def test_replaying_rows_already_in_the_table_adds_only_the_missing(dsn, run_label, tmp_path):
+    events = make_events(150)
+    async with EventWriter(dsn, run=run_label, spool_dir=tmp_path / "a") as writer:
+        for event in events[:100]:
+            await writer.put(event)
+    # The spool also holds the first 100: their COPY reached the database just before
+    # the connection broke, so the writer could not know and spooled them too.
+    spool = Spool(tmp_path / "b")
+    spool.append(encode_event(e, run_label) for e in events)
+    spool.seal()
+
+    async with EventWriter(dsn, run=run_label, spool_dir=tmp_path / "b") as writer:
+        assert writer.replayed == 150
+        await writer.put(events[3])  # the same event put twice: the COPY conflict path
+        await writer.put(make_events(1, start_ts=1_800_000_000.0)[0])
+        await writer.flush()
+        assert writer.connected and writer.spooled == 0 and writer.written == 2
+    rows = await fetch_rows(dsn, run_label)
+    assert len(rows) == 151 and len({row["id"] for row in rows}) == 151
+
+
+async def test_unreachable_database_at_start_means_spooling_not_failure(run_label, tmp_path):
+    writer = EventWriter("postgresql://postgres@127.0.0.1:1/none", run=run_label,
+                         spool_dir=tmp_path, connect_timeout_s=1.0)
+    await writer.start()
+    try:
+        await writer.put(make_events(1)[0])
+        await writer.flush()
+        assert not writer.connected and writer.spooled == 1
+    finally:
+        await writer.close()
+    assert len(Spool(tmp_path).files()) == 1
+
+
+async def test_missing_database_is_reported_at_start(dsn, tmp_path):
+    missing = dsn.rpartition("/")[0] + f"/acd_missing_{uuid.uuid4().hex[:8]}"
+    with pytest.raises(asyncpg.InvalidCatalogNameError):
+        await EventWriter(missing, spool_dir=tmp_path).start()
