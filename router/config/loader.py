@@ -542,7 +542,7 @@ class _Validator:
         change = changes[0]
         values: dict[str, Any] = {}
         if change == "relax":
-            values["relax"] = self.relax(f["relax"], owner, queue, minimums)
+            values["relax"] = self.relax(f["relax"], owner, minimums)
         elif change == "add_skills":
             values["add_skills"] = self.proficiencies(f["add_skills"], f"'add_skills' of {owner}", 1)
             if not f["add_skills"].value:
@@ -556,13 +556,13 @@ class _Validator:
             return None, None
         return OverflowStep(after_s=after, **values), after
 
-    def relax(self, node: Node, owner: str, queue: str | None, minimums: dict[str, int]) -> dict[str, int]:
+    def relax(self, node: Node, owner: str, minimums: dict[str, int]) -> dict[str, int]:
         """New, lower minimums for skills the queue requires (lowered step after step)."""
         relaxed: dict[str, int] = {}
         for skill, level_node in self.entries(node, f"'relax' of {owner}").items():
             if skill not in minimums:
                 hint = did_you_mean(skill, minimums)
-                self.error(node.keys[skill], f"'relax' of {owner}: queue {queue!r} does not require "
+                self.error(node.keys[skill], f"'relax' of {owner}: the queue does not require "
                                              f"skill {skill!r}{hint}")
                 continue
             level = self.integer(level_node, f"skill {skill!r} in 'relax' of {owner}", 0, 10)
