@@ -4,10 +4,13 @@ lines are the exact problems the loader must print, in order)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import date, datetime, time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from router import yamlsrc
 from router.config import ConfigError, check_config, default_config_path, load_config, parse_config
@@ -214,7 +217,7 @@ def test_secret_is_read_from_environment_and_never_echoed():
     assert str(unset.value) == ("c.yaml:7:15: error: 'secret' of section 'ami': "
                                 "environment variable 'ACD_AMI_SECRET' is not set")
     with pytest.raises(ConfigError) as wrong_type:
-        parse_config(MINIMAL + "ami: {secret: 987654321}\n".replace("987654321", "[987654321]"), environ={})
+        parse_config(MINIMAL + "ami: {secret: [987654321]}\n", environ={})
     assert "987654321" not in str(wrong_type.value) and "expected a string" in str(wrong_type.value)
 
 
@@ -279,10 +282,13 @@ def test_missing_file_is_a_problem_not_a_crash(tmp_path):
 
 
 def test_top_level_must_be_a_mapping():
-    with pytest.raises(ConfigError, match=r"^c.yaml:1:1: error: expected a mapping at the top level, got a list$"):
+    with pytest.raises(ConfigError) as listed:
         parse_config("- 1\n- 2\n", "c.yaml", environ={})
-    with pytest.raises(ConfigError, match=r"^c.yaml:1:1: error: missing required key 'skills' in the config\n"):
+    assert str(listed.value) == "c.yaml:1:1: error: expected a mapping at the top level, got a list"
+    with pytest.raises(ConfigError) as empty:
         parse_config("flows: x\n", "c.yaml", environ={})
+    assert str(empty.value).splitlines() == [f"c.yaml:1:1: error: missing required key {key!r} in the config"
+                                             for key in ("skills", "agents", "queues")]
 
 
 def test_exponential_alias_bomb_finishes_fast():
@@ -305,7 +311,8 @@ def test_unquoted_times_of_day_are_read_as_written():
 
 def test_nodes_keep_positions_of_keys_values_and_items():
     problems = yamlsrc.ProblemList()
-    root = yamlsrc.load("a: 1\nb:\n  - x\n  - {c: [10:00, '10:00', 2026-12-25, ~, yes]}\n", "f.yaml", problems)
+    text = "a: 1\nb:\n  - x\n  - {c: [10:00, '10:00', 2026-12-25, ~, yes]}\n"
+    root = yamlsrc.load(text, "f.yaml", problems)
     assert len(problems) == 0
     assert root.keys["b"] == yamlsrc.Mark(2, 1) and root.value["a"].mark == yamlsrc.Mark(1, 4)
     items = root.value["b"].value
@@ -317,7 +324,8 @@ def test_nodes_keep_positions_of_keys_values_and_items():
 
 
 @pytest.mark.parametrize("text, line, col, message", [
-    ("a: !!python/object:os.system {}\n", 1, 4, "tag 'tag:yaml.org,2002:python/object:os.system' is not supported"),
+    ("a: !!python/object:os.system {}\n", 1, 4,
+     "tag 'tag:yaml.org,2002:python/object:os.system' is not supported"),
     ("a: 1\n---\nb: 2\n", 2, 1, "only one YAML document per file is supported"),
     ("<<: {a: 1}\n", 1, 1, "merge keys (<<) are not supported"),
     ("? [1]\n: 2\n", 1, 3, "mapping keys must be plain text, not lists or mappings"),
@@ -343,3 +351,24 @@ def test_problem_prints_gcc_style_and_sorts_by_position():
 def test_did_you_mean():
     assert yamlsrc.did_you_mean("stratgy", ["strategy", "priority"]) == "; did you mean 'strategy'?"
     assert yamlsrc.did_you_mean("zzz", ["strategy", "priority"]) == ""
+
+
+# ---- robustness ----------------------------------------------------------------------------------
+
+SAMPLE_TEXT = SAMPLE_PATH.read_text(encoding="utf-8")
+PROBLEM_LINE = re.compile(r"^m\.yaml:\d+:\d+: (error|warning): \S.*$")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edits=st.lists(st.tuples(st.integers(0, len(SAMPLE_TEXT)), st.integers(0, 8),
+                                st.sampled_from(["", "x", "-", ":", " ", "\n", "[", "{", "'", "1", "yes",
+                                                 "  - ", "id: a001", "&a ", "*a"])),
+                      min_size=1, max_size=4))
+def test_mangled_sample_gives_a_centre_or_problem_lines(edits):
+    text = SAMPLE_TEXT
+    for position, length, insert in edits:
+        text = text[:position] + insert + text[position + length:]
+    try:
+        parse_config(text, "m.yaml", environ={})
+    except ConfigError as error:
+        assert error.problems and all(PROBLEM_LINE.match(line) for line in str(error).splitlines())

@@ -16,9 +16,10 @@ counts as existing and produces no follow-on "unknown queue" errors.
 
 Any error makes `load_config` raise `ConfigError` (every problem, sorted by
 position, one gcc-style line each); warnings alone do not raise, and
-`check_config` returns them beside the centre.  The environment is read in exactly two places: `ACD_DATABASE_URL` overrides
-`database.dsn`, and `ami.secret: ${NAME}` reads the secret from `NAME`.
-Secret values never appear in messages.
+`check_config` returns them beside the centre.  The environment is read in
+exactly two places: `ACD_DATABASE_URL` overrides `database.dsn`, and
+`ami.secret: ${NAME}` reads the secret from `NAME`.  Secret values never
+appear in messages.
 """
 from __future__ import annotations
 
@@ -217,7 +218,8 @@ class _Validator:
     def integer(self, node: Node, what: str, lo: int | None = None, hi: int | None = None) -> int | None:
         value = node.value
         if isinstance(value, bool) or not isinstance(value, int):
-            self.error(node, f"{what}: expected an integer{self._range(lo, hi, False)}, got {describe(value)}")
+            self.error(node, f"{what}: expected an integer{self._range(lo, hi, False)}, "
+                             f"got {describe(value)}")
             return None
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             self.error(node, f"{what}: expected an integer {_range_words(lo, hi, False)}, got {value}")
@@ -272,7 +274,8 @@ class _Validator:
         text = node.text if isinstance(node.value, (str, int)) and not isinstance(node.value, bool) else None
         match = _CLOCK.match(text.strip()) if text is not None else None
         if match is None:
-            self.error(node, f"{what}: expected a time of day HH:MM such as 08:30, got {describe(node.value)}")
+            self.error(node, f"{what}: expected a time of day HH:MM such as 08:30, "
+                             f"got {describe(node.value)}")
             return None
         return time(int(match[1]), int(match[2]))
 
@@ -314,13 +317,14 @@ class _Validator:
         }
         if "short_abandon_s" in top:
             settings["short_abandon_s"] = self.number(top["short_abandon_s"], "'short_abandon_s'", lo=0)
-        simulation = self.simulation(top["simulation"]) if "simulation" in top else None
+        simulation = self.simulation(top.get("simulation"))
         if self.error_count:
             return None
         return Centre(source=self.file, skills=skills, agents=agents, queues=queues, schedules=schedules,
                       simulation=simulation, **settings)
 
-    def collect_ids(self, items: list[Node], noun: str, ids: dict[str, Node]) -> list[tuple[Node, str | None]]:
+    def collect_ids(self, items: list[Node], noun: str,
+                    ids: dict[str, Node]) -> list[tuple[Node, str | None]]:
         """Each item with its id (None if missing or bad); reports duplicates at the second."""
         found: list[tuple[Node, str | None]] = []
         for index, item in enumerate(items):
@@ -328,7 +332,8 @@ class _Validator:
             if item.is_mapping and "id" in item.value:
                 ident = self.text(item.value["id"], f"'id' of {noun} #{index + 1}")
             if ident is not None and ident in ids:
-                self.error(item.value["id"], f"duplicate {noun} id {ident!r} (first at line {ids[ident].line})")
+                self.error(item.value["id"],
+                           f"duplicate {noun} id {ident!r} (first at line {ids[ident].line})")
             elif ident is not None:
                 ids[ident] = item.value["id"]
             found.append((item, ident))
@@ -526,7 +531,8 @@ class _Validator:
         return None, None
 
     def timed_step(self, f: dict[str, Node], node: Node, owner: str, queue: str | None,
-                   minimums: dict[str, int], last_after: float | None) -> tuple[OverflowStep | None, float | None]:
+                   minimums: dict[str, int],
+                   last_after: float | None) -> tuple[OverflowStep | None, float | None]:
         for key in CONDITIONAL_KEYS:
             if key in f:
                 self.error(node.keys[key], f"{key!r} in {owner}: only conditional steps (with 'when') use it")
@@ -617,28 +623,31 @@ class _Validator:
 
     # ---- settings --------------------------------------------------------------------------
 
+    def section(self, node: Node | None, name: str, keys: tuple[str, ...]) -> dict[str, Node] | None:
+        """The known keys of an optional top-level section; None when absent or null."""
+        if node is None or node.value is None:
+            return None
+        return self.fields(node, f"section {name!r}", keys) or {}
+
     def database(self, node: Node | None) -> DatabaseSettings:
-        f = self.fields(node, "section 'database'", DATABASE_KEYS) if node and node.value is not None else {}
-        values = {key: self.text(f[key], f"'{key}' of section 'database'", nullable=True)
-                  for key in DATABASE_KEYS if f and key in f}
+        f = self.section(node, "database", DATABASE_KEYS) or {}
+        values = {key: self.text(f[key], f"{key!r} of section 'database'", nullable=True)
+                  for key in DATABASE_KEYS if key in f}
         override = self.environ.get(DATABASE_URL_ENV)
         if override:
             values["dsn"] = override
         return DatabaseSettings(**values)
 
     def ami(self, node: Node | None) -> AmiSettings | None:
-        if node is None or node.value is None:
-            return None
-        f = self.fields(node, "section 'ami'", AMI_KEYS)
+        f = self.section(node, "ami", AMI_KEYS)
         if f is None:
             return None
         values: dict[str, Any] = {}
-        if "host" in f:
-            values["host"] = self.text(f["host"], "'host' of section 'ami'")
+        for key in ("host", "username"):
+            if key in f:
+                values[key] = self.text(f[key], f"{key!r} of section 'ami'")
         if "port" in f:
             values["port"] = self.integer(f["port"], "'port' of section 'ami'", 1, 65535)
-        if "username" in f:
-            values["username"] = self.text(f["username"], "'username' of section 'ami'")
         if "secret" in f:
             values["secret"] = self.secret(f["secret"])
         return AmiSettings(**values)
@@ -657,27 +666,30 @@ class _Validator:
         return secret
 
     def agi(self, node: Node | None) -> AgiSettings:
-        f = self.fields(node, "section 'agi'", AGI_KEYS) if node and node.value is not None else {}
+        f = self.section(node, "agi", AGI_KEYS) or {}
         values: dict[str, Any] = {}
-        if f and "host" in f:
+        if "host" in f:
             values["host"] = self.text(f["host"], "'host' of section 'agi'")
-        if f and "port" in f:
+        if "port" in f:
             values["port"] = self.integer(f["port"], "'port' of section 'agi'", 1, 65535)
         return AgiSettings(**values)
 
     # ---- simulation ------------------------------------------------------------------------
 
-    def simulation(self, node: Node) -> Simulation | None:
+    def simulation(self, node: Node | None) -> Simulation | None:
         owner = "section 'simulation'"
-        f = self.fields(node, owner, SIMULATION_KEYS, required=("start", "arrivals", "handle_time", "patience"))
+        if node is None or node.value is None:
+            return None
+        f = self.fields(node, owner, SIMULATION_KEYS,
+                        required=("start", "arrivals", "handle_time", "patience"))
         if f is None:
             return None
         values: dict[str, Any] = {}
         values["start"] = self.moment(f["start"], f"'start' of {owner}") if "start" in f else None
+        values["interval_minutes"] = 30
         if "interval_minutes" in f:
-            values["interval_minutes"] = self.interval(f["interval_minutes"], f"'interval_minutes' of {owner}")
-        else:
-            values["interval_minutes"] = 30
+            values["interval_minutes"] = self.interval(f["interval_minutes"],
+                                                       f"'interval_minutes' of {owner}")
         values["arrivals"] = self.arrivals(f.get("arrivals"))
         values["handle_time"] = self.distributions(f.get("handle_time"), "handle_time")
         values["patience"] = self.distributions(f.get("patience"), "patience")
@@ -717,7 +729,8 @@ class _Validator:
         lengths: list[tuple[str, int]] = []
         for queue, profile_node in self.entries(node, what).items():
             if queue not in self.queue_ids:
-                self.error(node.keys[queue], f"{what}: unknown queue {queue!r}{did_you_mean(queue, self.queue_ids)}")
+                self.error(node.keys[queue],
+                           f"{what}: unknown queue {queue!r}{did_you_mean(queue, self.queue_ids)}")
                 continue
             counts = self.items(profile_node, f"arrivals of queue {queue!r}")
             if not counts and profile_node.is_sequence:
@@ -756,8 +769,11 @@ class _Validator:
         f = self.fields(node, owner, DISTRIBUTION_KEYS, required=("dist", "mean_s"))
         if f is None:
             return None
-        kind = self.choice(f["dist"], f"'dist' of {owner}", DISTRIBUTIONS, "distribution") if "dist" in f else None
-        mean = self.number(f["mean_s"], f"'mean_s' of {owner}", lo=0, lo_open=True) if "mean_s" in f else None
+        kind = mean = None
+        if "dist" in f:
+            kind = self.choice(f["dist"], f"'dist' of {owner}", DISTRIBUTIONS, "distribution")
+        if "mean_s" in f:
+            mean = self.number(f["mean_s"], f"'mean_s' of {owner}", lo=0, lo_open=True)
         sd = 0.0
         if kind == "lognormal" and "sd_s" not in f:
             self.error(node, f"missing required key 'sd_s' in {owner} (dist: lognormal)")
