@@ -104,7 +104,10 @@ async def empty_table(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("TRUNCATE events")
-        await conn.execute("CHECKPOINT")  # start each run from the same place
+        try:
+            await conn.execute("CHECKPOINT")  # start each run from the same place
+        except asyncpg.InsufficientPrivilegeError:
+            pass  # not a superuser: runs start wherever the server's own checkpoints left them
     finally:
         await conn.close()
 
