@@ -46,6 +46,8 @@ STRATEGY_CODES = {
     "fewest-calls": matcher_module.FEWEST_CALLS,
     "random": matcher_module.RANDOM,
 }
+CALL_STATES = frozenset({AgentState.RESERVED, AgentState.ON_CALL, AgentState.WRAP_UP})
+UNSTAFFED_STATES = frozenset({AgentState.LOGGED_OUT, AgentState.PAUSED})
 AHT_SMOOTHING = 0.2          # weight of the newest handle time in a queue's AHT estimate
 MAX_MOVES = 8                # a call moved this often stops following move_to steps
 
@@ -508,15 +510,10 @@ class Engine:
             agent.busy_s += spent
         elif previous in IDLE_STATES:
             agent.idle_s += spent
-        for counters, unstaffed in ((self._logged_in, (AgentState.LOGGED_OUT,)),
-                                    (self._staffed, (AgentState.LOGGED_OUT, AgentState.PAUSED))):
-            change = (previous in unstaffed) - (state in unstaffed)
-            if change:
-                for queue_id in agent.queues:
-                    counters[queue_id] += change
+        self._count_staffing(agent, previous, state)
         agent.state, agent.since = state, now
         agent.reason = reason if state is AgentState.PAUSED else None
-        agent.call_id = call_id if state in (AgentState.RESERVED, AgentState.ON_CALL, AgentState.WRAP_UP) else None
+        agent.call_id = call_id if state in CALL_STATES else None
         self._out.append(Event(now, "agent.state", call_id=call_id, agent=agent.spec.id, data={
             "state": state.value, "previous": previous.value, "previous_s": round(spent, 3),
             "reason": agent.reason, "team": agent.spec.team}))
@@ -528,6 +525,15 @@ class Engine:
         self.matcher.set_agent_available(agent.slot, state is AgentState.AVAILABLE, now)
         if state is AgentState.AVAILABLE:
             self._route_agent(agent, now)
+
+    def _count_staffing(self, agent: AgentRuntime, previous: AgentState, state: AgentState) -> None:
+        """Keep per-queue counts of logged-in and of staffed (logged in, not paused) agents."""
+        logged_in = (state is not AgentState.LOGGED_OUT) - (previous is not AgentState.LOGGED_OUT)
+        staffed = (state not in UNSTAFFED_STATES) - (previous not in UNSTAFFED_STATES)
+        if logged_in or staffed:
+            for queue_id in agent.queues:
+                self._logged_in[queue_id] += logged_in
+                self._staffed[queue_id] += staffed
 
     # --- helpers --------------------------------------------------------------
 

@@ -311,6 +311,23 @@ ORDER BY is_team, t.team, r.agent
 """
 
 
+STALE_STATISTICS_SQL = """
+SELECT n_mod_since_analyze > 1000 AND n_mod_since_analyze > n_live_tup / 10
+FROM pg_stat_user_tables WHERE relid = 'events'::regclass
+"""
+
+
+async def refresh_statistics(conn: asyncpg.Connection) -> None:
+    """ANALYZE `events` when many rows arrived since the planner last looked.
+
+    Right after a bulk load (a simulated day, a spool replay) and before
+    autovacuum catches up, the planner believes `events` is tiny and picks
+    nested loops: measured 35 s instead of 0.2 s on 18,000 events.
+    """
+    if await conn.fetchval(STALE_STATISTICS_SQL):
+        await conn.execute("ANALYZE events")
+
+
 def _iso(ts: datetime | None) -> str | None:
     return ts.isoformat() if ts is not None else None
 
@@ -336,6 +353,8 @@ async def compute_kpis(
         raise ValueError(f"interval_minutes must be positive, got {interval_minutes}")
     width = timedelta(minutes=interval_minutes) if interval_minutes is not None else None
     start, end = _as_utc(start), _as_utc(end)
+    if not conn.is_in_transaction():
+        await refresh_statistics(conn)
     if conn.is_in_transaction():
         return await _compute(conn, run, start, end, width, short_abandon_s)
     async with conn.transaction(isolation="repeatable_read", readonly=True):

@@ -1,0 +1,216 @@
+"""The `acd-router` command (also `python -m router`).
+
+Each subcommand is a small function from parsed arguments to an exit code.
+`--json` prints exactly one JSON object on stdout; everything for humans
+(tables, progress bars, logs) goes to a terminal or stderr.  Configuration
+problems print as `FILE:LINE:COL: error: MESSAGE` lines and exit 1.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from router.config import ConfigError, load_config
+from router.config.model import Centre
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help(sys.stderr)
+        return 2
+    from router.logging import configure_logging
+    configure_logging(level="warning" if getattr(args, "json", False) else "info")
+    try:
+        return args.run(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="acd-router", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(metavar="COMMAND")
+
+    def command(name: str, run, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(run=run)
+        return sub
+
+    def with_config(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--config", metavar="FILE",
+                         help="centre config (default: ./router.yaml, else the packaged sample centre)")
+        sub.add_argument("--data-dir", metavar="DIR",
+                         help="data directory of the embedded PostgreSQL (used when no DSN is configured)")
+
+    sim = command("simulate", _simulate, "simulate a day of the centre and print its KPIs")
+    with_config(sim)
+    sim.add_argument("--hours", type=_positive, default=8.0, help="simulated hours (default 8)")
+    sim.add_argument("--seed", type=int, default=0, help="random seed: same seed, same KPIs")
+    sim.add_argument("--json", action="store_true", help="print one JSON object")
+
+    kpi = command("kpi", _kpi, "KPIs of recorded events (live traffic by default)")
+    with_config(kpi)
+    kpi.add_argument("--from", dest="start", type=_timestamp, metavar="TS", help="ISO time, inclusive")
+    kpi.add_argument("--to", dest="end", type=_timestamp, metavar="TS", help="ISO time, exclusive")
+    kpi.add_argument("--interval", type=_minutes, metavar="15m|30m|60m", help="also per interval")
+    kpi.add_argument("--run", default="live", help="'live' (default) or a simulation run label")
+    output = kpi.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print one JSON object")
+    output.add_argument("--csv", action="store_true", help="print CSV")
+
+    erl = command("erlang", _erlang, "staff needed for a service level (Erlang C; Erlang A with --patience)")
+    erl.add_argument("--calls-per-hour", type=_positive, required=True)
+    erl.add_argument("--aht", type=_positive, required=True, metavar="SECONDS")
+    erl.add_argument("--answer-within", type=_positive, required=True, metavar="SECONDS")
+    erl.add_argument("--target", type=float, default=0.8, help="service level goal, 0..1 (default 0.8)")
+    erl.add_argument("--patience", type=_positive, metavar="SECONDS", help="mean caller patience (Erlang A)")
+    erl.add_argument("--json", action="store_true", help="print one JSON object")
+
+    db = commands.add_parser("db", help="database maintenance").add_subparsers(metavar="ACTION")
+    mig = db.add_parser("migrate", help="create or upgrade the event store schema")
+    mig.set_defaults(run=_db_migrate)
+    with_config(mig)
+    return parser
+
+
+# --- commands -----------------------------------------------------------------------
+
+def _simulate(args: argparse.Namespace) -> int:
+    from router.sim.run import simulate_day
+    from router.report import format_kpi_table
+
+    centre = load_config(args.config)
+    dsn, stop = _database(centre, args)
+    try:
+        kpis = asyncio.run(simulate_day(centre, dsn, hours=args.hours, seed=args.seed,
+                                        show_progress=not args.json))
+    finally:
+        if stop:
+            stop()
+    if args.json:
+        _print_json(kpis)
+    else:
+        s = kpis["simulation"]
+        print(f"Simulated {s['hours']:g} h of {centre.source}: {s['calls']:,} calls, "
+              f"{s['agents']} agents, seed {s['seed']} (run {s['run']})\n")
+        print(format_kpi_table(kpis))
+    return 0
+
+
+def _kpi(args: argparse.Namespace) -> int:
+    from router.report import format_kpi_table, kpi_csv
+    from router.store.database import connect, ensure_schema
+    from router.store.kpi import compute_kpis
+
+    centre = load_config(args.config)
+    dsn, stop = _database(centre, args)
+
+    async def compute() -> dict[str, Any]:
+        await ensure_schema(dsn)
+        conn = await connect(dsn)
+        try:
+            return await compute_kpis(conn, run=args.run, start=args.start, end=args.end,
+                                      interval_minutes=args.interval,
+                                      short_abandon_s=centre.short_abandon_s)
+        finally:
+            await conn.close()
+
+    try:
+        kpis = asyncio.run(compute())
+    finally:
+        if stop:
+            stop()
+    if args.json:
+        _print_json(kpis)
+    elif args.csv:
+        sys.stdout.write(kpi_csv(kpis))
+    else:
+        print(format_kpi_table(kpis))
+    return 0
+
+
+def _erlang(args: argparse.Namespace) -> int:
+    from router.sim.erlang import staffing
+
+    try:
+        result = staffing(args.calls_per_hour, args.aht, args.answer_within, args.target,
+                          patience_s=args.patience)
+    except ValueError as exc:
+        print(f"acd-router erlang: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        _print_json(result)
+        return 0
+    model = "Erlang A" if args.patience else "Erlang C"
+    print(f"{model}: {args.calls_per_hour:g} calls/h, AHT {args.aht:g} s, "
+          f"{args.target:.0%} answered within {args.answer_within:g} s")
+    rows = [("agents", f"{result['agents']}"), ("traffic", f"{result['traffic_erlangs']:.2f} Erlang"),
+            ("service level", f"{result['service_level']:.1%}"), ("ASA", f"{result['asa_s']:.1f} s"),
+            ("occupancy", f"{result['occupancy']:.1%}"), ("P(wait)", f"{result['p_wait']:.1%}")]
+    if "p_abandon" in result:
+        rows.append(("P(abandon)", f"{result['p_abandon']:.1%}"))
+    for label, value in rows:
+        print(f"  {label:<14} {value}")
+    return 0
+
+
+def _db_migrate(args: argparse.Namespace) -> int:
+    from router.store.database import ensure_schema
+
+    centre = load_config(args.config)
+    dsn, stop = _database(centre, args)
+    try:
+        applied = asyncio.run(ensure_schema(dsn))
+    finally:
+        if stop:
+            stop()
+    print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+    return 0
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+def _database(centre: Centre, args: argparse.Namespace):
+    from router.store.database import resolve_dsn
+    return resolve_dsn(centre.database, getattr(args, "data_dir", None))
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, default=str) + "\n")
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO time like 2026-11-23T08:00, got {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _minutes(text: str) -> int:
+    match = re.fullmatch(r"(\d+)\s*(m|min|h)?", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected 15m, 30m or 60m, got {text!r}")
+    minutes = int(match.group(1)) * (60 if match.group(2) == "h" else 1)
+    if minutes not in (15, 30, 60):
+        raise argparse.ArgumentTypeError(f"interval must be 15m, 30m or 60m, got {text!r}")
+    return minutes
