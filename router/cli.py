@@ -15,7 +15,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
-from router.config import ConfigError, load_config
+from router.config import ConfigError, check_config
 from router.config.model import Centre
 
 
@@ -34,6 +34,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def load_config(path: str | None) -> Centre:
+    """The centre config; warnings go to stderr, errors raise ConfigError (all of them)."""
+    centre, problems = check_config(path)
+    for warning in problems.warnings:
+        print(warning, file=sys.stderr)
+    if centre is None:
+        raise ConfigError(problems.errors)
+    return centre
 
 
 def _parser() -> argparse.ArgumentParser:
