@@ -39,11 +39,11 @@ def synthetic_centre(agents: int, calls: int, hours: float = 8.0) -> Centre:
     rng = random.Random(42)
     roster = {}
     for i in range(agents):
-        skills = {"en": rng.randint(5, 10)} if rng.random() < 0.9 else {"es": rng.randint(6, 10)}
-        if rng.random() < 0.3:
+        skills = {"en": rng.randint(5, 10)}
+        if i % 5 == 0:                                   # one agent in five also speaks Spanish
             skills["es"] = rng.randint(6, 10)
-        for skill in rng.sample(("billing", "tech", "sales", "retention"), rng.randint(1, 3)):
-            skills[skill] = rng.randint(3, 10)
+        for skill in rng.sample(("billing", "tech", "sales", "retention"), rng.randint(2, 3)):
+            skills[skill] = rng.randint(4, 10)
         roster[f"a{i:05d}"] = Agent(f"a{i:05d}", f"Agent {i}", f"Local/{i}@agents", skills, team=f"t{i % 20}")
     intervals = int(hours * 2)
     queues, arrivals = {}, {}
@@ -52,7 +52,7 @@ def synthetic_centre(agents: int, calls: int, hours: float = 8.0) -> Centre:
                             wrap_up_s=15.0, overflow=(OverflowStep(after_s=60.0, relax={k: 1 for k in needs}),))
         arrivals[qid] = tuple([calls * share / intervals] * intervals)
     model = Simulation(start=datetime(2026, 11, 23, 8), interval_minutes=30, arrivals=arrivals,
-                       handle_time={"default": Distribution("lognormal", 240.0, 120.0)},
+                       handle_time={"default": Distribution("lognormal", 200.0, 100.0)},
                        patience={"default": Distribution("exponential", 180.0)}, answer_delay_s=2.0,
                        no_answer_rate=0.01)
     return Centre("<benchmark>", {s: Skill(s, s) for s in SKILLS}, roster, queues, simulation=model)

@@ -56,7 +56,7 @@ DATABASE_KEYS = ("dsn", "data_dir")
 AMI_KEYS = ("host", "port", "username", "secret")
 AGI_KEYS = ("host", "port")
 SIMULATION_KEYS = ("start", "interval_minutes", "arrivals", "handle_time", "patience", "shifts",
-                   "answer_delay_s", "no_answer_rate", "callback_acceptance")
+                   "answer_delay_s", "no_answer_rate", "callback_acceptance", "rona_recovery_s")
 DISTRIBUTION_KEYS = ("dist", "mean_s", "sd_s")
 DISTRIBUTIONS = ("exponential", "lognormal", "fixed")
 SHIFT_KEYS = ("agents", "team", "start", "end", "breaks")
@@ -694,8 +694,9 @@ class _Validator:
         values["handle_time"] = self.distributions(f.get("handle_time"), "handle_time")
         values["patience"] = self.distributions(f.get("patience"), "patience")
         values["shifts"] = tuple(self.shifts(f.get("shifts")))
-        if "answer_delay_s" in f:
-            values["answer_delay_s"] = self.number(f["answer_delay_s"], f"'answer_delay_s' of {owner}", lo=0)
+        for key in ("answer_delay_s", "rona_recovery_s"):
+            if key in f:
+                values[key] = self.number(f[key], f"'{key}' of {owner}", lo=0)
         for key in ("no_answer_rate", "callback_acceptance"):
             if key in f:
                 values[key] = self.number(f[key], f"{key!r} of {owner}", lo=0, hi=1)

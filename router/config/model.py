@@ -126,6 +126,7 @@ class Simulation:
     shifts: tuple[Shift, ...] = ()           # empty: every agent works the whole day
     answer_delay_s: float = 3.0              # agent ring time before answering
     no_answer_rate: float = 0.0              # probability an agent does not answer (RONA)
+    rona_recovery_s: float = 60.0            # an agent paused for RONA unpauses after this long
     callback_acceptance: float = 0.0         # probability a caller offered a call-back takes it
 
 

@@ -52,7 +52,7 @@ class AgentRuntime:
     spec: Agent
     slot: int
     state: AgentState = S.LOGGED_OUT
-    since: float = 0.0                  # when the current state began
+    since: float | None = None          # when the current state began (None: never logged in)
     reason: str | None = None           # pause reason
     call_id: str | None = None          # the call it is reserved for / talking on / wrapping
     deferred: tuple[str, str] | None = None   # ("pause", reason) or ("logout", "")

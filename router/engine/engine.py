@@ -505,7 +505,7 @@ class Engine:
 
     def _enter(self, agent: AgentRuntime, state: AgentState, now: float, *, call_id: str | None,
                reason: str | None) -> None:
-        previous, spent = agent.state, now - agent.since
+        previous, spent = agent.state, (0.0 if agent.since is None else now - agent.since)
         if previous in BUSY_STATES:
             agent.busy_s += spent
         elif previous in IDLE_STATES:

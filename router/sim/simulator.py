@@ -123,12 +123,18 @@ class Simulator:
             return engine.handle(AgentPause(payload, "break"), now)
         if kind == "resume":
             return engine.handle(AgentResume(payload), now)
+        if kind == "rona_over":
+            if engine.agents[payload].reason == "rona":      # still paused for RONA, not on a break since
+                return engine.handle(AgentResume(payload), now)
+            return []
         raise AssertionError(kind)
 
     def _carry_out(self, outputs: list[Any], events: list[Event]) -> None:
         for out in outputs:
             if isinstance(out, Event):
                 events.append(out)
+                if out.type == "agent.state" and out.data["reason"] == "rona":
+                    self._at(self.clock + self.model.rona_recovery_s, "rona_over", out.agent)
             elif isinstance(out, OfferCall):
                 self._ringing[out.call_id] = out.agent
                 if self._answer_rng.random() >= self.model.no_answer_rate:
