@@ -45,30 +45,33 @@ EVENT_TYPES: frozenset[str] = frozenset({
 class _EventIds:
     """UUIDs from a random 64-bit prefix per process and a counter.
 
-    Unique across processes (a fresh prefix after fork), increasing within one,
-    so B-tree inserts into the primary key stay at its right edge; and cheaper
-    than uuid4(), which reads the OS entropy pool for every event.
+    Unique across processes (a fresh prefix in a forked child), increasing
+    within one, so B-tree inserts into the primary key stay at its right edge;
+    and cheaper than uuid4(), which reads the OS entropy pool for every event.
     """
 
     def __init__(self) -> None:
-        self._pid = -1
-        self._prefix = 0
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        # version 8 (custom) and RFC 4122 variant bits, so every value is a well-formed UUID
+        random_bits = int.from_bytes(os.urandom(8)) & ~(0xF << 12) | (0x8 << 12)
+        self._prefix = (random_bits << 64) | (0x8 << 60)
         self._counter = itertools.count()
 
     def __call__(self) -> uuid.UUID:
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            # version 8 (custom) and RFC 4122 variant bits, so the value is a well-formed UUID
-            self._prefix = (int.from_bytes(os.urandom(8)) & ~(0xF << 12) | (0x8 << 12)) << 64
-            self._counter = itertools.count()
-        return uuid.UUID(int=self._prefix | (0x8 << 60) | next(self._counter))
+        return uuid.UUID(int=self._prefix | next(self._counter))
 
 
 new_event_id = _EventIds()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
+    """One fact.  Treat it as immutable once made: it is not frozen only because a
+    frozen dataclass costs about 1.6 µs more per instance (a million per simulated day)."""
+
     ts: float
     type: str
     call_id: str | None = None

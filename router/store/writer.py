@@ -118,7 +118,7 @@ def encode_event(event: Event, run: str) -> Row:
 
 
 def _check_text(name: str, value: object) -> None:
-    if value is None:
+    if value is None or (type(value) is str and value.isascii() and "\x00" not in value):
         return
     if not isinstance(value, str):
         raise InvalidEvent(f"event {name} must be a string or None, not {type(value).__name__}")
