@@ -22,13 +22,13 @@ from router.config.model import Centre
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if not hasattr(args, "run"):
+    if not hasattr(args, "handler"):
         parser.print_help(sys.stderr)
         return 2
     from router.logging import configure_logging
     configure_logging(level="warning" if getattr(args, "json", False) else "info")
     try:
-        return args.run(args)
+        return args.handler(args)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def command(name: str, run, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
-        sub.set_defaults(run=run)
+        sub.set_defaults(handler=run)
         return sub
 
     def with_config(sub: argparse.ArgumentParser) -> None:
@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
 
     db = commands.add_parser("db", help="database maintenance").add_subparsers(metavar="ACTION")
     mig = db.add_parser("migrate", help="create or upgrade the event store schema")
-    mig.set_defaults(run=_db_migrate)
+    mig.set_defaults(handler=_db_migrate)
     with_config(mig)
     return parser
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from router.engine.agents import TRANSITIONS, AgentState
 from router.engine.engine import Engine
 from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, AgentMissed, AgentPause,
                                     AgentResume, CallerHungUp, CallFinished, CallQueued, CancelOffer,
@@ -411,3 +412,46 @@ def test_same_seed_same_outputs():
             trace += offers(out)
         return trace
     assert run() == run()
+
+
+# --- the transition table, entry by entry ---------------------------------------------------
+
+def _put_in_state(e: Engine, state: str) -> None:
+    """Drive agent 'ann' of the `simple` centre into `state` through ordinary inputs."""
+    if state == "logged_out":
+        return
+    e.handle(AgentLogin("ann"), 0.0)
+    if state == "paused":
+        e.handle(AgentPause("ann", "break"), 1.0)
+    elif state in ("reserved", "on_call", "wrap_up"):
+        e.handle(CallQueued("c1", "billing"), 1.0)
+        if state in ("on_call", "wrap_up"):
+            e.handle(AgentAnswered("c1", "ann"), 2.0)
+        if state == "wrap_up":
+            e.handle(CallFinished("c1"), 3.0)
+
+
+_ACTIONS = {
+    "login": lambda: AgentLogin("ann"), "logout": lambda: AgentLogout("ann"),
+    "pause": lambda: AgentPause("ann", "lunch"), "resume": lambda: AgentResume("ann"),
+    "answer": lambda: AgentAnswered("c1", "ann"), "no_answer": lambda: AgentMissed("c1", "ann"),
+    "release": lambda: CallerHungUp("c1"), "hangup": lambda: CallFinished("c1"),
+    "wrap_done": lambda: WrapUpDone("ann"), "reserve": lambda: CallQueued("c1", "billing"),
+}
+
+
+@pytest.mark.parametrize("source,action", sorted((s.value, a) for s, a in TRANSITIONS))
+def test_every_transition_of_the_table(simple, source, action):
+    _put_in_state(simple, source)
+    assert simple.agents["ann"].state.value == source
+    simple.handle(_ACTIONS[action](), 10.0)
+    assert simple.agents["ann"].state is TRANSITIONS[(AgentState(source), action)]
+
+
+@pytest.mark.parametrize("source", ["reserved", "on_call", "wrap_up"])
+@pytest.mark.parametrize("action", ["pause", "logout"])
+def test_deferred_actions_leave_state_alone_until_free(simple, source, action):
+    _put_in_state(simple, source)
+    simple.handle(_ACTIONS[action](), 10.0)
+    assert simple.agents["ann"].state.value == source
+    assert simple.agents["ann"].deferred[0] == action
