@@ -77,18 +77,8 @@ TEAM_COLUMNS: tuple[Column, ...] = (
     Column("No-ans.", "no_answers", _count),
     Column("CSAT", "csat_avg", _two_decimals),
 )
-INTERVAL_COLUMNS: tuple[Column, ...] = (
-    Column("Offered", "offered", _count),
-    Column("Answered", "answered", _count),
-    Column("Aband.", "abandoned", _count),
-    Column("SL %", "service_level", _percent),
-    Column("ASA s", "asa_s", _one_decimal),
-    Column("AHT s", "aht_s", _one_decimal),
-    Column("Aband. %", "abandonment_rate", _percent),
-    Column("Occ. %", "occupancy", _percent),
-    Column("CSAT", "csat_avg", _two_decimals),
-    Column("NPS", "nps", _one_decimal),
-)
+INTERVAL_COLUMNS: tuple[Column, ...] = tuple(
+    c for c in QUEUE_COLUMNS if c.key not in ("fcr_rate", "overflowed", "callbacks_accepted"))
 
 
 def _cell(column: Column, figures: dict[str, Any]) -> str:
