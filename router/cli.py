@@ -89,6 +89,21 @@ def _parser() -> argparse.ArgumentParser:
     mig = db.add_parser("migrate", help="create or upgrade the event store schema")
     mig.set_defaults(handler=_db_migrate)
     with_config(mig)
+
+    flows = commands.add_parser("flows", help="IVR flows: validate, test, graph").add_subparsers(metavar="ACTION")
+    validate = flows.add_parser("validate", help="check flow directories or files; exit 1 on any error")
+    validate.set_defaults(handler=_flows_validate)
+    validate.add_argument("paths", nargs="*", metavar="PATH", help="flow directory or file (default: ./ivr_flows)")
+    validate.add_argument("--config", metavar="FILE", help="centre config whose queues and schedules flows use")
+    test = flows.add_parser("test", help="run the flow test cases (*.test.yaml); exit 1 on failure")
+    test.set_defaults(handler=_flows_test)
+    test.add_argument("paths", nargs="*", metavar="PATH", help="flow directory or test file (default: ./ivr_flows)")
+    test.add_argument("--config", metavar="FILE", help="centre config whose queues and schedules flows use")
+    graph = flows.add_parser("graph", help="print a flow file as a diagram")
+    graph.set_defaults(handler=_flows_graph)
+    graph.add_argument("flow_file", metavar="FLOW_FILE")
+    graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    graph.add_argument("--config", metavar="FILE", help="centre config whose queues and schedules flows use")
     return parser
 
 
@@ -184,6 +199,59 @@ def _db_migrate(args: argparse.Namespace) -> int:
         if stop:
             stop()
     print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+    return 0
+
+
+def _flows_references(args: argparse.Namespace) -> dict[str, Any]:
+    centre = load_config(args.config)
+    return {"known_queues": centre.queues, "schedules": centre.schedules, "known_skills": centre.skills}
+
+
+def _flows_validate(args: argparse.Namespace) -> int:
+    from router.ivr import check_flows
+
+    references = _flows_references(args)
+    failed = False
+    for path in args.paths or ["ivr_flows"]:
+        flowset, problems = check_flows(path, **references)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        failed = failed or flowset is None
+        if flowset is not None:
+            print(f"{path}: {len(flowset.flows)} flow(s) valid, version {flowset.version}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _flows_test(args: argparse.Namespace) -> int:
+    from router.ivr import run_tests
+
+    references = _flows_references(args)
+    failed = False
+    for path in args.paths or ["ivr_flows"]:
+        report = run_tests(path, **references)
+        for problem in report.problems:
+            print(problem, file=sys.stderr)
+        failed = failed or report.failed > 0 or bool(report.problems.errors)
+        print(f"{path}: {report.passed} passed, {report.failed} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _flows_graph(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from router.ivr import check_flows, render
+
+    file = Path(args.flow_file)
+    flowset, problems = check_flows(file.parent, **_flows_references(args))
+    for problem in problems.errors:
+        print(problem, file=sys.stderr)
+    if flowset is None:
+        return 1
+    flows = [flow for flow in flowset.flows.values() if Path(flow.file).resolve() == file.resolve()]
+    if not flows:
+        print(f"{file}: no flow in this file", file=sys.stderr)
+        return 1
+    sys.stdout.write("".join(render(flow, args.format) for flow in flows))
     return 0
 
 

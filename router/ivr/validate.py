@@ -381,8 +381,11 @@ class _SetChecker:
             if target is not None:
                 edges.append((key, target))
             return target
-        if kind in ("prompts", "prompt"):
-            return self.prompt_list(reader, node, what, single=kind == "prompt")
+        if kind == "prompt":
+            names = self.prompt_list(reader, node, what, single=True)
+            return names[0] if names else None
+        if kind == "prompts":
+            return self.prompt_list(reader, node, what)
         if kind == "escalation":
             return tuple(self.prompt_list(reader, item, f"attempt {index + 1} of {what}")
                          for index, item in enumerate(reader.items(node, what)))
