@@ -322,6 +322,10 @@ class _Parser:
 
     def call(self, name: _Token) -> _Node:
         self.expect("(")
+        bare = self.token
+        if name.text in ("open", "holiday") and bare.kind == "name" and self.tokens[self.index + 1].text == ")":
+            raise ExprError(f"{name.text}() needs a schedule name in quotes, such as {name.text}('{bare.text}')",
+                            bare.offset)
         args: list[_Node] = []
         while not self.at(")"):
             if args:

@@ -11,6 +11,7 @@ completion and inline errors (docs/flow.schema.json), so the two cannot drift.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -249,3 +250,12 @@ def json_schema() -> dict[str, Any]:
         },
         "dependentRequired": {"flow": ["start", "nodes"]},
     }
+
+
+def json_schema_text() -> str:
+    """`json_schema()` as the text committed in docs/flow.schema.json."""
+    return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":
+    print(json_schema_text(), end="")

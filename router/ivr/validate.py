@@ -125,6 +125,7 @@ class _FlowSource:
     description: str
     mark: Mark
     built: dict[str, FlowNode] = field(default_factory=dict)
+    complete: bool = False          # every node built: the graph is whole
 
 
 class _Reader(_Readers):
@@ -298,10 +299,12 @@ class _SetChecker:
                 reader.warning(text_node, f"prompt {name!r} has no text for {', '.join(missing)}")
         flows: dict[str, Flow] = {}
         for source in self.flow_sources.values():
+            before = source.reader.error_count
             for node_id, node in source.nodes.items():
                 built = self.node(source, node_id, node)
                 if built is not None:
                     source.built[node_id] = built
+            source.complete = source.reader.error_count == before
             start = None
             if source.start is not None:
                 start = source.reader.text(source.start, f"'start' of flow {source.name!r}")
@@ -637,7 +640,7 @@ class _SetChecker:
                 if target not in reached:
                     reached.add(target)
                     todo.append(target)
-        for node_id in source.nodes:
+        for node_id in source.nodes if source.complete else ():
             if node_id not in reached:
                 reader.warning(source.node_marks[node_id], f"node {node_id!r} of flow {source.name!r} is "
                                                            f"never reached from its start {start!r}")
