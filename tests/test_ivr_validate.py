@@ -3,7 +3,6 @@
 graphs and the `flows` commands."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path

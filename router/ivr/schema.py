@@ -8,6 +8,8 @@ queue ...), whether it is required, its default and a one-line help text.  The
 validator (router.ivr.validate) reads every node through this table, and
 `json_schema()` turns the same table into the JSON Schema that editors use for
 completion and inline errors (docs/flow.schema.json), so the two cannot drift.
+Regenerate the committed file with
+``python -m router.ivr.schema > docs/flow.schema.json`` (a test compares them).
 """
 from __future__ import annotations
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
