@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from router.config import ConfigError, check_config
 from router.config.model import Centre
+from router.ivr.registry import FlowError, flows_directory
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(level="warning" if getattr(args, "json", False) else "info")
     try:
         return args.handler(args)
-    except ConfigError as exc:
+    except (ConfigError, FlowError) as exc:
         print(exc, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -93,11 +94,11 @@ def _parser() -> argparse.ArgumentParser:
     flows = commands.add_parser("flows", help="IVR flows: validate, test, graph").add_subparsers(metavar="ACTION")
     validate = flows.add_parser("validate", help="check flow directories or files; exit 1 on any error")
     validate.set_defaults(handler=_flows_validate)
-    validate.add_argument("paths", nargs="*", metavar="PATH", help="flow directory or file (default: ./ivr_flows)")
+    validate.add_argument("paths", nargs="*", metavar="PATH", help="flow directory or file (default: the config's `flows`, else ./ivr_flows)")
     validate.add_argument("--config", metavar="FILE", help="centre config whose queues and schedules flows use")
     test = flows.add_parser("test", help="run the flow test cases (*.test.yaml); exit 1 on failure")
     test.set_defaults(handler=_flows_test)
-    test.add_argument("paths", nargs="*", metavar="PATH", help="flow directory or test file (default: ./ivr_flows)")
+    test.add_argument("paths", nargs="*", metavar="PATH", help="flow directory or test file (default: the config's `flows`, else ./ivr_flows)")
     test.add_argument("--config", metavar="FILE", help="centre config whose queues and schedules flows use")
     graph = flows.add_parser("graph", help="print a flow file as a diagram")
     graph.set_defaults(handler=_flows_graph)
@@ -204,6 +205,8 @@ def _db_migrate(args: argparse.Namespace) -> int:
 
 def _flows_references(args: argparse.Namespace) -> dict[str, Any]:
     centre = load_config(args.config)
+    if not getattr(args, "paths", True):
+        args.paths = [str(flows_directory(centre))]
     return {"known_queues": centre.queues, "schedules": centre.schedules, "known_skills": centre.skills}
 
 
@@ -212,7 +215,7 @@ def _flows_validate(args: argparse.Namespace) -> int:
 
     references = _flows_references(args)
     failed = False
-    for path in args.paths or ["ivr_flows"]:
+    for path in args.paths:
         flowset, problems = check_flows(path, **references)
         for problem in problems:
             print(problem, file=sys.stderr)
@@ -227,7 +230,7 @@ def _flows_test(args: argparse.Namespace) -> int:
 
     references = _flows_references(args)
     failed = False
-    for path in args.paths or ["ivr_flows"]:
+    for path in args.paths:
         report = run_tests(path, **references)
         for problem in report.problems:
             print(problem, file=sys.stderr)

@@ -77,6 +77,11 @@ TEAM_COLUMNS: tuple[Column, ...] = (
     Column("No-ans.", "no_answers", _count),
     Column("CSAT", "csat_avg", _two_decimals),
 )
+IVR_NODE_COLUMNS: tuple[Column, ...] = (
+    Column("Entered", "entered", _count),
+    Column("Hung up", "hangups", _count),
+    Column("Timed out", "timeouts", _count),
+)
 INTERVAL_COLUMNS: tuple[Column, ...] = tuple(
     c for c in QUEUE_COLUMNS if c.key not in ("fcr_rate", "overflowed", "callbacks_accepted"))
 
@@ -115,7 +120,13 @@ def format_kpi_table(kpis: dict[str, Any]) -> str:
         f"completed {_count(kpis['callbacks_completed'])} · IVR contained "
         f"{MISSING if kpis['ivr_contained'] is None else _count(kpis['ivr_contained'])}"
     )
+    if kpis.get("ivr_calls"):
+        summary += (f" of {_count(kpis['ivr_calls'])} IVR calls, mean time in IVR "
+                    f"{_one_decimal(kpis['ivr_time_s'])} s")
     sections = [title, render_table("Queue", QUEUE_COLUMNS, queue_rows), summary]
+    drop_offs = [(node, f) for node, f in kpis.get("ivr_nodes", {}).items() if f["hangups"] or f["timeouts"]]
+    if drop_offs:
+        sections.append(render_table("IVR node", IVR_NODE_COLUMNS, drop_offs))
     if kpis["teams"]:
         agent_teams = [agent["team"] for agent in kpis["agents"].values()]
         team_rows = [(team, {**figures, "agents": agent_teams.count(team)})

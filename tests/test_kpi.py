@@ -401,3 +401,31 @@ async def test_table_csv_and_json_show_the_figures(conn):
     assert interval_rows[0]["offered"] == "7"
 
     assert json.loads(kpi_json(k)) == k
+
+
+async def test_time_in_ivr_and_drop_off_per_node(conn):
+    s = Scenario()
+    # q1 goes through the IVR in 40 s, then queues, answered; later takes the survey (not IVR time)
+    s.event(0, "ivr.node", "q1", flow="main", node="welcome")
+    s.event(8, "ivr.node", "q1", flow="main", node="main_menu")
+    s.event(40, "ivr.ended", "q1", flow="main", node="billing_queue", outcome="queued")
+    s.answered("q1", "billing", 40, wait=10, agent="a1", talk=100)
+    s.event(200, "ivr.node", "q1", flow="survey", node="csat")
+    s.event(230, "ivr.ended", "q1", flow="survey", node="thanks", outcome="completed")
+    # h1 hangs up in the main menu after 20 s; t1 stays silent there until 50 s
+    s.event(100, "ivr.node", "h1", flow="main", node="welcome")
+    s.event(108, "ivr.node", "h1", flow="main", node="main_menu")
+    s.event(120, "ivr.ended", "h1", flow="main", node="main_menu", outcome="hangup")
+    s.event(300, "ivr.node", "t1", flow="main", node="main_menu")
+    s.event(350, "ivr.ended", "t1", flow="main", node="main_menu", outcome="timeout")
+    # d1 called the queue directly and only took the survey: no front IVR
+    s.answered("d1", "billing", 400, wait=5, agent="a1", talk=60)
+    s.event(500, "ivr.node", "d1", flow="survey", node="csat")
+    s.event(520, "ivr.ended", "d1", flow="survey", node="thanks", outcome="completed")
+    await s.save(conn)
+    k = await compute_kpis(conn, run=s.run)
+    assert k["ivr_calls"] == 3                          # q1, h1, t1
+    assert k["ivr_time_s"] == round((40 + 20 + 50) / 3, 2)
+    assert k["ivr_nodes"]["main/main_menu"] == {"entered": 3, "hangups": 1, "timeouts": 1}
+    assert k["ivr_nodes"]["main/welcome"] == {"entered": 2, "hangups": 0, "timeouts": 0}
+    assert k["ivr_nodes"]["survey/csat"]["entered"] == 2

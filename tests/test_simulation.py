@@ -88,3 +88,59 @@ def test_shifts_breaks_and_rona_reach_the_engine():
     assert {e.agent for e in logins if e.ts - sim.start < 1} == {"a0", "a1"}
     assert {e.agent for e in logins if abs(e.ts - sim.start - 3600) < 1} == {"a2", "a3"}
     assert sum(1 for e in events if e.type == "agent.state" and e.data["state"] == "logged_out") == 4
+
+
+# --- callers in the IVR ------------------------------------------------------------------------
+
+def _sample_with_flows():
+    from router.config import load_config
+    from router.ivr import load_flowset
+    centre = load_config(None)                       # the packaged sample centre and ivr_flows/
+    return centre, load_flowset(centre)
+
+
+def _run_all(sim):
+    events = []
+    while not sim.done:
+        events += sim.run(5_000)
+    return events
+
+
+def test_simulated_callers_walk_the_real_flows():
+    centre, flowset = _sample_with_flows()
+    events = _run_all(Simulator(centre, hours=3.0, seed=8, flowset=flowset))
+    ivr_calls = {e.call_id for e in events if e.type == "ivr.node" and e.data["flow"] == "main"}
+    assert len(ivr_calls) > 50
+    endings = {e.call_id: e.data["outcome"] for e in events
+               if e.type == "ivr.ended" and e.call_id in ivr_calls and e.data["flow"] != "survey"}
+    queued = {c for c, outcome in endings.items() if outcome == "queued"}
+    joined = {e.call_id for e in events if e.type == "queue.joined"}
+    assert queued and queued <= joined                       # the IVR's Enqueue reaches the engine
+    hung_up = {c for c, outcome in endings.items() if outcome == "hangup"}
+    assert hung_up and not hung_up & joined                  # long menus lose callers before the queue
+    menu = [e.data["value"] for e in events if e.type == "ivr.input" and e.data["node"] == "main_menu"
+            and e.data.get("input") == "digits"]
+    assert {"1", "2"} <= set(menu)                           # choices drawn from the traffic model
+    spanish = {e.call_id for e in events if e.type == "queue.joined" and e.queue == "spanish"} & ivr_calls
+    assert spanish                                           # language choice 2 -> the Spanish desk
+    surveys = [e for e in events if e.type == "survey.answered"]
+    assert surveys and all(e.agent and e.queue for e in surveys)
+    assert {e.data["question"] for e in surveys} == {"csat", "nps"}
+
+
+def test_ivr_simulation_is_deterministic_for_a_seed():
+    centre, flowset = _sample_with_flows()
+    trace = lambda seed: [(e.ts, e.type, e.call_id, e.queue, e.agent)  # noqa: E731
+                          for e in _run_all(Simulator(centre, hours=1.0, seed=seed, flowset=flowset))]
+    assert trace(3) == trace(3)
+
+
+def test_ivr_traffic_must_name_real_flow_nodes():
+    from router.config.model import IvrTraffic
+    centre, flowset = _sample_with_flows()
+    bad = replace(centre.simulation, ivr=IvrTraffic(flow="main", arrivals=(5.0,),
+                                                    choices={"main/no_such_menu": {"1": 0.5}}))
+    with pytest.raises(ValueError, match="no node 'main/no_such_menu'"):
+        Simulator(centre, model=bad, flowset=flowset)
+    with pytest.raises(ValueError, match="needs the centre's flows"):
+        Simulator(centre, model=bad)

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from router.config.model import (STRATEGIES, TERMINAL_ACTIONS, WEEKDAYS, Agent, AgiSettings, AmiSettings,
-                                 Break, Centre, DatabaseSettings, Distribution, OverflowStep, Queue,
-                                 Schedule, Shift, Simulation, Skill)
+                                 Break, Centre, DatabaseSettings, Distribution, IvrTraffic, OverflowStep,
+                                 Queue, Schedule, Shift, Simulation, Skill)
 from router.yamlsrc import Mark, Node, Problem, ProblemList, describe, did_you_mean, load, read
 
 SAMPLE_PATH = Path(__file__).resolve().parent.parent / "samples" / "centre.yaml"
@@ -56,7 +56,10 @@ DATABASE_KEYS = ("dsn", "data_dir")
 AMI_KEYS = ("host", "port", "username", "secret")
 AGI_KEYS = ("host", "port")
 SIMULATION_KEYS = ("start", "interval_minutes", "arrivals", "handle_time", "patience", "shifts",
-                   "answer_delay_s", "no_answer_rate", "callback_acceptance", "rona_recovery_s")
+                   "answer_delay_s", "no_answer_rate", "callback_acceptance", "rona_recovery_s", "ivr")
+IVR_TRAFFIC_KEYS = ("flow", "arrivals", "prompt_s", "think_s", "hangup_per_prompt", "choices", "digits",
+                    "survey_flow", "survey_rate")
+_FLOW_NODE = re.compile(r"^[A-Za-z0-9_-]+/[A-Za-z0-9_-]+$")
 DISTRIBUTION_KEYS = ("dist", "mean_s", "sd_s")
 DISTRIBUTIONS = ("exponential", "lognormal", "fixed")
 SHIFT_KEYS = ("agents", "team", "start", "end", "breaks")
@@ -700,9 +703,62 @@ class _Validator:
         for key in ("no_answer_rate", "callback_acceptance"):
             if key in f:
                 values[key] = self.number(f[key], f"{key!r} of {owner}", lo=0, hi=1)
+        if "ivr" in f and f["ivr"].value is not None:
+            values["ivr"] = self.ivr_traffic(f["ivr"])
         if any(value is None for value in values.values()):
             return None
         return Simulation(**values)
+
+    def ivr_traffic(self, node: Node) -> IvrTraffic | None:
+        """`simulation.ivr`; flow and node names are checked against the flows by the simulator."""
+        owner = "'ivr' of section 'simulation'"
+        f = self.fields(node, owner, IVR_TRAFFIC_KEYS, required=("flow", "arrivals"))
+        if f is None:
+            return None
+        values: dict[str, Any] = {"flow": self.text(f["flow"], f"'flow' of {owner}") if "flow" in f else None}
+        counts = self.items(f.get("arrivals"), f"'arrivals' of {owner}")
+        values["arrivals"] = tuple(self.number(c, f"interval {i + 1} of 'arrivals' of {owner}", lo=0)
+                                   for i, c in enumerate(counts))
+        for key in ("prompt_s", "think_s"):
+            if key in f:
+                values[key] = self.number(f[key], f"{key!r} of {owner}", lo=0)
+        for key in ("hangup_per_prompt", "survey_rate"):
+            if key in f:
+                values[key] = self.number(f[key], f"{key!r} of {owner}", lo=0, hi=1)
+        if "survey_flow" in f:
+            values["survey_flow"] = self.text(f["survey_flow"], f"'survey_flow' of {owner}")
+        choices: dict[str, dict[str, float]] = {}
+        for where, keys_node in self.entries(f.get("choices"), f"'choices' of {owner}").items():
+            if not self._flow_node(f["choices"].keys[where], where, "choices"):
+                continue
+            keys = {}
+            for key, share in self.entries(keys_node, f"choices at {where!r}").items():
+                if not re.fullmatch(r"[0-9*#]+", key):
+                    self.error(keys_node.keys[key], f"choices at {where!r}: {key!r} is not a phone key")
+                keys[key] = self.number(share, f"probability of {key!r} at {where!r}", lo=0, hi=1)
+            if None not in keys.values() and sum(keys.values()) > 1 + 1e-9:
+                self.error(keys_node, f"choices at {where!r}: probabilities add up to "
+                                      f"{_fmt(sum(keys.values()))}, more than 1")
+            choices[where] = keys
+        values["choices"] = choices
+        digits: dict[str, str] = {}
+        for where, digits_node in self.entries(f.get("digits"), f"'digits' of {owner}").items():
+            if self._flow_node(f["digits"].keys[where], where, "digits"):
+                typed = self.text(digits_node, f"digits at {where!r}")
+                if typed is not None and not re.fullmatch(r"[0-9*#]+", typed):
+                    self.error(digits_node, f"digits at {where!r}: expected phone keys 0-9 * #, got {typed!r}")
+                digits[where] = typed or ""
+        values["digits"] = digits
+        if any(value is None for value in values.values()) or None in values["arrivals"] or any(
+                None in keys.values() for keys in choices.values()):
+            return None
+        return IvrTraffic(**values)
+
+    def _flow_node(self, at: Mark, where: str, section: str) -> bool:
+        if not _FLOW_NODE.match(where):
+            self.error(at, f"{section}: expected a key of the form 'flow/node', got {where!r}")
+            return False
+        return True
 
     def moment(self, node: Node, what: str) -> datetime | None:
         value = node.value

@@ -117,6 +117,29 @@ class Shift:
 
 
 @dataclass(frozen=True)
+class IvrTraffic:
+    """Simulated callers who enter an IVR flow instead of a queue.
+
+    `choices` and `digits` are keyed "flow/node".  At a menu or survey node a
+    caller presses a key drawn from `choices` (probabilities; what is left to 1
+    is silence, so the menu times out); at a collect node a caller types
+    `digits` (or stays silent) and confirms a read-back.  During every prompt a
+    caller hangs up with probability `hangup_per_prompt`, so long menus lose
+    callers.  `survey_rate` of the callers an agent answered stay for the
+    post-call survey flow `survey_flow`.
+    """
+    flow: str
+    arrivals: tuple[float, ...]                       # calls per interval entering `flow`
+    prompt_s: float = 4.0                             # seconds per prompt played or said
+    think_s: float = 2.0                              # seconds before a caller keys an answer
+    hangup_per_prompt: float = 0.0
+    choices: dict[str, dict[str, float]] = field(default_factory=dict)
+    digits: dict[str, str] = field(default_factory=dict)
+    survey_flow: str | None = None
+    survey_rate: float = 0.0
+
+
+@dataclass(frozen=True)
 class Simulation:
     start: datetime                    # first instant of the simulated day
     interval_minutes: int              # width of one arrival-profile interval
@@ -128,6 +151,7 @@ class Simulation:
     no_answer_rate: float = 0.0              # probability an agent does not answer (RONA)
     rona_recovery_s: float = 60.0            # an agent paused for RONA unpauses after this long
     callback_acceptance: float = 0.0         # probability a caller offered a call-back takes it
+    ivr: IvrTraffic | None = None            # callers who start in an IVR flow
 
 
 @dataclass(frozen=True)

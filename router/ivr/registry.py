@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from router.config.model import Schedule
+from router.config.model import Centre, Schedule
 from router.events import Event
 from router.ivr.model import FlowSet
 from router.ivr.session import FlowSession
@@ -115,3 +115,34 @@ def sighup_handler(registry: FlowRegistry,
         if on_reload is not None:
             on_reload(result)
     return reload
+
+
+def flows_directory(centre: Centre) -> Path:
+    """Where a centre's flows live: its `flows:` (relative to the config file), else
+    ./ivr_flows, else the sample flows of a source checkout (beside the package)."""
+    if centre.flows:
+        return (Path(centre.source).parent / centre.flows).resolve()
+    local = Path("ivr_flows")
+    if local.is_dir():
+        return local
+    return Path(__file__).resolve().parents[2] / "ivr_flows"
+
+
+def load_flowset(centre: Centre, directory: Path | None = None) -> FlowSet:
+    """The centre's flows, validated against its queues, schedules and skills.
+
+    Raises FlowError with every problem when they do not validate."""
+    directory = directory or flows_directory(centre)
+    flowset, problems = check_flows(directory, known_queues=list(centre.queues),
+                                    schedules=centre.schedules, known_skills=list(centre.skills))
+    if flowset is None:
+        raise FlowError(problems.errors or [Problem(str(directory), 1, 1, "error", "no flows found")])
+    return flowset
+
+
+class FlowError(ValueError):
+    """Flows that do not validate; `problems` holds every error."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.col))
+        super().__init__("\n".join(str(p) for p in self.problems))

@@ -206,6 +206,11 @@ class FlowSession:
     def finished(self) -> bool:
         return self.outcome is not None
 
+    @property
+    def confirming(self) -> bool:
+        """True while a collect node waits for the caller to confirm what was read back."""
+        return self._wait is not None and self._wait.kind == "confirm"
+
     def menu_options(self) -> tuple[str, ...]:
         """The keys of the menu waiting for a choice (empty when not in a menu)."""
         if self._wait is not None and self._wait.kind == "digits" and self.node.type == "menu":

@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 from router.config.model import Centre
+from router.ivr.registry import load_flowset
 from router.progress import Progress
 from router.sim.simulator import Simulator
 from router.store.database import connect, ensure_schema
@@ -23,7 +24,9 @@ async def simulate_day(centre: Centre, dsn: str, *, hours: float = 8.0, seed: in
     """Simulate, store every event, return the KPIs plus a `simulation` summary."""
     await ensure_schema(dsn)
     run = f"sim:{uuid.uuid4()}"
-    sim = Simulator(centre, hours=hours, seed=seed)
+    model = centre.simulation
+    flowset = load_flowset(centre) if model is not None and model.ivr is not None else None
+    sim = Simulator(centre, hours=hours, seed=seed, flowset=flowset)
     progress = Progress(hours * 3600.0, "simulating") if show_progress else None
     async with EventWriter(dsn, run=run) as writer:
         while not sim.done:

@@ -1,8 +1,10 @@
 """Discrete-event simulation of a contact centre around the real engine.
 
 The `Simulator` is the simulated PBX and the people on it: callers arrive by
-the traffic model, wait with a limited patience, agents work shifts with breaks,
-answer after a ring delay (or not: RONA), talk for a sampled handle time.  It
+the traffic model (straight into a queue, or into an IVR flow that the real
+interpreter runs and simulated callers answer), wait with a limited patience,
+agents work shifts with breaks, answer after a ring delay (or not: RONA), talk
+for a sampled handle time; some callers stay for the post-call survey.  It
 turns these happenings into engine inputs and carries out the engine's commands,
 on a virtual clock: the next thing to happen is the earlier of the simulator's
 own agenda and the engine's next timer.  Nothing here awaits or reads a clock,
@@ -23,7 +25,10 @@ from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, Agen
                                     CallerHungUp, CallFinished, CallQueued, CancelOffer, DivertCall,
                                     OfferCall)
 from router.events import Event
+from router.ivr.model import FlowSet
+from router.ivr.session import Enqueue, FlowSession, HungUp
 from router.sim import traffic
+from router.sim.ivr_callers import IvrCallerModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +40,15 @@ class SimStats:
 
 class Simulator:
     def __init__(self, centre: Centre, *, hours: float = 8.0, seed: int = 0,
-                 model: Simulation | None = None) -> None:
+                 model: Simulation | None = None, flowset: FlowSet | None = None) -> None:
         model = model or centre.simulation
         if model is None:
             raise ValueError(f"{centre.source}: no `simulation` section to simulate")
+        if model.ivr is not None:
+            _check_ivr_traffic(centre, model, flowset)
+        self.flowset, self.seed = flowset, seed
+        self._callers = IvrCallerModel(model.ivr, random.Random(f"ivr:{seed}")) if model.ivr else None
+        self._sessions: dict[str, FlowSession] = {}   # calls in the IVR or in the survey
         self.centre, self.model, self.hours = centre, model, hours
         self.engine = Engine(centre, seed=seed)
         self.start = _utc(model.start).timestamp()
@@ -52,8 +62,10 @@ class Simulator:
         self._live: set[str] = set()              # calls not yet ended
         self._talking: set[str] = set()           # calls connected to an agent
         self.arrivals = traffic.arrivals(model, hours, seed)
+        self._survey_rng = random.Random(f"survey:{seed}")
         for n, arrival in enumerate(self.arrivals):
-            self._at(self.start + arrival.offset_s, "arrive", (f"sim{seed}-{n:07d}", arrival))
+            kind = "arrive" if arrival.queue is not None else "ivr_arrive"
+            self._at(self.start + arrival.offset_s, kind, (f"sim{seed}-{n:07d}", arrival))
         self._plan_shifts()
 
     @property
@@ -92,9 +104,21 @@ class Simulator:
             self._live.add(call_id)
             events.append(Event(now, "call.arrived", call_id=call_id, queue=arrival.queue,
                                 data={"caller_id": arrival.caller_id, "dnis": arrival.queue}))
-            patience = traffic.sample(traffic.for_queue(self.model.patience, arrival.queue), self._patience_rng)
-            self._at(now + patience, "give_up", call_id)
-            return engine.handle(CallQueued(call_id, arrival.queue, caller_id=arrival.caller_id), now)
+            return self._enqueue(CallQueued(call_id, arrival.queue, caller_id=arrival.caller_id), now)
+        if kind == "ivr_arrive":
+            call_id, arrival = payload
+            self._live.add(call_id)
+            flow = self.model.ivr.flow  # type: ignore[union-attr]
+            events.append(Event(now, "call.arrived", call_id=call_id,
+                                data={"caller_id": arrival.caller_id, "dnis": flow}))
+            session = FlowSession(self.flowset, flow, call_id=call_id, caller_id=arrival.caller_id,  # type: ignore[arg-type]
+                                  dnis=flow, now=_aware(now), rng_seed=self.seed)
+            self._sessions[call_id] = session
+            return self._ivr_continue(session, session.start(), now, events)
+        if kind == "ivr_input":
+            call_id, caller_input = payload
+            session = self._sessions[call_id]
+            return self._ivr_continue(session, session.handle(caller_input, _aware(now)), now, events)
         if kind == "give_up":
             if payload in self._live and payload not in self._talking:
                 self._live.discard(payload)
@@ -114,7 +138,16 @@ class Simulator:
         if kind == "hang_up":
             self._talking.discard(payload)
             self._live.discard(payload)
-            return engine.handle(CallFinished(payload), now)
+            call = engine.calls[payload]
+            outputs = engine.handle(CallFinished(payload), now)
+            ivr = self.model.ivr
+            if ivr and ivr.survey_flow and self._survey_rng.random() < ivr.survey_rate:
+                session = FlowSession(self.flowset, ivr.survey_flow, call_id=payload,  # type: ignore[arg-type]
+                                      caller_id=call.caller_id, dnis=ivr.survey_flow, now=_aware(now),
+                                      rng_seed=self.seed, context={"queue": call.queue, "agent": call.agent})
+                self._sessions[payload] = session
+                outputs += self._ivr_continue(session, session.start(), now, events)
+            return outputs
         if kind == "login":
             return engine.handle(AgentLogin(payload), now)
         if kind == "logout":
@@ -128,6 +161,32 @@ class Simulator:
                 return engine.handle(AgentResume(payload), now)
             return []
         raise AssertionError(kind)
+
+    def _enqueue(self, queued: CallQueued, now: float) -> list[Any]:
+        """A caller joins a queue and will wait as long as their patience lasts."""
+        patience = traffic.sample(traffic.for_queue(self.model.patience, queued.queue), self._patience_rng)
+        self._at(now + patience, "give_up", queued.call_id)
+        return self.engine.handle(queued, now)
+
+    def _ivr_continue(self, session: FlowSession, outputs: list[Any], now: float,
+                      events: list[Event]) -> list[Any]:
+        """Record what the flow did, then queue the call, end it, or schedule the caller's answer."""
+        call_id = session.call_id
+        events.extend(o for o in outputs if isinstance(o, Event))
+        if session.finished:
+            del self._sessions[call_id]
+            enqueue = next((o for o in outputs if isinstance(o, Enqueue)), None)
+            if enqueue is not None:
+                return self._enqueue(CallQueued(call_id, enqueue.queue, caller_id=session.variables["caller_id"],
+                                                priority=enqueue.priority, skills=dict(enqueue.skills),
+                                                data=dict(enqueue.data)), now)
+            self._live.discard(call_id)                 # ended in the IVR: self-service, voicemail, hang-up
+            return []
+        answer = self._callers.respond(session, outputs)  # type: ignore[union-attr]
+        if answer is not None:
+            delay, caller_input = answer
+            self._at(now + delay, "ivr_input", (call_id, caller_input))
+        return []
 
     def _carry_out(self, outputs: list[Any], events: list[Event]) -> None:
         for out in outputs:
@@ -172,6 +231,26 @@ class Simulator:
                         continue
                     self._at(at, "pause", agent)
                     self._at(at + pause.minutes * 60.0, "resume", agent)
+
+
+def _check_ivr_traffic(centre: Centre, model: Simulation, flowset: FlowSet | None) -> None:
+    """The IVR traffic model must name flows and nodes that exist."""
+    ivr = model.ivr
+    if flowset is None:
+        raise ValueError(f"{centre.source}: simulation.ivr needs the centre's flows")
+    for flow in filter(None, (ivr.flow, ivr.survey_flow)):  # type: ignore[union-attr]
+        if flow not in flowset.flows:
+            raise ValueError(f"{centre.source}: simulation.ivr: no flow {flow!r} "
+                             f"(flows: {', '.join(sorted(flowset.flows))})")
+    for section, keys in (("choices", ivr.choices), ("digits", ivr.digits)):  # type: ignore[union-attr]
+        for where in keys:
+            flow, _, node = where.partition("/")
+            if flow not in flowset.flows or node not in flowset.flows[flow].nodes:
+                raise ValueError(f"{centre.source}: simulation.ivr.{section}: no node {where!r} in the flows")
+
+
+def _aware(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, timezone.utc)
 
 
 def _utc(moment: datetime) -> datetime:

@@ -32,33 +32,34 @@ def for_queue(table: dict[str, Distribution], queue: str) -> Distribution:
 @dataclass(frozen=True, slots=True)
 class Arrival:
     offset_s: float       # seconds after the start of the simulated day
-    queue: str
+    queue: str | None     # the queue called directly; None: the call starts in the IVR
     caller_id: str
 
 
 def arrivals(model: Simulation, hours: float, seed: int) -> list[Arrival]:
     """Every call of the simulated period, in time order (the profile repeats if `hours` is longer)."""
-    rng = random.Random(f"arrivals:{seed}")
-    callers = random.Random(f"callers:{seed}")
+    streams: list[tuple[str | None, tuple[float, ...]]] = list(model.arrivals.items())
+    if model.ivr is not None:
+        streams.append((None, model.ivr.arrivals))
     width = model.interval_minutes * 60.0
     horizon = hours * 3600.0
+    n_intervals = math.ceil(horizon / width)
     out: list[Arrival] = []
-    for queue, profile in model.arrivals.items():
+    for entry, profile in streams:
         if not profile:
             continue
-        n_intervals = math.ceil(horizon / width)
+        name = entry or "ivr"
+        rng = random.Random(f"arrivals:{seed}:{name}")
+        callers = random.Random(f"callers:{seed}:{name}")
         expected = sum(profile[i % len(profile)] for i in range(n_intervals))
-        pool = max(50, int(4 * expected))     # ~1 in 5 callers of a queue calls it again the same day
-        interval = 0
-        while interval * width < horizon:
+        pool = max(50, int(4 * expected))     # ~1 in 5 callers of a line calls it again the same day
+        for interval in range(n_intervals):
             rate = profile[interval % len(profile)] / width
-            start, end = interval * width, min((interval + 1) * width, horizon)
-            t = start
+            t, end = interval * width, min((interval + 1) * width, horizon)
             while rate > 0:
                 t += rng.expovariate(rate)
                 if t >= end:
                     break
-                out.append(Arrival(t, queue, f"+4477{callers.randrange(pool):08d}"))
-            interval += 1
-    out.sort(key=lambda a: (a.offset_s, a.queue))
+                out.append(Arrival(t, entry, f"+4477{callers.randrange(pool):08d}"))
+    out.sort(key=lambda a: (a.offset_s, a.queue or ""))
     return out

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 The engine records facts; this module turns them into the figures of DESIGN §7.
-Three statements run in one read-only REPEATABLE READ snapshot (so a writer
+Five statements run in one read-only REPEATABLE READ snapshot (so a writer
 inserting at the same time cannot make totals and breakdowns disagree):
 
 1. *Bounds*: the window [from, to).  Missing ends default to the run's first
@@ -26,6 +26,14 @@ inserting at the same time cannot make totals and breakdowns disagree):
    latest `data.team` seen on its `agent.state` / `call.connected` events;
    team figures aggregate the underlying rows of its agents (agents with no
    team appear under "agents" only).
+
+4. *IVR figures*: the front IVR of a call runs from its first `ivr.node` to
+   its first `ivr.ended`, counted only when that first node comes before any
+   `queue.joined` of the call (a post-call survey is an IVR session too, but
+   not the caller's way in).  `ivr_time_s` is the mean of those spans; the
+   `ivr_nodes` breakdown counts, per "flow/node", the calls that entered it and
+   the IVR sessions that ended there by caller hang-up or by silence (timeout):
+   the drop-off per node.  Windowed by each event's own timestamp.
 
 Occupancy uses `agent.state` events: each carries the state just left
 (`previous`) and how long it lasted (`previous_s`).  A duration is attributed
@@ -361,6 +369,36 @@ async def compute_kpis(
         return await _compute(conn, run, start, end, width, short_abandon_s)
 
 
+_IVR_SQL = """
+WITH firsts AS (
+    SELECT call_id,
+           min(ts) FILTER (WHERE type = 'ivr.node') AS entered,
+           min(ts) FILTER (WHERE type = 'ivr.ended') AS ended,
+           min(ts) FILTER (WHERE type = 'queue.joined') AS joined
+    FROM events
+    WHERE run = $1 AND type IN ('ivr.node', 'ivr.ended', 'queue.joined') AND ts >= $2 AND ts < $3
+    GROUP BY call_id
+)
+SELECT count(*) FILTER (WHERE entered IS NOT NULL AND (joined IS NULL OR entered < joined))::int
+           AS ivr_calls,
+       round(avg(extract(epoch FROM ended - entered))
+             FILTER (WHERE ended IS NOT NULL AND (joined IS NULL OR entered < joined))::numeric, 2)::float8
+           AS ivr_time_s
+FROM firsts
+"""
+
+_IVR_NODES_SQL = """
+SELECT (data->>'flow') || '/' || (data->>'node') AS node,
+       count(DISTINCT call_id) FILTER (WHERE type = 'ivr.node')::int AS entered,
+       count(*) FILTER (WHERE type = 'ivr.ended' AND data->>'outcome' = 'hangup')::int AS hangups,
+       count(*) FILTER (WHERE type = 'ivr.ended' AND data->>'outcome' = 'timeout')::int AS timeouts
+FROM events
+WHERE run = $1 AND type IN ('ivr.node', 'ivr.ended') AND ts >= $2 AND ts < $3
+GROUP BY 1
+ORDER BY 1
+"""
+
+
 async def _compute(
     conn: asyncpg.Connection,
     run: str,
@@ -373,6 +411,8 @@ async def _compute(
     t0, t1 = bounds["t0"], bounds["t1"]
     queue_rows = await conn.fetch(_QUEUE_SQL, run, t0, t1, width, short_abandon_s, FCR_HORIZON)
     agent_rows = await conn.fetch(_AGENT_SQL, run, t0, t1)
+    ivr = await conn.fetchrow(_IVR_SQL, run, t0, t1)
+    ivr_nodes = await conn.fetch(_IVR_NODES_SQL, run, t0, t1)
 
     result: dict[str, Any] = {}
     intervals: dict[datetime, dict[str, Any]] = {}
@@ -399,6 +439,9 @@ async def _compute(
         row["team"]: {key: row[key] for key in TEAM_KEYS}
         for row in agent_rows if row["is_team"]
     }
+    result["ivr_calls"], result["ivr_time_s"] = ivr["ivr_calls"], ivr["ivr_time_s"]
+    result["ivr_nodes"] = {row["node"]: {"entered": row["entered"], "hangups": row["hangups"],
+                                         "timeouts": row["timeouts"]} for row in ivr_nodes}
     if width is not None:
         result["intervals"] = list(intervals.values())
     return result
