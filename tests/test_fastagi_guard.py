@@ -92,7 +92,7 @@ BAD_CLIENTS = {
     "binary junk": (bytes(range(256)) * 4 + b"\n\n", False),
     "not an agi_ line": (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", False),
     "header without agi_request": (b"agi_network: yes\n\n", False),
-    "oversize header": (b"".join(b"agi_var_%d: %s\n" % (i, b"x" * 60) for i in range(100)), False),
+    "oversize header": (b"".join(b"agi_v%d: %s\n" % (i, b"x" * 60) for i in range(100)), False),
     "one endless line": (b"agi_request: " + b"y" * 5000, False),
     "unknown script": (header("nosuchscript"), False),
 }
@@ -117,7 +117,7 @@ async def test_bad_client_is_dropped_while_a_good_session_is_served(name: str) -
     assert {entry["event"] for entry in logs} & {"fastagi.bad_header", "fastagi.unknown_script"}
 
 
-async def test_silent_client_does_not_hold_up_others_and_is_closed_after_the_header_timeout() -> None:
+async def test_silent_clients_do_not_hold_up_others_and_are_closed_after_the_timeout() -> None:
     recorder = Recorder()
     server = await serve({"ivr": recorder}, header_timeout_s=0.3)
     try:
@@ -189,7 +189,9 @@ async def test_session_env_args_hangup_notice_and_multiline_errors() -> None:
             assert await reader.readline() == b"FROB\n"
             writer.write(b"510 Invalid or unknown command\n")
             assert await reader.readline() == b"STREAM FILE beep #\n"
-            writer.write(b"HANGUP\n511 Command Not Permitted on a dead channel or intercept routine\n")
+            writer.write(
+                b"HANGUP\n511 Command Not Permitted on a dead channel or intercept routine\n"
+            )
             assert await reader.read() == b""
             writer.close()
     finally:
@@ -317,10 +319,8 @@ async def test_close_cancels_running_sessions_after_the_grace_period() -> None:
             AGIResponse(511, data="Command Not Permitted on a dead channel or intercept routine"),
         ),
         (
-            ["520-Invalid command syntax.  Proper usage follows:", "Usage: X", "520 End of proper usage."],
-            AGIResponse(
-                520, data="Invalid command syntax.  Proper usage follows:\nUsage: X\n520 End of proper usage."
-            ),
+            ["520-Invalid command syntax.", "Usage: X", "520 End of proper usage."],
+            AGIResponse(520, data="Invalid command syntax.\nUsage: X\n520 End of proper usage."),
         ),
     ],
 )
@@ -332,7 +332,9 @@ def test_parse_reply(lines: list[str], expected: AGIResponse) -> None:
     assert reply.ok is (expected.code == 200)
 
 
-@pytest.mark.parametrize("line", ["", "HTTP/1.1 200 OK", "20 result=1", "200 resul=1", "abc result=1"])
+@pytest.mark.parametrize(
+    "line", ["", "HTTP/1.1 200 OK", "20 result=1", "200 resul=1", "abc result=1"]
+)
 def test_parse_reply_rejects_garbage(line: str) -> None:
     with pytest.raises(AGIProtocolError):
         parse_reply([line])
