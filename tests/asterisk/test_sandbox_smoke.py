@@ -85,8 +85,8 @@ class IvrRoute:
         assert (await session.send("SET VARIABLE ROUTER_NEXT hold")).ok
 
 
-async def call_into_hold(ami: Ami, route: IvrRoute, *, digits: str, hold_s: int) -> str:
-    """Originate a scripted caller, wait until the IVR is done and it holds; its channel."""
+async def originate_caller(ami: Ami, *, digits: str = "", hold_s: int = 30) -> None:
+    """A scripted caller on the test DID (see [test-caller])."""
     originated = await ami.action({
         "Action": "Originate",
         "Channel": "Local/5000@from-trunk",
@@ -100,6 +100,11 @@ async def call_into_hold(ami: Ami, route: IvrRoute, *, digits: str, hold_s: int)
     })
     responses = originated if isinstance(originated, list) else [originated]
     assert responses[0].success, dict(responses[0])
+
+
+async def call_into_hold(ami: Ami, route: IvrRoute, *, digits: str, hold_s: int) -> str:
+    """Originate a scripted caller, wait until the IVR is done and it holds; its channel."""
+    await originate_caller(ami, digits=digits, hold_s=hold_s)
     session = await asyncio.wait_for(route.session, 20)
     channel = session.env["agi_channel"]
     await ami.wait_event(named("Newexten", Channel=channel, Context="router-hold"))
@@ -185,3 +190,33 @@ async def test_feature_code_reports_agent_login(ami: Ami) -> None:
     assert responses[0].success, dict(responses[0])
     login = await ami.wait_event(named("UserEvent", UserEvent="RouterAgent"))
     assert (login.get("action"), login.get("agent")) == ("login", "1001")
+
+
+@on_session_loop
+async def test_router_unreachable_caller_hears_no_service_and_is_hung_up(ami: Ami) -> None:
+    await originate_caller(ami)            # nothing listens on the FastAGI port
+    notice = await ami.wait_event(
+        named("Newexten", Context="router-inbound", Application="Playback")
+    )
+    assert notice.get("AppData") == "ss-noservice"
+    await ami.wait_event(named("Hangup", Channel=notice.get("Channel")))
+
+
+@on_session_loop
+async def test_ivr_transfer_dials_the_target(asterisk: Sandbox, ami: Ami) -> None:
+    async def transfer(session: AGISession) -> None:
+        for command in (
+            "SET VARIABLE ROUTER_TARGET Local/1002@agents",
+            "SET VARIABLE __TALK_S 1",
+            "SET VARIABLE ROUTER_NEXT transfer",
+        ):
+            assert (await session.send(command)).ok
+
+    async with FastAGIServer({"ivr": transfer}, asterisk.host, asterisk.agi_port):
+        await originate_caller(ami)
+        answered = await ami.wait_event(
+            lambda event: named("DialEnd", DialStatus="ANSWER")(event)
+            and event.get("DestChannel").startswith("Local/1002@agents-")
+        )
+        assert answered.get("Channel").startswith("Local/5000@from-trunk-")
+        await ami.wait_event(named("Hangup", Channel=answered.get("Channel")))
