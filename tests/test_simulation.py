@@ -144,3 +144,22 @@ def test_ivr_traffic_must_name_real_flow_nodes():
         Simulator(centre, model=bad, flowset=flowset)
     with pytest.raises(ValueError, match="needs the centre's flows"):
         Simulator(centre, model=bad)
+
+
+async def test_real_time_demo_streams_events_until_stopped(database_url):
+    import asyncio
+    from router.sim.realtime import serve_simulated
+    from router.store.database import ensure_schema
+    from router.store.writer import EventWriter
+
+    centre, _ = _sample_with_flows()
+    await ensure_schema(database_url)
+    stop = asyncio.Event()
+    async with EventWriter(database_url, run="demo-test") as writer:
+        # 600x: ten simulated minutes take about a second; stop after 1.5 s of wall time
+        asyncio.get_running_loop().call_later(1.5, stop.set)
+        sim = await serve_simulated(centre, writer, stop, speed=600.0, seed=2, status_every_s=0.2)
+        await writer.flush()
+        assert writer.written > 0
+    assert 0 < sim.clock - sim.start < 8 * 3600                 # stopped part-way, not at the end
+    assert not sim.done

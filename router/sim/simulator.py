@@ -76,20 +76,39 @@ class Simulator:
     def stats(self) -> SimStats:
         return SimStats(len(self.arrivals), len(self.centre.agents), self.clock - self.start)
 
+    def next_time(self) -> float | None:
+        """When the next thing happens (epoch seconds of the virtual clock); None at the end."""
+        engine_at = self.engine.next_deadline()
+        agenda_at = self._agenda[0][0] if self._agenda else None
+        if engine_at is None or agenda_at is None:
+            return agenda_at if engine_at is None else engine_at
+        return min(engine_at, agenda_at)
+
+    def run_until(self, until: float) -> list[Event]:
+        """Everything that happens up to and including `until` (for real-time drivers)."""
+        events: list[Event] = []
+        while (at := self.next_time()) is not None and at <= until:
+            self._step(events)
+        return events
+
     def run(self, max_events: int = 10_000) -> list[Event]:
         """Advance the virtual clock until about `max_events` events happened (or the end)."""
         events: list[Event] = []
         while len(events) < max_events and not self.done:
-            engine_at = self.engine.next_deadline()
-            if self._agenda and (engine_at is None or self._agenda[0][0] < engine_at):
-                when, _, kind, payload = heapq.heappop(self._agenda)
-                self.clock = when
-                outputs = self._happen(kind, payload, when, events)
-            else:
-                self.clock = max(self.clock, engine_at)  # type: ignore[type-var]
-                outputs = self.engine.advance(engine_at)  # type: ignore[arg-type]
-            self._carry_out(outputs, events)
+            self._step(events)
         return events
+
+    def _step(self, events: list[Event]) -> None:
+        """The next happening: the simulated world's or the engine's timer, whichever is first."""
+        engine_at = self.engine.next_deadline()
+        if self._agenda and (engine_at is None or self._agenda[0][0] < engine_at):
+            when, _, kind, payload = heapq.heappop(self._agenda)
+            self.clock = when
+            outputs = self._happen(kind, payload, when, events)
+        else:
+            self.clock = max(self.clock, engine_at)  # type: ignore[type-var]
+            outputs = self.engine.advance(engine_at)  # type: ignore[arg-type]
+        self._carry_out(outputs, events)
 
     # --- the simulated world ---------------------------------------------------
 
