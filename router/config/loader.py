@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 `router.yamlsrc` parses the file into a tree of positioned nodes.  The
-`_Validator` then walks that tree once, section by section, and for every
+`ConfigReader` then walks that tree once, section by section, and for every
 value either converts it to the model's type or records a `Problem` at the
 line and column of the offending key or value, saying what was expected.
 It never stops at the first problem: a broken value only keeps the object
@@ -117,7 +117,7 @@ def _validate(root: Node | None, filename: str, problems: ProblemList,
               environ: Mapping[str, str] | None) -> Centre | None:
     if root is None:
         return None
-    validator = _Validator(filename, problems, os.environ if environ is None else environ)
+    validator = ConfigReader(filename, problems, os.environ if environ is None else environ)
     centre = validator.centre(root)
     return centre if not problems.errors else None
 
@@ -145,7 +145,7 @@ def _minutes(moment: time) -> int:
     return moment.hour * 60 + moment.minute
 
 
-class _Validator:
+class ConfigReader:
     """One pass over the node tree: typed readers plus one method per section."""
 
     def __init__(self, filename: str, problems: ProblemList, environ: Mapping[str, str]) -> None:

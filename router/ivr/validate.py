@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from router.config.loader import _Validator as _Readers
+from router.config.loader import ConfigReader as _Readers
 from router.config.model import Schedule
 from router.ivr.expr import ExprError, Expression, compile_expression, type_of
 from router.ivr.model import Flow, FlowNode, FlowSet
