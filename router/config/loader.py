@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from router.config.model import (STRATEGIES, TERMINAL_ACTIONS, WEEKDAYS, Agent, AgiSettings, AmiSettings,
-                                 Break, Centre, DatabaseSettings, Distribution, IvrTraffic, OverflowStep,
+                                 Break, CallbackPolicy, Centre, DatabaseSettings, Distribution, IvrTraffic, OverflowStep,
                                  Queue, Schedule, Shift, Simulation, Skill)
 from router.yamlsrc import Mark, Node, Problem, ProblemList, describe, did_you_mean, load, read
 
@@ -45,7 +45,9 @@ TOP_KEYS = ("skills", "agents", "queues", "schedules", "database", "ami", "agi",
 SKILL_KEYS = ("id", "name", "kind")
 AGENT_KEYS = ("id", "name", "endpoint", "team", "skills")
 QUEUE_KEYS = ("id", "name", "skills", "strategy", "priority", "weight", "service_level", "wrap_up_s",
-              "ring_timeout_s", "rona_pause", "aht_estimate_s", "schedule", "overflow")
+              "ring_timeout_s", "rona_pause", "aht_estimate_s", "schedule", "overflow", "callback")
+CALLBACK_KEYS = ("offer_ewt_s", "max_pending", "retry_s", "max_attempts", "customer_first", "prefixes",
+                 "min_digits", "max_digits")
 SERVICE_LEVEL_KEYS = ("target", "within_s")
 TIMED_CHANGES = ("relax", "add_skills", "copy_to", "move_to")
 CONDITIONAL_KEYS = ("when", "value", "action", "target", "message")
@@ -500,6 +502,8 @@ class ConfigReader:
             values["schedule"] = self.reference(f["schedule"], f"'schedule' of {owner}", self.schedule_ids,
                                                 "schedule")
         values["overflow"] = self.overflow(f.get("overflow"), owner, ident, skills)
+        if "callback" in f and f["callback"].value is not None:
+            values["callback"] = self.callback_policy(f["callback"], f"'callback' of {owner}")
         if ident is None:
             return None
         return Queue(ident, values.pop("name", ident) or ident, skills, **values)
@@ -678,6 +682,31 @@ class ConfigReader:
         return AgiSettings(**values)
 
     # ---- simulation ------------------------------------------------------------------------
+
+    def callback_policy(self, node: Node, owner: str) -> CallbackPolicy | None:
+        f = self.fields(node, owner, CALLBACK_KEYS)
+        if f is None:
+            return None
+        values: dict[str, Any] = {}
+        for key in ("offer_ewt_s", "retry_s"):
+            if key in f:
+                values[key] = self.number(f[key], f"{key!r} of {owner}", lo=0)
+        for key, lo in (("max_pending", 1), ("max_attempts", 1), ("min_digits", 1), ("max_digits", 1)):
+            if key in f:
+                values[key] = self.integer(f[key], f"{key!r} of {owner}", lo=lo, hi=10_000)
+        if "customer_first" in f:
+            values["customer_first"] = self.flag(f["customer_first"], f"'customer_first' of {owner}")
+        if "prefixes" in f:
+            prefixes = [self.text(p, f"prefix of {owner}") for p in self.items(f["prefixes"], f"'prefixes' of {owner}")]
+            for item, prefix in zip(f["prefixes"].value or [], prefixes):
+                if prefix is not None and not re.fullmatch(r"\+?[0-9]+", prefix):
+                    self.error(item, f"prefix of {owner}: expected digits with an optional leading +, got {prefix!r}")
+            values["prefixes"] = tuple(prefixes)
+        if values.get("min_digits") and values.get("max_digits") and values["min_digits"] > values["max_digits"]:
+            self.error(f["min_digits"], f"'min_digits' of {owner} is more than 'max_digits'")
+        if any(v is None for v in values.values()) or None in values.get("prefixes", ()):
+            return None
+        return CallbackPolicy(**values)
 
     def simulation(self, node: Node | None) -> Simulation | None:
         owner = "section 'simulation'"

@@ -69,6 +69,25 @@ class OverflowStep:
 
 
 @dataclass(frozen=True)
+class CallbackPolicy:
+    """When a queue offers call-backs and how it dials them.
+
+    A caller who accepts keeps their place: the call-back waits in the queue
+    as a virtual entry that ages like a call and is matched like one.  When
+    its turn comes the agent is dialled first (or the customer first), and a
+    customer leg that fails is retried `retry_s` later, up to `max_attempts`.
+    """
+    offer_ewt_s: float | None = None     # offer while waiting once EWT passes this; None: on request only
+    max_pending: int = 100               # pending call-backs this queue accepts at most
+    retry_s: float = 300.0
+    max_attempts: int = 3
+    customer_first: bool = False
+    prefixes: tuple[str, ...] = ()       # numbers must start with one of these (empty: any)
+    min_digits: int = 6
+    max_digits: int = 15
+
+
+@dataclass(frozen=True)
 class Queue:
     id: str
     name: str
@@ -84,6 +103,7 @@ class Queue:
     aht_estimate_s: float = 180.0      # seed of the EWT estimate until calls are measured
     schedule: str | None = None
     overflow: tuple[OverflowStep, ...] = ()
+    callback: CallbackPolicy | None = None  # None: this queue offers no call-backs
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Agent states and their transitions, as a data table (h11's _state.py style).
 
     logged_out --login--> available --reserve--> reserved --answer--> on_call
-    on_call --hangup--> wrap_up --wrap_done--> available
+    on_call --hangup--> wrap_up --wrap_done--> available     on_call --release--> available
     reserved --no_answer--> paused (RONA) | available      reserved --release--> available
     available --pause--> paused --resume--> available      available|paused --logout--> logged_out
 
@@ -39,6 +39,7 @@ TRANSITIONS: dict[tuple[AgentState, str], AgentState] = {
     (S.RESERVED, "no_answer"): S.PAUSED,
     (S.RESERVED, "release"): S.AVAILABLE,
     (S.ON_CALL, "hangup"): S.WRAP_UP,
+    (S.ON_CALL, "release"): S.AVAILABLE,     # a call-back whose customer did not answer
     (S.WRAP_UP, "wrap_done"): S.AVAILABLE,
     (S.PAUSED, "resume"): S.AVAILABLE,
     (S.PAUSED, "pause"): S.PAUSED,

@@ -18,6 +18,14 @@ every queue (priority, then weighted wait).  A call keeps its place: its
 `enqueued_at` and arrival sequence survive a ring-no-answer (RONA), a move or a
 copy to another queue.
 
+A call-back is a call whose caller hung up: it stays among the waiting calls
+as a virtual entry with the same place (enqueued_at, sequence), takes part in
+matching and in timed overflow steps like any call, and is dialled (agent
+first by default) when an agent is chosen for it; a failed customer leg waits
+`retry_s` out of the matcher and comes back at its place, until `max_attempts`.
+One call-back per number waits in a queue, and a pending one is cancelled when
+the same number gets through to that queue by calling in.
+
 Overflow steps are per queue and run per call: timed steps relax or widen the
 call's requirements or move/copy it; conditional steps divert it (voicemail,
 transfer, callback, hang-up) on maximum wait, on arrival when the queue is too
@@ -34,8 +42,9 @@ from router.engine import matcher as matcher_module
 from router.engine.agents import (BUSY_STATES, DEFERRABLE, IDLE_STATES, TRANSITIONS, AgentRuntime,
                                   AgentState)
 from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, AgentMissed, AgentPause,
-                                    AgentResume, CallerHungUp, CallFinished, CallQueued, CancelOffer,
-                                    DivertCall, InvalidInput, OfferCall, Output, WrapUpDone)
+                                    AgentResume, CallbackAccepted, CallbackAnswered, CallbackFailed,
+                                    CallbackRestored, CallerHungUp, CallFinished, CallQueued, CancelOffer,
+                                    DialCallback, DivertCall, InvalidInput, OfferCall, Output, WrapUpDone)
 from router.events import Event
 
 STRATEGY_CODES = {
@@ -50,6 +59,14 @@ CALL_STATES = frozenset({AgentState.RESERVED, AgentState.ON_CALL, AgentState.WRA
 UNSTAFFED_STATES = frozenset({AgentState.LOGGED_OUT, AgentState.PAUSED})
 AHT_SMOOTHING = 0.2          # weight of the newest handle time in a queue's AHT estimate
 MAX_MOVES = 8                # a call moved this often stops following move_to steps
+
+
+@dataclass(slots=True)
+class CallbackState:
+    number: str
+    accepted_at: float
+    attempts: int = 0             # customer legs dialled so far
+    customer_up: bool = False
 
 
 @dataclass(slots=True)
@@ -72,6 +89,7 @@ class CallRuntime:
     token: int = 0                # invalidates timers of an earlier phase
     moves: int = 0
     copied_to: set[str] = field(default_factory=set)
+    callback: CallbackState | None = None
 
 
 class Engine:
@@ -100,6 +118,7 @@ class Engine:
         self._timers: list[tuple[float, int, str, str, int]] = []
         self._timer_seq = 0
         self._call_seq = 0
+        self._pending_callbacks: dict[tuple[str, str], str] = {}   # (queue, number) -> call id
         self._out: list[Output] = []
 
     # --- public API -------------------------------------------------------
@@ -184,6 +203,8 @@ class Engine:
         call = self.calls.get(msg.call_id)
         if call is None:
             return                      # not (or no longer) ours: IVR-only call, already ended
+        if call.callback is not None and call.connected_at is None:
+            return                      # the caller hangs up after accepting: the call-back keeps the place
         if call.connected_at is not None:
             self._finish_connected(call, now)
             return
@@ -206,12 +227,22 @@ class Engine:
         if call is None or call.agent != msg.agent or call.connected_at is not None:
             raise InvalidInput(f"agent {msg.agent!r} answered call {msg.call_id!r} it was not offered")
         agent = self.agents[msg.agent]
-        call.connected_at = now
         call.token += 1                 # the ring timeout no longer applies
         agent.calls_handled += 1
         self._transition(agent, "answer", now, call_id=call.call_id)
+        if call.callback is None or call.callback.customer_up:
+            self._connect(call, agent, now)
+
+    def _connect(self, call: CallRuntime, agent: AgentRuntime, now: float) -> None:
+        call.connected_at = now
         self._emit(now, "call.connected", call, agent=agent.spec.id, data={
             "wait_s": round(now - call.joined_at, 3), "team": agent.spec.team})
+        if call.callback is not None:
+            self._emit(now, "callback.connected", call, agent=agent.spec.id, data={
+                "number": call.callback.number, "attempt": call.callback.attempts,
+                "kept_wait_s": round(now - call.callback.accepted_at, 3)})
+        else:
+            self._cancel_pending_callback(call.queue, call.caller_id, call.call_id, now)
 
     def _on_agent_missed(self, msg: AgentMissed, now: float) -> None:
         call = self.calls.get(msg.call_id)
@@ -261,12 +292,114 @@ class Engine:
         if agent.state is AgentState.WRAP_UP:
             self._transition(agent, "wrap_done", now, call_id=agent.call_id)
 
+    def _on_callback_accepted(self, msg: CallbackAccepted, now: float) -> None:
+        call = self.calls.get(msg.call_id)
+        if call is None:
+            if msg.queue is None:
+                raise InvalidInput(f"call {msg.call_id!r} is not queued: say which queue the call-back is for")
+            self._on_call_queued(CallQueued(msg.call_id, msg.queue, msg.caller_id, msg.priority, msg.skills,
+                                            {"callback": True}), now)
+            call = self.calls.get(msg.call_id)
+            if call is None:            # diverted on arrival
+                return
+        if call.callback is not None or call.agent is not None or call.slot is None:
+            raise InvalidInput(f"call {msg.call_id!r} cannot take a call-back now")
+        policy = self._queue(call.queue).callback
+        refusal = self._callback_refusal(call.queue, msg.number)
+        self._emit(now, "callback.offered", call, data={"number": msg.number})
+        if refusal:
+            self._emit(now, "callback.failed", call, data={"number": msg.number, "reason": refusal,
+                                                           "final": True})
+            return                      # still a waiting call, the caller is told why
+        call.callback = CallbackState(msg.number, accepted_at=now)
+        self._pending_callbacks[(call.queue, msg.number)] = call.call_id
+        self._emit(now, "callback.accepted", call, data={
+            "number": msg.number, "position": self.position(call.call_id),
+            "customer_first": policy.customer_first if policy else False})
+
+    def _callback_refusal(self, queue_id: str, number: str) -> str | None:
+        policy = self._queue(queue_id).callback
+        if policy is None:
+            return "not_offered"
+        digits = number.removeprefix("+")
+        if not (digits.isdigit() and policy.min_digits <= len(digits) <= policy.max_digits) or (
+                policy.prefixes and not number.startswith(policy.prefixes)):
+            return "invalid_number"
+        if (queue_id, number) in self._pending_callbacks:
+            return "duplicate"
+        if sum(1 for q, _ in self._pending_callbacks if q == queue_id) >= policy.max_pending:
+            return "too_many"
+        return None
+
+    def _on_callback_restored(self, msg: CallbackRestored, now: float) -> None:
+        queue = self._queue(msg.queue)
+        if msg.call_id in self.calls:
+            raise InvalidInput(f"call {msg.call_id!r} is already queued")
+        self._call_seq += 1
+        call = CallRuntime(
+            call_id=msg.call_id, entry_queue=queue.id, queue=queue.id, caller_id=msg.caller_id,
+            priority=queue.priority + msg.priority, extra_skills=dict(msg.skills), joined_at=msg.joined_at,
+            queue_joined_at=msg.joined_at, seq=self._call_seq, requirement_sets=[{**queue.skills, **msg.skills}],
+            callback=CallbackState(msg.number, msg.accepted_at, msg.attempts))
+        self.calls[call.call_id] = call
+        self._pending_callbacks[(queue.id, msg.number)] = call.call_id
+        self._wait(call, now)
+        self._schedule_steps(call, queue)
+        self._route_call(call, now)
+
+    def _on_callback_answered(self, msg: CallbackAnswered, now: float) -> None:
+        call = self.calls.get(msg.call_id)
+        if call is None or call.callback is None or call.agent is None or call.connected_at is not None:
+            raise InvalidInput(f"call-back {msg.call_id!r} is not being dialled")
+        call.callback.customer_up = True
+        agent = self.agents[call.agent]
+        if agent.state is AgentState.ON_CALL:
+            self._connect(call, agent, now)
+
+    def _on_callback_failed(self, msg: CallbackFailed, now: float) -> None:
+        call = self.calls.get(msg.call_id)
+        if call is None or call.callback is None or call.agent is None or call.connected_at is not None:
+            raise InvalidInput(f"call-back {msg.call_id!r} is not being dialled")
+        agent = self.agents[call.agent]
+        call.agent = None
+        call.token += 1
+        self._transition(agent, "release", now, call_id=call.call_id)
+        policy = self._queue(call.queue).callback
+        final = policy is None or call.callback.attempts >= policy.max_attempts
+        retry_at = None if final else now + policy.retry_s  # type: ignore[union-attr]
+        self._emit(now, "callback.failed", call, data={
+            "number": call.callback.number, "reason": msg.reason, "attempt": call.callback.attempts,
+            "final": final, "retry_at": retry_at})
+        if final:
+            self._end_callback(call, "callback_failed", now)
+        else:
+            self._schedule(retry_at, "callback_retry", call.call_id, call.token)  # type: ignore[arg-type]
+
+    def _end_callback(self, call: CallRuntime, outcome: str, now: float) -> None:
+        self._unwait(call)
+        call.token += 1
+        self._pending_callbacks.pop((call.queue, call.callback.number), None)  # type: ignore[union-attr]
+        self._emit(now, "call.ended", call, data={"outcome": outcome})
+        del self.calls[call.call_id]
+
+    def _cancel_pending_callback(self, queue_id: str, number: str, by_call: str, now: float) -> None:
+        """The customer got through by calling in: their pending call-back is not needed."""
+        call_id = self._pending_callbacks.get((queue_id, number)) if number else None
+        call = self.calls.get(call_id) if call_id else None
+        if call is None or call.agent is not None:
+            return                      # none, or already being dialled
+        self._emit(now, "callback.cancelled", call, data={"number": number, "reason": "caller_answered",
+                                                          "by": by_call})
+        self._end_callback(call, "callback_cancelled", now)
+
     _handlers: dict[type, Callable[..., None]] = {
         CallQueued: _on_call_queued, CallerHungUp: _on_caller_hung_up,
         AgentAnswered: _on_agent_answered, AgentMissed: _on_agent_missed,
         CallFinished: _on_call_finished, AgentLogin: _on_agent_login,
         AgentLogout: _on_agent_logout, AgentPause: _on_agent_pause,
         AgentResume: _on_agent_resume, WrapUpDone: _on_wrap_up_done,
+        CallbackAccepted: _on_callback_accepted, CallbackRestored: _on_callback_restored,
+        CallbackAnswered: _on_callback_answered, CallbackFailed: _on_callback_failed,
     }
 
     # --- timers -----------------------------------------------------------
@@ -295,7 +428,11 @@ class Engine:
             self._ring_no_answer(call, "timeout", when, cancel=True)
         elif kind == "step":
             self._run_timed_step(call, when)
-        elif kind == "max_wait" and call.slot is not None:
+        elif kind == "callback_retry":
+            self._wait(call, when)          # back at its original place
+            self._reschedule_timers(call)
+            self._route_call(call, when)
+        elif kind == "max_wait" and call.slot is not None and call.callback is None:
             step = next(s for s in self._queue(call.queue).overflow if s.when == "max_wait")
             self._divert(call, step, when)
 
@@ -348,9 +485,20 @@ class Engine:
         self._transition(agent, "reserve", now, call_id=call.call_id)
         self._emit(now, "agent.offered", call, agent=agent.spec.id,
                    data={"ring_timeout_s": queue.ring_timeout_s})
-        self._out.append(OfferCall(call.call_id, agent.spec.id, agent.spec.endpoint, call.queue,
-                                   queue.ring_timeout_s))
-        self._schedule(now + queue.ring_timeout_s, "ring", call.call_id, call.token)
+        if call.callback is None:
+            self._out.append(OfferCall(call.call_id, agent.spec.id, agent.spec.endpoint, call.queue,
+                                       queue.ring_timeout_s))
+            self._schedule(now + queue.ring_timeout_s, "ring", call.call_id, call.token)
+            return
+        call.callback.attempts += 1
+        call.callback.customer_up = False
+        agent_first = not (queue.callback and queue.callback.customer_first)
+        self._emit(now, "callback.dialing", call, agent=agent.spec.id, data={
+            "number": call.callback.number, "attempt": call.callback.attempts, "agent_first": agent_first})
+        self._out.append(DialCallback(call.call_id, agent.spec.id, agent.spec.endpoint, call.callback.number,
+                                      call.queue, agent_first, call.callback.attempts, queue.ring_timeout_s))
+        if agent_first:
+            self._schedule(now + queue.ring_timeout_s, "ring", call.call_id, call.token)
 
     def _ring_no_answer(self, call: CallRuntime, reason: str, now: float, *, cancel: bool) -> None:
         agent = self.agents[call.agent]  # type: ignore[index]
@@ -358,6 +506,8 @@ class Engine:
         if cancel:
             self._out.append(CancelOffer(call.call_id, agent.spec.id))
         self._emit(now, "agent.no_answer", call, agent=agent.spec.id, data={"reason": reason})
+        if call.callback is not None:
+            call.callback.attempts -= 1  # the agent leg failed: the customer was not dialled
         call.agent = None
         call.token += 1
         self._wait(call, now)           # back at its original place
@@ -373,6 +523,8 @@ class Engine:
         talk_s = now - call.connected_at  # type: ignore[operator]
         self._emit(now, "call.ended", call, agent=agent.spec.id,
                    data={"outcome": "answered", "talk_s": round(talk_s, 3)})
+        if call.callback is not None:
+            self._pending_callbacks.pop((call.queue, call.callback.number), None)
         aht = self._aht[call.queue]
         self._aht[call.queue] = aht + AHT_SMOOTHING * (talk_s + self._queue(call.queue).wrap_up_s - aht)
         del self.calls[call.call_id]
@@ -464,6 +616,8 @@ class Engine:
         return self._logged_in[queue_id] > 0
 
     def _divert(self, call: CallRuntime, step: OverflowStep, now: float) -> bool:
+        if call.callback is not None:
+            return False                # nobody is on the line to divert: the call-back keeps waiting
         index = self._queue(call.queue).overflow.index(step)
         self._unwait(call)
         call.token += 1

@@ -77,8 +77,50 @@ class WrapUpDone:
     agent: str
 
 
+@dataclass(frozen=True, slots=True)
+class CallbackAccepted:
+    """The caller takes a call-back to `number` and will hang up, keeping their place.
+
+    For a waiting call `queue` is None; for a caller who accepts before queueing
+    (in the IVR), `queue` and the other fields say where the call-back waits."""
+    call_id: str
+    number: str
+    queue: str | None = None
+    caller_id: str = ""
+    priority: int = 0
+    skills: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackRestored:
+    """A pending call-back loaded back from the database after a restart, in place order."""
+    call_id: str
+    queue: str
+    number: str
+    joined_at: float
+    accepted_at: float
+    attempts: int = 0
+    caller_id: str = ""
+    priority: int = 0
+    skills: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackAnswered:
+    """The customer leg of a call-back answered: agent and customer are bridged."""
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackFailed:
+    """The customer leg of a call-back failed: no answer, busy or unreachable."""
+    call_id: str
+    reason: str = "no_answer"
+
+
 Input = Union[CallQueued, CallerHungUp, AgentAnswered, AgentMissed, CallFinished, AgentLogin,
-              AgentLogout, AgentPause, AgentResume, WrapUpDone]
+              AgentLogout, AgentPause, AgentResume, WrapUpDone, CallbackAccepted, CallbackRestored,
+              CallbackAnswered, CallbackFailed]
 
 # --- commands -------------------------------------------------------------
 
@@ -109,7 +151,21 @@ class DivertCall:
     message: str | None = None
 
 
-Command = Union[OfferCall, CancelOffer, DivertCall]
+@dataclass(frozen=True, slots=True)
+class DialCallback:
+    """Dial a call-back: the agent (with a whisper naming queue and caller) then the
+    customer at `number`, or the customer first when `agent_first` is false."""
+    call_id: str
+    agent: str
+    endpoint: str
+    number: str
+    queue: str
+    agent_first: bool
+    attempt: int
+    ring_timeout_s: float
+
+
+Command = Union[OfferCall, CancelOffer, DivertCall, DialCallback]
 Output = Union[Command, Event]
 
 
