@@ -117,8 +117,11 @@ def format_kpi_table(kpis: dict[str, Any]) -> str:
     summary = (
         f"Short abandons {_count(kpis['short_abandoned'])} · call-backs offered "
         f"{_count(kpis['callbacks_offered'])}, accepted {_count(kpis['callbacks_accepted'])}, "
-        f"completed {_count(kpis['callbacks_completed'])} · IVR contained "
-        f"{MISSING if kpis['ivr_contained'] is None else _count(kpis['ivr_contained'])}"
+        f"completed {_count(kpis['callbacks_completed'])}"
+        + (f" (kept-place wait {_one_decimal(kpis['callback_kept_wait_s'])} s)"
+           if kpis.get("callback_kept_wait_s") is not None else "")
+        + " · IVR contained "
+        + f"{MISSING if kpis['ivr_contained'] is None else _count(kpis['ivr_contained'])}"
     )
     if kpis.get("ivr_calls"):
         summary += (f" of {_count(kpis['ivr_calls'])} IVR calls, mean time in IVR "

@@ -10,7 +10,7 @@ from router.engine.agents import AgentState
 from router.engine.engine import Engine
 from router.engine.messages import (AgentAnswered, AgentLogin, AgentMissed, CallbackAccepted, CallbackAnswered,
                                     CallbackFailed, CallbackRestored, CallerHungUp, CallFinished, CallQueued,
-                                    DialCallback, InvalidInput, OfferCall)
+                                    DialCallback, InvalidInput, OfferCall, OfferCallback)
 from router.events import Event
 from tests.factories import centre, queue, step
 
@@ -140,6 +140,18 @@ def test_callback_accepted_in_the_ivr_joins_the_queue_as_a_virtual_entry():
     out = e.handle(CallbackAccepted("ivr1", "+447700900009", queue="billing", caller_id="+447700900009"), 0.0)
     assert types(out) == ["queue.joined", "callback.offered", "callback.accepted"]
     assert out[0].data["callback"] is True
+
+
+def test_offered_when_ewt_at_arrival_is_over_the_bound():
+    e = engine(offer_ewt_s=100.0)
+    out = e.handle(CallQueued("c1", "billing"), 0.0)          # nobody logged in: EWT unknown -> offer
+    assert [o.call_id for o in out if isinstance(o, OfferCallback)] == ["c1"]
+    e.handle(AgentLogin("ann"), 1.0)
+    e.handle(AgentAnswered("c1", "ann"), 2.0)
+    out = e.handle(CallQueued("c2", "billing"), 3.0)          # one agent busy, AHT 180 s: EWT 180 > 100
+    assert [o.call_id for o in out if isinstance(o, OfferCallback)] == ["c2"]
+    out = e.handle(CallbackAccepted("c2", "+447700900015"), 9.0)
+    assert types(out) == ["callback.accepted"]                 # offered once, not twice
 
 
 def test_terminal_overflow_never_diverts_a_callback():

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from router import yamlsrc
 from router.config import ConfigError, check_config, default_config_path, load_config, parse_config
 from router.config.loader import SAMPLE_PATH
-from router.config.model import (STRATEGIES, Agent, AgiSettings, AmiSettings, Break, DatabaseSettings,
+from router.config.model import (STRATEGIES, Agent, AgiSettings, AmiSettings, Break, CallbackPolicy, DatabaseSettings,
                                  Distribution, OverflowStep, Queue, Schedule, Shift, Skill)
 
 CASES = Path(__file__).parent / "config_cases"
@@ -159,7 +159,7 @@ def test_every_field_round_trips():
             OverflowStep(when="no_agents", action="transfer", target="+442071234567"),
             OverflowStep(when="queue_length", value=30, action="callback"),
             OverflowStep(when="ewt", value=300.0, action="hangup", message="closed-busy"),
-        ))
+        ), callback=CallbackPolicy())                     # a callback step brings the default policy
     assert centre.queues["general"] == Queue("general", "general", {})
     assert centre.schedules["office"] == Schedule(
         "office", "Europe/London",

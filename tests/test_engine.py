@@ -7,7 +7,7 @@ from router.engine.agents import TRANSITIONS, AgentState
 from router.engine.engine import Engine
 from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, AgentMissed, AgentPause,
                                     AgentResume, CallerHungUp, CallFinished, CallQueued, CancelOffer,
-                                    DivertCall, InvalidInput, OfferCall, WrapUpDone)
+                                    DivertCall, InvalidInput, OfferCall, OfferCallback, WrapUpDone)
 from router.events import Event
 from tests.factories import centre, queue, step
 
@@ -371,7 +371,11 @@ def test_queue_length_bound():
     e.handle(CallQueued("c1", "billing"), 0.0)
     e.handle(CallQueued("c2", "billing"), 1.0)
     out = e.handle(CallQueued("c3", "billing"), 2.0)
-    assert [o.action for o in out if isinstance(o, DivertCall)] == ["callback"]
+    # a call-back is offered, not imposed: the caller keeps waiting unless they accept
+    assert [o for o in out if isinstance(o, DivertCall)] == []
+    assert [(o.call_id, o.queue) for o in out if isinstance(o, OfferCallback)] == [("c3", "billing")]
+    assert events(out, "callback.offered")[0].data["reason"] == "queue_length"
+    assert e.position("c3") == 3
 
 
 def test_ewt_bound_and_ewt_per_position():

@@ -429,3 +429,18 @@ async def test_time_in_ivr_and_drop_off_per_node(conn):
     assert k["ivr_nodes"]["main/main_menu"] == {"entered": 3, "hangups": 1, "timeouts": 1}
     assert k["ivr_nodes"]["main/welcome"] == {"entered": 2, "hangups": 0, "timeouts": 0}
     assert k["ivr_nodes"]["survey/csat"]["entered"] == 2
+
+
+async def test_callback_kept_place_wait(conn):
+    s = Scenario()
+    s.joined("k1", "sales", 0, caller="111")
+    s.event(10, "callback.accepted", "k1", "sales", number="111")
+    s.event(310, "callback.connected", "k1", "sales", "a1", number="111", attempt=1, kept_wait_s=300.0)
+    s.joined("k2", "support", 5, caller="222")
+    s.event(15, "callback.accepted", "k2", "support", number="222")
+    s.event(115, "callback.connected", "k2", "support", "a2", number="222", attempt=2, kept_wait_s=100.0)
+    await s.save(conn)
+    k = await compute_kpis(conn, run=s.run)
+    assert k["callback_kept_wait_s"] == 200.0                 # (300 + 100) / 2
+    assert k["queues"]["sales"]["callback_kept_wait_s"] == 300.0
+    assert k["callbacks_accepted"] == 2 and k["callbacks_completed"] == 2

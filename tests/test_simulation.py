@@ -163,3 +163,24 @@ async def test_real_time_demo_streams_events_until_stopped(database_url):
         assert writer.written > 0
     assert 0 < sim.clock - sim.start < 8 * 3600                 # stopped part-way, not at the end
     assert not sim.done
+
+
+def test_simulated_callers_take_callbacks_that_are_dialled_and_connected():
+    from router.config.model import CallbackPolicy
+    c = mmc_centre(3, 60.0, 240.0)                          # overloaded: long waits, offers on arrival
+    q = replace(c.queues["billing"], callback=CallbackPolicy(offer_ewt_s=60.0, retry_s=120.0))
+    model = replace(c.simulation, callback_acceptance=0.5, callback_answer_rate=0.7,
+                    patience={"default": Distribution("exponential", 600.0)})
+    c = replace(c, queues={"billing": q}, simulation=model)
+    events = _run_all(Simulator(c, hours=2.0, seed=4))
+    kinds = [e.type for e in events]
+    accepted = {e.call_id for e in events if e.type == "callback.accepted"}
+    assert kinds.count("callback.offered") > len(accepted) > 5
+    assert not accepted & {e.call_id for e in events if e.type == "call.abandoned"}   # not abandons
+    connected = [e for e in events if e.type == "callback.connected"]
+    assert connected and all(e.call_id in accepted for e in connected)
+    assert all(e.data["kept_wait_s"] > 0 for e in connected)
+    retried = [e for e in events if e.type == "callback.failed" and e.data.get("final") is False]
+    assert retried                                           # 30 % of customer legs are not answered
+    dialing = [e for e in events if e.type == "callback.dialing"]
+    assert {e.data["attempt"] for e in dialing} >= {1, 2}

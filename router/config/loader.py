@@ -58,7 +58,8 @@ DATABASE_KEYS = ("dsn", "data_dir")
 AMI_KEYS = ("host", "port", "username", "secret")
 AGI_KEYS = ("host", "port")
 SIMULATION_KEYS = ("start", "interval_minutes", "arrivals", "handle_time", "patience", "shifts",
-                   "answer_delay_s", "no_answer_rate", "callback_acceptance", "rona_recovery_s", "ivr")
+                   "answer_delay_s", "no_answer_rate", "callback_acceptance", "rona_recovery_s", "ivr",
+                   "callback_answer_rate")
 IVR_TRAFFIC_KEYS = ("flow", "arrivals", "prompt_s", "think_s", "hangup_per_prompt", "choices", "digits",
                     "survey_flow", "survey_rate")
 _FLOW_NODE = re.compile(r"^[A-Za-z0-9_-]+/[A-Za-z0-9_-]+$")
@@ -504,6 +505,8 @@ class ConfigReader:
         values["overflow"] = self.overflow(f.get("overflow"), owner, ident, skills)
         if "callback" in f and f["callback"].value is not None:
             values["callback"] = self.callback_policy(f["callback"], f"'callback' of {owner}")
+        elif any(step.action == "callback" for step in values["overflow"] or ()):
+            values["callback"] = CallbackPolicy()       # an overflow step offers call-backs: default policy
         if ident is None:
             return None
         return Queue(ident, values.pop("name", ident) or ident, skills, **values)
@@ -729,7 +732,7 @@ class ConfigReader:
         for key in ("answer_delay_s", "rona_recovery_s"):
             if key in f:
                 values[key] = self.number(f[key], f"'{key}' of {owner}", lo=0)
-        for key in ("no_answer_rate", "callback_acceptance"):
+        for key in ("no_answer_rate", "callback_acceptance", "callback_answer_rate"):
             if key in f:
                 values[key] = self.number(f[key], f"{key!r} of {owner}", lo=0, hi=1)
         if "ivr" in f and f["ivr"].value is not None:

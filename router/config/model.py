@@ -171,6 +171,7 @@ class Simulation:
     no_answer_rate: float = 0.0              # probability an agent does not answer (RONA)
     rona_recovery_s: float = 60.0            # an agent paused for RONA unpauses after this long
     callback_acceptance: float = 0.0         # probability a caller offered a call-back takes it
+    callback_answer_rate: float = 0.85       # probability the customer answers a call-back attempt
     ivr: IvrTraffic | None = None            # callers who start in an IVR flow
 
 

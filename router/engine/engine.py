@@ -44,7 +44,8 @@ from router.engine.agents import (BUSY_STATES, DEFERRABLE, IDLE_STATES, TRANSITI
 from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, AgentMissed, AgentPause,
                                     AgentResume, CallbackAccepted, CallbackAnswered, CallbackFailed,
                                     CallbackRestored, CallerHungUp, CallFinished, CallQueued, CancelOffer,
-                                    DialCallback, DivertCall, InvalidInput, OfferCall, Output, WrapUpDone)
+                                    DialCallback, DivertCall, InvalidInput, OfferCall, OfferCallback, Output,
+                                    WrapUpDone)
 from router.events import Event
 
 STRATEGY_CODES = {
@@ -90,6 +91,7 @@ class CallRuntime:
     moves: int = 0
     copied_to: set[str] = field(default_factory=set)
     callback: CallbackState | None = None
+    callback_offered: bool = False
 
 
 class Engine:
@@ -198,6 +200,10 @@ class Engine:
         self._wait(call, now)
         self._schedule_steps(call, queue)
         self._route_call(call, now)
+        policy = queue.callback
+        if (policy is not None and policy.offer_ewt_s is not None and call.slot is not None
+                and (ewt is None or ewt > policy.offer_ewt_s)):
+            self._offer_callback(call, now, reason="ewt")
 
     def _on_caller_hung_up(self, msg: CallerHungUp, now: float) -> None:
         call = self.calls.get(msg.call_id)
@@ -306,7 +312,9 @@ class Engine:
             raise InvalidInput(f"call {msg.call_id!r} cannot take a call-back now")
         policy = self._queue(call.queue).callback
         refusal = self._callback_refusal(call.queue, msg.number)
-        self._emit(now, "callback.offered", call, data={"number": msg.number})
+        if not call.callback_offered:
+            call.callback_offered = True
+            self._emit(now, "callback.offered", call, data={"reason": "request"})
         if refusal:
             self._emit(now, "callback.failed", call, data={"number": msg.number, "reason": refusal,
                                                            "final": True})
@@ -316,6 +324,16 @@ class Engine:
         self._emit(now, "callback.accepted", call, data={
             "number": msg.number, "position": self.position(call.call_id),
             "customer_first": policy.customer_first if policy else False})
+
+    def _offer_callback(self, call: CallRuntime, now: float, *, reason: str) -> None:
+        """Ask the caller once whether they want a call-back instead of waiting."""
+        if call.callback_offered or call.callback is not None:
+            return
+        call.callback_offered = True
+        ewt = self.ewt(call.queue, self.position(call.call_id)) if call.slot is not None else None
+        self._emit(now, "callback.offered", call, data={"reason": reason,
+                                                        "ewt_s": None if ewt is None else round(ewt, 1)})
+        self._out.append(OfferCallback(call.call_id, call.queue, ewt))
 
     def _callback_refusal(self, queue_id: str, number: str) -> str | None:
         policy = self._queue(queue_id).callback
@@ -618,6 +636,9 @@ class Engine:
     def _divert(self, call: CallRuntime, step: OverflowStep, now: float) -> bool:
         if call.callback is not None:
             return False                # nobody is on the line to divert: the call-back keeps waiting
+        if step.action == "callback":
+            self._offer_callback(call, now, reason=step.when or "overflow")
+            return False                # offered: the caller keeps waiting unless they accept
         index = self._queue(call.queue).overflow.index(step)
         self._unwait(call)
         call.token += 1

@@ -165,7 +165,16 @@ class DialCallback:
     ring_timeout_s: float
 
 
-Command = Union[OfferCall, CancelOffer, DivertCall, DialCallback]
+@dataclass(frozen=True, slots=True)
+class OfferCallback:
+    """Offer the waiting caller a call-back (they keep their place either way);
+    the adapter answers with CallbackAccepted if they take it."""
+    call_id: str
+    queue: str
+    ewt_s: float | None
+
+
+Command = Union[OfferCall, CancelOffer, DivertCall, DialCallback, OfferCallback]
 Output = Union[Command, Event]
 
 

@@ -22,8 +22,9 @@ from typing import Any
 from router.config.model import Centre, Simulation
 from router.engine.engine import Engine
 from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, AgentPause, AgentResume,
-                                    CallerHungUp, CallFinished, CallQueued, CancelOffer, DivertCall,
-                                    OfferCall)
+                                    CallbackAccepted, CallbackAnswered, CallbackFailed, CallerHungUp,
+                                    CallFinished, CallQueued, CancelOffer, DialCallback, DivertCall,
+                                    OfferCall, OfferCallback)
 from router.events import Event
 from router.ivr.model import FlowSet
 from router.ivr.session import Enqueue, FlowSession, HungUp
@@ -63,6 +64,8 @@ class Simulator:
         self._talking: set[str] = set()           # calls connected to an agent
         self.arrivals = traffic.arrivals(model, hours, seed)
         self._survey_rng = random.Random(f"survey:{seed}")
+        self._callback_rng = random.Random(f"callback:{seed}")
+        self._callbacks: set[str] = set()          # calls turned into call-backs (caller gone)
         for n, arrival in enumerate(self.arrivals):
             kind = "arrive" if arrival.queue is not None else "ivr_arrive"
             self._at(self.start + arrival.offset_s, kind, (f"sim{seed}-{n:07d}", arrival))
@@ -139,7 +142,7 @@ class Simulator:
             session = self._sessions[call_id]
             return self._ivr_continue(session, session.handle(caller_input, _aware(now)), now, events)
         if kind == "give_up":
-            if payload in self._live and payload not in self._talking:
+            if payload in self._live and payload not in self._talking and payload not in self._callbacks:
                 self._live.discard(payload)
                 self._ringing.pop(payload, None)
                 return engine.handle(CallerHungUp(payload), now)
@@ -149,11 +152,31 @@ class Simulator:
             if self._ringing.get(call_id) != agent:
                 return []                                  # offer cancelled meanwhile
             del self._ringing[call_id]
-            self._talking.add(call_id)
-            queue = engine.calls[call_id].queue
-            talk = traffic.sample(traffic.for_queue(self.model.handle_time, queue), self._handle_rng)
-            self._at(now + talk, "hang_up", call_id)
+            call = engine.calls[call_id]
+            if call.callback is not None and not call.callback.customer_up:
+                self._dial_customer(call_id, now)          # agent first: now ring the customer
+            else:
+                self._start_talk(call_id, call.queue, now)
             return engine.handle(AgentAnswered(call_id, agent), now)
+        if kind == "accept_callback":
+            if payload not in self._live or payload not in engine.calls or engine.calls[payload].slot is None:
+                return []                                  # answered or gone while deciding
+            self._callbacks.add(payload)
+            number = engine.calls[payload].caller_id
+            return engine.handle(CallbackAccepted(payload, number), now)
+        if kind == "customer":
+            call_id, answered = payload
+            call = engine.calls.get(call_id)
+            if call is None or call.agent is None:
+                return []
+            if not answered:
+                return engine.handle(CallbackFailed(call_id, "no_answer"), now)
+            outputs = engine.handle(CallbackAnswered(call_id), now)
+            if call.connected_at is not None:              # agent already on: talk starts
+                self._start_talk(call_id, call.queue, now)
+            elif self._answer_rng.random() >= self.model.no_answer_rate:   # customer first: ring the agent
+                self._at(now + self.model.answer_delay_s, "answer", (call_id, call.agent))
+            return outputs
         if kind == "hang_up":
             self._talking.discard(payload)
             self._live.discard(payload)
@@ -180,6 +203,16 @@ class Simulator:
                 return engine.handle(AgentResume(payload), now)
             return []
         raise AssertionError(kind)
+
+    def _start_talk(self, call_id: str, queue: str, now: float) -> None:
+        self._talking.add(call_id)
+        talk = traffic.sample(traffic.for_queue(self.model.handle_time, queue), self._handle_rng)
+        self._at(now + talk, "hang_up", call_id)
+
+    def _dial_customer(self, call_id: str, now: float) -> None:
+        """The customer leg of a call-back: answered after a few rings, or not (after 30 s)."""
+        answered = self._callback_rng.random() < self.model.callback_answer_rate
+        self._at(now + (self.model.answer_delay_s + 5.0 if answered else 30.0), "customer", (call_id, answered))
 
     def _enqueue(self, queued: CallQueued, now: float) -> list[Any]:
         """A caller joins a queue and will wait as long as their patience lasts."""
@@ -223,6 +256,17 @@ class Simulator:
                     del self._ringing[out.call_id]
             elif isinstance(out, DivertCall):
                 self._live.discard(out.call_id)
+            elif isinstance(out, OfferCallback):
+                if self._callback_rng.random() < self.model.callback_acceptance:
+                    self._at(self.clock + 5.0, "accept_callback", out.call_id)
+            elif isinstance(out, DialCallback):
+                self._ringing[out.call_id] = out.agent
+                if out.agent_first:
+                    if self._answer_rng.random() >= self.model.no_answer_rate:
+                        delay = min(self.model.answer_delay_s, out.ring_timeout_s * 0.999)
+                        self._at(self.clock + delay, "answer", (out.call_id, out.agent))
+                else:
+                    self._dial_customer(out.call_id, self.clock)
 
     def _plan_shifts(self) -> None:
         day = _utc(self.model.start)

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 The engine records facts; this module turns them into the figures of DESIGN §7.
-Five statements run in one read-only REPEATABLE READ snapshot (so a writer
+Six statements run in one read-only REPEATABLE READ snapshot (so a writer
 inserting at the same time cannot make totals and breakdowns disagree):
 
 1. *Bounds*: the window [from, to).  Missing ends default to the run's first
@@ -34,6 +34,9 @@ inserting at the same time cannot make totals and breakdowns disagree):
    `ivr_nodes` breakdown counts, per "flow/node", the calls that entered it and
    the IVR sessions that ended there by caller hang-up or by silence (timeout):
    the drop-off per node.  Windowed by each event's own timestamp.
+
+5. *Call-back kept-place wait*: the mean `kept_wait_s` (acceptance to
+   customer connected) of `callback.connected` events, total and per queue.
 
 Occupancy uses `agent.state` events: each carries the state just left
 (`previous`) and how long it lasted (`previous_s`).  A duration is attributed
@@ -387,6 +390,14 @@ SELECT count(*) FILTER (WHERE entered IS NOT NULL AND (joined IS NULL OR entered
 FROM firsts
 """
 
+_KEPT_WAIT_SQL = """
+SELECT queue, grouping(queue) = 1 AS is_total,
+       round(avg((data->>'kept_wait_s')::float8)::numeric, 2)::float8 AS callback_kept_wait_s
+FROM events
+WHERE run = $1 AND type = 'callback.connected' AND ts >= $2 AND ts < $3
+GROUP BY ROLLUP (queue)
+"""
+
 _IVR_NODES_SQL = """
 SELECT (data->>'flow') || '/' || (data->>'node') AS node,
        count(DISTINCT call_id) FILTER (WHERE type = 'ivr.node')::int AS entered,
@@ -413,6 +424,7 @@ async def _compute(
     agent_rows = await conn.fetch(_AGENT_SQL, run, t0, t1)
     ivr = await conn.fetchrow(_IVR_SQL, run, t0, t1)
     ivr_nodes = await conn.fetch(_IVR_NODES_SQL, run, t0, t1)
+    kept_waits = await conn.fetch(_KEPT_WAIT_SQL, run, t0, t1)
 
     result: dict[str, Any] = {}
     intervals: dict[datetime, dict[str, Any]] = {}
@@ -439,6 +451,14 @@ async def _compute(
         row["team"]: {key: row[key] for key in TEAM_KEYS}
         for row in agent_rows if row["is_team"]
     }
+    result["callback_kept_wait_s"] = None
+    for queue_figures in result["queues"].values():
+        queue_figures["callback_kept_wait_s"] = None
+    for row in kept_waits:
+        if row["is_total"]:
+            result["callback_kept_wait_s"] = row["callback_kept_wait_s"]
+        elif row["queue"] in result["queues"]:
+            result["queues"][row["queue"]]["callback_kept_wait_s"] = row["callback_kept_wait_s"]
     result["ivr_calls"], result["ivr_time_s"] = ivr["ivr_calls"], ivr["ivr_time_s"]
     result["ivr_nodes"] = {row["node"]: {"entered": row["entered"], "hangups": row["hangups"],
                                          "timeouts": row["timeouts"]} for row in ivr_nodes}
