@@ -21,5 +21,3 @@ CREATE TABLE callbacks (
 CREATE UNIQUE INDEX callbacks_one_open_per_number ON callbacks (queue, number)
     WHERE status IN ('pending', 'dialing');
 CREATE INDEX callbacks_open_in_place_order ON callbacks (joined_at) WHERE status IN ('pending', 'dialing');
--- lookups of a run's first queue.joined per call (KPI attribution) by run and call
-CREATE INDEX events_run_call_id ON events (run, call_id);
