@@ -135,7 +135,7 @@ async def fake() -> AsyncIterator[FakeAmi]:
 
 
 def link_to(fake: FakeAmi, **options: float) -> AmiLink:
-    settings = {"ping_interval_s": 0.2, "ping_timeout_s": 0.3, "action_timeout_s": 2.0,
+    settings = {"ping_interval_s": 0.2, "ping_timeout_s": 0.3, "action_timeout_s": 2.0, "connect_timeout_s": 1.0,
                 "backoff_first_s": 0.05, "backoff_max_s": 0.2, **options}
     return AmiLink("127.0.0.1", fake.server.sockets[0].getsockname()[1], "acd-router", SECRET, **settings)
 
