@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--data-dir", metavar="DIR",
                          help="data directory of the embedded PostgreSQL (used when no DSN is configured)")
 
+    serve = command("serve", _serve, "run the router on the Asterisk of the config's `ami:` section")
+    with_config(serve)
+    serve.add_argument("--login", action="append", default=[], metavar="AGENT",
+                       help="log this agent in at start (repeatable; otherwise agents start logged out)")
+    serve.add_argument("--drain-timeout", type=_positive, default=30.0, metavar="SECONDS",
+                       help="on SIGTERM/SIGINT, how long calls in progress may go on (default 30)")
+
     sim = command("simulate", _simulate, "simulate a day of the centre and print its KPIs")
     with_config(sim)
     sim.add_argument("--hours", type=_positive, default=8.0, help="simulated hours (default 8)")
@@ -109,6 +116,25 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # --- commands -----------------------------------------------------------------------
+
+def _serve(args: argparse.Namespace) -> int:
+    centre = load_config(args.config)
+    if centre.ami is None:
+        print(f"{centre.source}: no `ami:` section. The live demo on a simulated PBX is not built yet; "
+              "run `acd-router simulate` to see the centre work, or add `ami:` to attach to an Asterisk.",
+              file=sys.stderr)
+        return 2
+    from router.pbx.service import Service
+
+    try:
+        service = Service(centre, data_dir=args.data_dir, auto_login=args.login,
+                          drain_timeout_s=args.drain_timeout)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    asyncio.run(service.run())
+    return 0
+
 
 def _simulate(args: argparse.Namespace) -> int:
     from router.sim.run import simulate_day

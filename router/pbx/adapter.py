@@ -320,6 +320,10 @@ class AsteriskAdapter:
 
     # --- events to the store -------------------------------------------------------------
 
+    def record(self, event: Event) -> None:
+        """Store an event from outside the call flow (e.g. ``flow.reloaded``)."""
+        self._emit(event)
+
     def _emit(self, event: Event) -> None:
         if self.writer is None:
             return

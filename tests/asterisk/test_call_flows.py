@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import signal
+import sys
 import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -286,3 +289,58 @@ async def test_ami_link_cut_and_restored_mid_traffic_loses_no_call_and_runs_no_o
     channels_made = {number: sum(1 for e in ami.events if e.event == "Newchannel"
                                  and e.get("Uniqueid") == router.originated[number]) for number in callers}
     assert channels_made == {number: 1 for number in callers}
+
+
+SERVE_CONFIG = textwrap.dedent("""\
+    skills:
+      - {id: sales, name: Sales}
+      - {id: support, name: Support}
+    agents:
+      - {id: "1001", name: Agent One, endpoint: Local/1001@agents, skills: {sales: 5}}
+    queues:
+      - {id: sales, name: Sales, skills: {sales: 1}, wrap_up_s: 1}
+      - {id: support, name: Support, skills: {support: 1}}
+      - {id: overflow, name: Overflow, skills: {sales: 1}}
+    ami: {host: 127.0.0.1, port: 5038, username: acd-router, secret: "${ACD_AMI_SECRET}"}
+    agi: {host: 127.0.0.1, port: 4573}
+    flows: flows
+    """)
+
+
+async def test_serve_routes_a_call_and_drains_it_on_sigterm(
+        asterisk: Sandbox, schema: str, tmp_path: Path) -> None:
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "main.yaml").write_text(FLOW)
+    (tmp_path / "flows" / "prompts.yaml").write_text(PROMPTS)
+    (tmp_path / "router.yaml").write_text(SERVE_CONFIG)
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "ACD_DATABASE_URL": schema,
+           "ACD_AMI_SECRET": asterisk.ami_secret}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router", "serve", "--config", str(tmp_path / "router.yaml"),
+        "--data-dir", str(tmp_path / "data"), "--login", "1001", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    link = AmiLink(asterisk.host, asterisk.ami_port, asterisk.ami_username, asterisk.ami_secret)
+    writer = EventWriter(schema, spool_dir=tmp_path / "spool")
+    try:
+        async with asyncio.timeout(CALL_TIMEOUT_S):
+            while b"service.started" not in (line := await process.stderr.readline()):
+                assert line, "acd-router serve exited before it started"
+        await link.start()
+        await writer.start()
+        router = Router(None, link, writer, schema)          # type: ignore[arg-type]
+        caller = await router.call("1", talk_s=3)
+        await router.wait_for(caller, "call.connected")
+        process.send_signal(signal.SIGTERM)                  # mid-call: the call may finish
+        _, stderr = await asyncio.wait_for(process.communicate(), CALL_TIMEOUT_S)
+        events = await router.events(caller)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await link.close()
+        await writer.close()
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert b"service.drained" in stderr and b'"complete": true' in stderr
+    assert types(events)[-1] == "call.ended"
+    assert next(e for e in events if e["type"] == "call.ended")["data"]["outcome"] == "answered"

@@ -1,0 +1,136 @@
+"""`acd-router serve` on a real Asterisk: the pieces wired together, started and stopped in order.
+
+Theory of operation
+-------------------
+`Service.start()` brings the router up from the inside out: the event store
+(schema, then the writer, which replays any spool), the flows (a set with
+errors refuses to start; later reloads keep the running set), the engine, the
+adapter, the AMI link (if Asterisk is not there yet the link keeps retrying in
+the background and the service still starts), and last the FastAGI server,
+so no call is accepted before everything it needs exists.  Agents start
+logged out; ``auto_login`` logs some in (tests, demos), feature codes and the
+adapter's API do the rest.  Flow files are watched (mtime) and reloaded on
+SIGHUP; each reload is recorded as ``flow.reloaded``.
+
+`Service.stop()` drains: new calls get ``ROUTER_NEXT=hangup`` from the IVR,
+calls in progress may finish for up to ``drain_timeout_s``, then the FastAGI
+server, the adapter (its last AMI actions and events), the AMI link and the
+writer (flushed) close, in that order.  `run()` does start, waits for SIGTERM
+or SIGINT, then stop.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import structlog
+
+from router.config.model import Centre
+from router.engine.engine import Engine
+from router.ivr.registry import FlowError, FlowRegistry, ReloadResult, flows_directory, sighup_handler, watch
+from router.pbx.adapter import AsteriskAdapter
+from router.pbx.ami import AmiError, AmiLink
+from router.pbx.fastagi import FastAGIServer
+from router.store.database import default_spool_dir, ensure_schema, resolve_dsn
+from router.store.writer import EventWriter
+
+log = structlog.get_logger("router.pbx.service")
+
+SECRET_ENV = "ACD_AMI_SECRET"
+
+
+class Service:
+    """The production router for one centre with an `ami:` section."""
+
+    def __init__(self, centre: Centre, *, data_dir: str | Path | None = None,
+                 auto_login: Sequence[str] = (), drain_timeout_s: float = 30.0) -> None:
+        if centre.ami is None:
+            raise ValueError(f"{centre.source}: no `ami:` section, so no Asterisk to serve")
+        unknown = [agent for agent in auto_login if agent not in centre.agents]
+        if unknown:
+            raise ValueError(f"auto_login: unknown agent(s) {', '.join(unknown)}")
+        self.centre = centre
+        self.data_dir = data_dir
+        self.auto_login = tuple(auto_login)
+        self.drain_timeout_s = drain_timeout_s
+        self.adapter: AsteriskAdapter | None = None
+        self._writer: EventWriter | None = None
+        self._link: AmiLink | None = None
+        self._server: FastAGIServer | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._stop_database: Callable[[], None] | None = None
+
+    async def start(self) -> None:
+        centre, ami = self.centre, self.centre.ami
+        assert ami is not None
+        dsn, self._stop_database = await asyncio.to_thread(resolve_dsn, centre.database, self.data_dir)
+        await ensure_schema(dsn)
+        self._writer = EventWriter(dsn, spool_dir=default_spool_dir(centre.database, self.data_dir))
+        await self._writer.start()
+        registry = FlowRegistry(flows_directory(centre), known_queues=list(centre.queues),
+                                schedules=centre.schedules, known_skills=list(centre.skills))
+        first = registry.reload()
+        await self._writer.put(first.event)
+        if not first.ok:
+            raise FlowError([p for p in first.problems if p.severity == "error"])
+        self._link = AmiLink(ami.host, ami.port, ami.username, ami.secret or os.environ.get(SECRET_ENV, ""))
+        self.adapter = AsteriskAdapter(centre, Engine(centre), registry, self._writer, self._link)
+        await self.adapter.start()
+        try:
+            await self._link.start()
+        except AmiError as error:
+            log.warning("service.ami_not_yet", reason=str(error), retrying=True)
+        for agent in self.auto_login:
+            await self.adapter.login(agent)
+        self._watcher = asyncio.create_task(watch(registry, on_reload=self._reloaded), name="router.flows")
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, sighup_handler(registry, self._reloaded))
+        self._server = FastAGIServer(self.adapter.routes(), centre.agi.host, centre.agi.port)
+        await self._server.start()
+        log.info("service.started", agi_port=centre.agi.port, ami=f"{ami.host}:{ami.port}",
+                 flows=registry.version, agents_logged_in=len(self.auto_login))
+
+    def _reloaded(self, result: ReloadResult) -> None:
+        if self.adapter is not None:
+            self.adapter.record(result.event)
+        log.info("service.flows_reloaded", ok=result.ok, version=result.version,
+                 errors=len([p for p in result.problems if p.severity == "error"]))
+
+    async def stop(self) -> None:
+        """Drain, then close everything in the reverse order of `start`."""
+        if self.adapter is not None:
+            drained = await self.adapter.drain(self.drain_timeout_s)
+            log.info("service.drained", complete=drained)
+        if self._server is not None:
+            await self._server.close(grace_s=1.0)
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        if self.adapter is not None:
+            await self.adapter.close()
+        if self._link is not None:
+            await self._link.close()
+        if self._writer is not None:
+            await self._writer.close()
+        if self._stop_database is not None:
+            await asyncio.to_thread(self._stop_database)
+        log.info("service.stopped")
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM or SIGINT, stop."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await self.start()
+            await stop.wait()
+            log.info("service.stopping")
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            await self.stop()
