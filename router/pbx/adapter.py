@@ -202,28 +202,39 @@ class AsteriskAdapter:
         self._by_channel[call.channel] = call
         with structlog.contextvars.bound_contextvars(call_id=call.call_id):
             async with call.lock:
-                self._emit(Event(self.now(), "call.arrived", call_id=call.call_id,
-                                 data={"caller_id": call.caller_id, "dnis": dnis}))
-                await agi.send(f'SET VARIABLE ROUTER_CALL_ID "{call.call_id}"')
-                flow = self.flows_by_dnis.get(dnis, self.default_flow)
-                session = self.registry.session(flow, call_id=call.call_id, caller_id=call.caller_id,
-                                                dnis=dnis, now=datetime.now(timezone.utc),
-                                                language=env.get("agi_language") or None)
                 try:
-                    final = await AgiFlowDriver(agi, session, self._emit).run()
-                except AGIError:
-                    final = []
-                    log.warning("adapter.ivr_failed", exc_info=True)
-                enqueue = next((c for c in final if isinstance(c, Enqueue)), None)
+                    enqueue = await self._run_ivr(agi, call, dnis)
+                except BaseException:
+                    self._forget(call)
+                    raise
                 if enqueue is None or call.state == "ended":
                     self._forget(call)
                     return
                 await agi.close()               # the dialplan goes on to [router-hold]
+                if call.state == "ended":       # hung up meanwhile
+                    self._forget(call)
+                    return
                 call.state = "queued"
                 call.queued_at = asyncio.get_running_loop().time()
                 self._feed(CallQueued(call.call_id, enqueue.queue, caller_id=call.caller_id,
                                       priority=enqueue.priority, skills=dict(enqueue.skills),
                                       data=dict(enqueue.data)))
+
+    async def _run_ivr(self, agi: AGISession, call: LiveCall, dnis: str) -> Enqueue | None:
+        """The DID's flow, to its end; the Enqueue it ended with, if any."""
+        self._emit(Event(self.now(), "call.arrived", call_id=call.call_id,
+                         data={"caller_id": call.caller_id, "dnis": dnis}))
+        await agi.send(f'SET VARIABLE ROUTER_CALL_ID "{call.call_id}"')
+        flow = self.flows_by_dnis.get(dnis, self.default_flow)
+        session = self.registry.session(flow, call_id=call.call_id, caller_id=call.caller_id, dnis=dnis,
+                                        now=datetime.now(timezone.utc),
+                                        language=agi.env.get("agi_language") or None)
+        try:
+            final = await AgiFlowDriver(agi, session, self._emit).run()
+        except AGIError:
+            log.warning("adapter.ivr_failed", exc_info=True)
+            return None
+        return next((c for c in final if isinstance(c, Enqueue)), None)
 
     # --- engine in and out ----------------------------------------------------------------
 
@@ -414,7 +425,7 @@ class AsteriskAdapter:
         self.device_states.update(resync.devices)
         live = {info.channel: info for info in resync.channels}
         for call in list(self.calls.values()):
-            if call.state not in ("queued", "ringing", "connected"):
+            if call.state not in ("queued", "ringing", "connected", "diverted"):
                 continue
             info = live.get(call.channel)
             if info is None:

@@ -234,7 +234,8 @@ class _Manager(Manager):
         self._link = link
 
     def connection_lost(self, exc: object) -> None:
-        self._link._lost(exc)
+        if self._link._manager is self:           # a replaced connection has nothing to report
+            self._link._lost(exc)
 
 
 @dataclass
