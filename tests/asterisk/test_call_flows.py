@@ -344,3 +344,25 @@ async def test_serve_routes_a_call_and_drains_it_on_sigterm(
     assert b"service.drained" in stderr and b'"complete": true' in stderr
     assert types(events)[-1] == "call.ended"
     assert next(e for e in events if e["type"] == "call.ended")["data"]["outcome"] == "answered"
+
+
+async def test_feature_codes_log_an_agent_in_and_pause_them(
+        asterisk: Sandbox, schema: str, tmp_path: Path) -> None:
+    agents = {"1001": {"sales": 5}}
+    async with running_router(asterisk, schema, tmp_path, sales_and_support(), agents,
+                              logged_in=()) as router:
+        for code in ("*45", "*4742"):
+            await router.link.originate({"Channel": f"Local/{code}@agent-features", "Application": "Wait",
+                                         "Data": "1", "CallerID": "Agent <1001>"})
+        async with asyncio.timeout(CALL_TIMEOUT_S):
+            while router.adapter.engine.agents["1001"].state.value != "paused":
+                await asyncio.sleep(0.1)
+        await router.writer.flush()
+        conn = await connect(schema)
+        try:
+            states = await conn.fetch("SELECT data FROM events WHERE type = 'agent.state' AND agent = '1001'"
+                                      " AND ts >= now() - interval '1 minute' ORDER BY ts, id")
+        finally:
+            await conn.close()
+    assert [(s["data"]["state"], s["data"]["reason"]) for s in states][-2:] == [
+        ("available", None), ("paused", "42")]
