@@ -62,8 +62,12 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--data-dir", metavar="DIR",
                          help="data directory of the embedded PostgreSQL (used when no DSN is configured)")
 
-    serve = command("serve", _serve, "run the router on the Asterisk of the config's `ami:` section")
+    serve = command("serve", _serve, "run the router on the Asterisk of the config's `ami:` section "
+                                     "(without one: the built-in simulated PBX in real time)")
     with_config(serve)
+    serve.add_argument("--speed", type=_positive, default=1.0,
+                       help="demo mode only: simulated seconds per wall-clock second (default 1)")
+    serve.add_argument("--seed", type=int, default=0, help="demo mode only: random seed")
     serve.add_argument("--login", action="append", default=[], metavar="AGENT",
                        help="log this agent in at start (repeatable; otherwise agents start logged out)")
     serve.add_argument("--drain-timeout", type=_positive, default=30.0, metavar="SECONDS",
@@ -120,10 +124,11 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     centre = load_config(args.config)
     if centre.ami is None:
-        print(f"{centre.source}: no `ami:` section. The live demo on a simulated PBX is not built yet; "
-              "run `acd-router simulate` to see the centre work, or add `ami:` to attach to an Asterisk.",
-              file=sys.stderr)
-        return 2
+        from router.sim.realtime import run_demo
+        print(f"{centre.source}: no `ami:` section, serving the built-in simulated PBX in real time "
+              f"(speed x{args.speed:g}; events under run 'demo'; Ctrl-C stops)", file=sys.stderr)
+        asyncio.run(run_demo(centre, data_dir=args.data_dir, speed=args.speed, seed=args.seed))
+        return 0
     from router.pbx.service import Service
 
     try:

@@ -112,3 +112,29 @@ def test_router_yaml_in_working_directory_is_the_default(tmp_path):
     (tmp_path / "router.yaml").write_text("skills: []\nagents: []\nqueues: []\nbogus: 1\n")
     done = acd("simulate", "--json", cwd=tmp_path)
     assert done.returncode == 1 and "router.yaml:4:1: error: unknown key 'bogus'" in done.stderr
+
+
+def test_serve_without_ami_runs_the_real_time_demo_until_interrupted(database_url):
+    import asyncio
+    import signal
+
+    import asyncpg
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ACD_DATABASE_URL": database_url}
+    process = subprocess.Popen([sys.executable, "-m", "router", "serve", "--speed", "600"], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:                     # the first status follows the first happenings
+        if '"status"' in line:                      # (agents log in at the first instant of the day)
+            break
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "demo stopped" in stderr
+
+    async def count() -> int:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await conn.fetchval("SELECT count(*) FROM events WHERE run = 'demo'")
+        finally:
+            await conn.close()
+    assert asyncio.run(count()) > 0

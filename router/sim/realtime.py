@@ -4,13 +4,14 @@ Without an `ami:` section there is no Asterisk to attach to, so the service
 runs the centre's simulated day against the wall clock instead: the simulator
 starts "now" (the intraday profile from its first interval), each happening
 waits for its moment (`speed` > 1 compresses time), events stream into the
-store under run 'demo', and a one-line status per queue is logged every few
+store under run 'demo' (`acd-router kpi --run demo` reads them), and a one-line status per queue is logged every few
 seconds.  The engine, the IVR and the store are the production ones; only the
 PBX is simulated, which is what lets a newcomer watch the whole system live.
 """
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -59,3 +60,24 @@ async def serve_simulated(centre: Centre, writer: EventWriter, stop: asyncio.Eve
                      waiting={q: s["waiting"] for q, s in snapshot["queues"].items() if s["waiting"]})
     log.info("demo stopped", simulated_s=round(sim.clock - sim.start, 1))
     return sim
+
+
+async def run_demo(centre: Centre, *, data_dir: str | None = None, speed: float = 1.0, seed: int = 0,
+                   hours: float = 8.0) -> None:
+    """`acd-router serve` without `ami:`: the demo until the day ends or SIGTERM/SIGINT."""
+    from router.store.database import default_spool_dir, ensure_schema, resolve_dsn
+
+    dsn, stop_database = await asyncio.to_thread(resolve_dsn, centre.database, data_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await ensure_schema(dsn)
+        async with EventWriter(dsn, run="demo", spool_dir=default_spool_dir(centre.database, data_dir)) as writer:
+            await serve_simulated(centre, writer, stop, hours=hours, seed=seed, speed=speed)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        if stop_database is not None:
+            await asyncio.to_thread(stop_database)
