@@ -25,7 +25,8 @@ caller did becomes the session's next input:
   caller hears the flow's prompt and the call ends (``hangup``).
 
 A hang-up (the ``HANGUP`` line, a 511 reply, the connection closing) becomes
-`HungUp`.  `run_flow` returns the session's last outputs so the adapter can
+`HungUp`; a result of -1 is followed by a ``CHANNEL STATUS`` probe, because
+Asterisk answers -1 both for a hang-up and for a missing sound file.  `run_flow` returns the session's last outputs so the adapter can
 queue the call; events go to ``emit`` as they come.
 """
 from __future__ import annotations
@@ -98,6 +99,12 @@ class AgiFlowDriver:
             raise CallerGone()
         return reply
 
+    async def _probe(self) -> None:
+        """After a result of -1 (hang-up, or a failure such as a missing file): `CallerGone`
+        if the channel is gone.  Asterisk's HANGUP line comes after that reply, ahead of
+        the next one."""
+        await self._send("CHANNEL STATUS")
+
     async def _carry_out(self, commands: list[Any]) -> Any:
         """Play, say and collect; the input the session waits for."""
         typed = ""
@@ -127,6 +134,7 @@ class AgiFlowDriver:
         for prompt in play.prompts:
             reply = await self._send(f'STREAM FILE {_word(prompt)} "{escape}"')
             if reply.result == "-1":
+                await self._probe()
                 log.warning("ivr.prompt_missing", prompt=prompt, language=play.language)
             elif reply.result not in ("", "0"):
                 return chr(int(reply.result))
@@ -153,6 +161,8 @@ class AgiFlowDriver:
         while len(keys) < collect.max_digits and not (collect.terminator and keys.endswith(collect.terminator)):
             timeout_s = collect.inter_digit_s if keys else collect.timeout_s
             reply = await self._send(f"WAIT FOR DIGIT {int(timeout_s * 1000)}")
+            if reply.result == "-1":
+                await self._probe()
             if reply.result in ("", "0", "-1"):
                 break
             keys += chr(int(reply.result))

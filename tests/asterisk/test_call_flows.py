@@ -366,3 +366,17 @@ async def test_feature_codes_log_an_agent_in_and_pause_them(
             await conn.close()
     assert [(s["data"]["state"], s["data"]["reason"]) for s in states][-2:] == [
         ("available", None), ("paused", "42")]
+
+
+async def test_caller_who_hangs_up_in_the_ivr_never_joins_a_queue(
+        asterisk: Sandbox, schema: str, tmp_path: Path) -> None:
+    agents = {"1001": {"sales": 5}}
+    async with running_router(asterisk, schema, tmp_path, sales_and_support(), agents,
+                              logged_in=("1001",)) as router:
+        caller = await router.call("", hold_s=2)            # silent in the menu, gone after 2 s
+        events = await router.wait_for(caller, "ivr.ended")
+        async with asyncio.timeout(CALL_TIMEOUT_S):
+            while router.adapter.calls:
+                await asyncio.sleep(0.1)
+    assert next(e for e in events if e["type"] == "ivr.ended")["data"]["outcome"] == "hangup"
+    assert "queue.joined" not in types(events)
