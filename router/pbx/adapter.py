@@ -327,7 +327,10 @@ class AsteriskAdapter:
                 await asyncio.wait_for(self._wake.wait(), delay)
             except TimeoutError:
                 pass
-            self._apply(self.engine.advance(self.now()))
+            try:
+                self._apply(self.engine.advance(self.now()))
+            except Exception:            # a bug in one timer must not stop all the others
+                log.exception("adapter.timer_failed")
 
     # --- events to the store -------------------------------------------------------------
 
