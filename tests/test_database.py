@@ -19,6 +19,7 @@ from router.store import (
     resolve_dsn,
     safe_dsn,
 )
+from router.store.migrate import migration_files
 from router.store.database import ENV_VAR
 
 
@@ -90,7 +91,7 @@ def test_embedded_server_starts_migrates_and_is_reused(tmp_path, monkeypatch, ca
         assert capfd.readouterr().out == ""  # `--json` commands own stdout
         again, _ = resolve_dsn(settings)
         assert again == dsn
-        assert asyncio.run(_migrate_and_round_trip(dsn)) == ["001_events.sql"]
+        assert asyncio.run(_migrate_and_round_trip(dsn)) == [name for name, _ in migration_files()]
         first_start = asyncio.run(_postmaster_start(dsn))
         assert asyncio.run(_postmaster_start(resolve_dsn(settings)[0])) == first_start
     finally:
