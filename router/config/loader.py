@@ -55,7 +55,7 @@ STEP_KEYS = ("after_s",) + TIMED_CHANGES + CONDITIONAL_KEYS
 CONDITIONS = ("max_wait", "no_agents", "queue_length", "ewt")
 SCHEDULE_KEYS = ("id", "timezone", "hours", "holidays")
 DATABASE_KEYS = ("dsn", "data_dir")
-AMI_KEYS = ("host", "port", "username", "secret")
+AMI_KEYS = ("host", "port", "username", "secret", "ping_interval_s", "ping_timeout_s", "action_timeout_s")
 AGI_KEYS = ("host", "port")
 SIMULATION_KEYS = ("start", "interval_minutes", "arrivals", "handle_time", "patience", "shifts",
                    "answer_delay_s", "no_answer_rate", "callback_acceptance", "rona_recovery_s", "ivr",
@@ -660,6 +660,9 @@ class ConfigReader:
             values["port"] = self.integer(f["port"], "'port' of section 'ami'", 1, 65535)
         if "secret" in f:
             values["secret"] = self.secret(f["secret"])
+        for key in ("ping_interval_s", "ping_timeout_s", "action_timeout_s"):
+            if key in f:
+                values[key] = self.number(f[key], f"{key!r} of section 'ami'", lo=0, lo_open=True)
         return AmiSettings(**values)
 
     def secret(self, node: Node) -> str | None:

@@ -181,6 +181,9 @@ class AmiSettings:
     port: int = 5038
     username: str = "acd-router"
     secret: str = field(default="", repr=False)   # never logged
+    ping_interval_s: float = 5.0                  # a Ping this often proves the link alive
+    ping_timeout_s: float = 3.0                   # no reply this soon: the link is dead, reconnect
+    action_timeout_s: float = 10.0                # any AMI action fails after this long
 
 
 @dataclass(frozen=True)

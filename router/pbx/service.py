@@ -76,7 +76,9 @@ class Service:
         await self._writer.put(first.event)
         if not first.ok:
             raise FlowError([p for p in first.problems if p.severity == "error"])
-        self._link = AmiLink(ami.host, ami.port, ami.username, ami.secret or os.environ.get(SECRET_ENV, ""))
+        self._link = AmiLink(ami.host, ami.port, ami.username, ami.secret or os.environ.get(SECRET_ENV, ""),
+                             ping_interval_s=ami.ping_interval_s, ping_timeout_s=ami.ping_timeout_s,
+                             action_timeout_s=ami.action_timeout_s)
         self.adapter = AsteriskAdapter(centre, Engine(centre), registry, self._writer, self._link)
         await self.adapter.start()
         try:
