@@ -97,6 +97,19 @@ def _parser() -> argparse.ArgumentParser:
     erl.add_argument("--patience", type=_positive, metavar="SECONDS", help="mean caller patience (Erlang A)")
     erl.add_argument("--json", action="store_true", help="print one JSON object")
 
+    load = command("loadtest", _loadtest, "scripted callers through a real Asterisk (the config's `ami:`), "
+                                          "routed by the router in process")
+    load.add_argument("--config", metavar="FILE", required=True, help="centre config with an `ami:` section")
+    load.add_argument("--data-dir", metavar="DIR",
+                      help="data directory of the embedded PostgreSQL (used when no DSN is configured)")
+    load.add_argument("--calls", type=int, required=True, metavar="N", help="callers to place")
+    load.add_argument("--cps", type=_positive, required=True, metavar="R", help="calls per second")
+    load.add_argument("--talk-s", type=_positive, default=5.0, metavar="S",
+                      help="simulated agents' talk time (default 5)")
+    load.add_argument("--digits", default="1", metavar="D", help="keys each caller presses in the IVR (default 1)")
+    load.add_argument("--did", default="5000", help="number called on [from-trunk] (default 5000)")
+    load.add_argument("--json", action="store_true", help="print one JSON object")
+
     db = commands.add_parser("db", help="database maintenance").add_subparsers(metavar="ACTION")
     mig = db.add_parser("migrate", help="create or upgrade the event store schema")
     mig.set_defaults(handler=_db_migrate)
@@ -138,6 +151,26 @@ def _serve(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     asyncio.run(service.run())
+    return 0
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    from router.pbx.loadtest import run_loadtest
+
+    centre = load_config(args.config)
+    if centre.ami is None:
+        print(f"{centre.source}: no `ami:` section; loadtest drives a real Asterisk over AMI "
+              f"(see benchmarks/loadtest_centre.yaml for the sandbox)", file=sys.stderr)
+        return 2
+    if args.calls < 1:
+        print("--calls must be at least 1", file=sys.stderr)
+        return 2
+    report = asyncio.run(run_loadtest(centre, calls=args.calls, cps=args.cps, talk_s=args.talk_s,
+                                      digits=args.digits, did=args.did, data_dir=args.data_dir))
+    if args.json:
+        _print_json(report.as_dict())
+    else:
+        print(report.summary())
     return 0
 
 
