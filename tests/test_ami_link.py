@@ -115,6 +115,10 @@ class FakeAmi:
                     f"follow\r\n\r\nEvent: DeviceStateChange\r\n{head}Device: PJSIP/1001\r\n"
                     f"State: NOT_INUSE\r\n\r\nEvent: DeviceStateListComplete\r\n{head}EventList: Complete\r\n"
                     f"ListItems: 1\r\n\r\n")
+        if name in ("Setvar", "Redirect"):
+            if action.get("Channel") == "gone":
+                return f"Response: Error\r\n{head}Message: No such channel\r\n\r\n"
+            return f"Response: Success\r\n{head}Message: {name} done\r\n\r\n"
         if name == "Originate":
             if self.swallow_originates:
                 self.swallow_originates -= 1
@@ -300,3 +304,20 @@ async def test_the_secret_never_reaches_the_logs(fake: FakeAmi) -> None:
         await link.wait_connected(TIMEOUT_S)
         await link.close()
     assert logs and SECRET not in repr(logs)
+
+
+async def test_pipeline_keeps_the_order_and_reports_a_failed_action(fake):
+    link = link_to(fake)
+    await link.start()
+    try:
+        actions = [{"Action": "Setvar", "Channel": "SIP/a-1", "Variable": f"V{n}", "Value": str(n)} for n in range(3)]
+        actions.append({"Action": "Redirect", "Channel": "SIP/a-1", "Context": "c", "Exten": "s", "Priority": "1"})
+        replies = await link.pipeline(actions)
+        assert len(replies) == 4
+        sent = [(a["Action"], a.get("Variable")) for a in fake.actions if a["Action"] in ("Setvar", "Redirect")]
+        assert sent == [("Setvar", "V0"), ("Setvar", "V1"), ("Setvar", "V2"), ("Redirect", None)]
+        with pytest.raises(AmiError, match="Redirect failed: No such channel"):
+            await link.pipeline([{"Action": "Setvar", "Channel": "SIP/a-1", "Variable": "X", "Value": "1"},
+                                 {"Action": "Redirect", "Channel": "gone", "Context": "c"}])
+    finally:
+        await link.close()

@@ -291,10 +291,8 @@ class AsteriskAdapter:
         if call.state != "ringing" or call.agent != offer.agent:
             return                              # overtaken while waiting for the lock
         ring_s = max(1, int(offer.ring_timeout_s) - 1)
-        for variable, value in (("ROUTER_TARGET", offer.endpoint), ("ROUTER_RING_TIMEOUT", str(ring_s)),
-                                ("ROUTER_CALL_ID", call.call_id)):
-            await self.ami.setvar(call.channel, variable, value)
-        await self.ami.redirect(call.channel, CONNECT_CONTEXT)
+        await self.ami.pipeline(_set_and_redirect(call.channel, CONNECT_CONTEXT, {
+            "ROUTER_TARGET": offer.endpoint, "ROUTER_RING_TIMEOUT": str(ring_s), "ROUTER_CALL_ID": call.call_id}))
         call.redirected = True
         if call.queued_at is not None:
             self.route_ms.append((asyncio.get_running_loop().time() - call.queued_at) * 1000.0)
@@ -313,9 +311,7 @@ class AsteriskAdapter:
             settings["ROUTER_TARGET"] = divert.target
         if divert.message:
             settings["ROUTER_MESSAGE"] = divert.message
-        for variable, value in settings.items():
-            await self.ami.setvar(call.channel, variable, value)
-        await self.ami.redirect(call.channel, DIVERT_CONTEXT)
+        await self.ami.pipeline(_set_and_redirect(call.channel, DIVERT_CONTEXT, settings))
         log.info("adapter.diverted", action=divert.action, target=divert.target)
 
     async def _timers(self) -> None:
@@ -473,3 +469,9 @@ class AsteriskAdapter:
                 numbers[match[1]] = agent.id
         return numbers
 
+
+def _set_and_redirect(channel: str, context: str, variables: dict[str, str]) -> list[dict[str, str]]:
+    """Setvar actions then the Redirect that uses them, for `AmiLink.pipeline` (one round trip)."""
+    return [*({"Action": "Setvar", "Channel": channel, "Variable": name, "Value": value}
+              for name, value in variables.items()),
+            {"Action": "Redirect", "Channel": channel, "Context": context, "Exten": "s", "Priority": "1"}]

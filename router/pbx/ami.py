@@ -40,7 +40,7 @@ import asyncio
 import itertools
 import random
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -323,6 +323,22 @@ class AmiLink:
             raise AmiError(f"AMI {action.get('Action')}: link down for {timeout_s} s") from None
         return await self._request(action, max(0.0, deadline - loop.time()))
 
+    async def pipeline(self, actions: Sequence[Mapping[str, Any]], *, timeout_s: float | None = None) -> list[Any]:
+        """Send several actions back to back, then wait for every response.
+
+        Asterisk runs the actions of one manager session in the order they
+        arrive, so this keeps their order and costs one round trip, not one each.
+        Raises `AmiError` like `action` (for the first action that failed)."""
+        timeout_s = self.action_timeout_s if timeout_s is None else timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        try:
+            await asyncio.wait_for(self._up.wait(), timeout_s)
+        except TimeoutError:
+            raise AmiError(f"AMI {actions[0].get('Action') if actions else ''}: link down for {timeout_s} s") from None
+        sent = [(fields.get("Action"), self._send(fields)) for fields in actions]
+        return [await self._reply(name, action, max(0.0, deadline - loop.time())) for name, action in sent]
+
     async def setvar(self, channel: str, variable: str, value: str) -> None:
         await self.action({"Action": "Setvar", "Channel": channel, "Variable": variable, "Value": value})
 
@@ -460,8 +476,9 @@ class AmiLink:
             future.exception()       # retrieved: nobody may be waiting any more
 
     async def _request(self, fields: Mapping[str, Any], timeout_s: float) -> Any:
-        name = fields.get("Action")
-        action = self._send(fields)
+        return await self._reply(fields.get("Action"), self._send(fields), timeout_s)
+
+    async def _reply(self, name: Any, action: Any, timeout_s: float) -> Any:
         try:
             reply = await asyncio.wait_for(asyncio.shield(action.future), timeout_s)
         except TimeoutError:
