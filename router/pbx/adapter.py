@@ -69,7 +69,7 @@ from router.config.model import Centre
 from router.engine.engine import Engine
 from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, AgentMissed, AgentPause,
                                     AgentResume, CallerHungUp, CallFinished, CallQueued, CancelOffer,
-                                    DivertCall, InvalidInput, OfferCall)
+                                    DialCallback, DivertCall, InvalidInput, OfferCall, OfferCallback)
 from router.events import Event
 from router.ivr.registry import FlowRegistry
 from router.ivr.session import Enqueue
@@ -254,7 +254,11 @@ class AsteriskAdapter:
             else:
                 self._command(output)
 
-    def _command(self, command: OfferCall | CancelOffer | DivertCall) -> None:
+    def _command(self, command: OfferCall | CancelOffer | DivertCall | OfferCallback | DialCallback) -> None:
+        if isinstance(command, (OfferCallback, DialCallback)):
+            # call-backs over Asterisk are not built yet: the caller simply keeps waiting
+            log.info("adapter.callback_not_supported", command=type(command).__name__, call_id=command.call_id)
+            return
         call = self.calls.get(command.call_id)
         if call is None or call.state == "ended":
             return

@@ -26,7 +26,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from router.config.model import OverflowStep
+from router.config.model import CallbackPolicy, OverflowStep
 from router.engine.engine import Engine
 from router.ivr.registry import FlowRegistry
 from router.pbx.adapter import AsteriskAdapter
@@ -380,3 +380,22 @@ async def test_caller_who_hangs_up_in_the_ivr_never_joins_a_queue(
                 await asyncio.sleep(0.1)
     assert next(e for e in events if e["type"] == "ivr.ended")["data"]["outcome"] == "hangup"
     assert "queue.joined" not in types(events)
+
+
+async def test_a_callback_offer_leaves_the_caller_waiting_until_answered(
+        asterisk: Sandbox, schema: str, tmp_path: Path) -> None:
+    """The engine offers a call-back (EWT over the bound); call-backs over Asterisk are not
+    built yet, so the adapter must leave the caller on hold, not treat it as a divert."""
+    agents = {"1001": {"sales": 5}}
+    queues = sales_and_support(callback=CallbackPolicy(offer_ewt_s=0.0))
+    async with running_router(asterisk, schema, tmp_path, queues, agents, logged_in=()) as router:
+        caller = await router.call("1", hold_s=30)
+        await router.wait_for(caller, "callback.offered")
+        await asyncio.sleep(0.5)                 # give a (wrongly) scheduled divert task time to run
+        [live] = [c for c in router.adapter.calls.values() if c.caller_id == caller]
+        assert live.state == "queued"            # still on hold, not taken for a divert
+        await router.adapter.login("1001")
+        events = await router.wait_for(caller, "call.ended")
+    assert types(events) == ["call.arrived", "queue.joined", "callback.offered", "agent.offered",
+                             "call.connected", "call.ended"]
+    assert next(e for e in events if e["type"] == "call.ended")["data"]["outcome"] == "answered"
