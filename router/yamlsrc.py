@@ -328,7 +328,7 @@ class _Composer:
         node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
         try:
             value = self.constructor.yaml_constructors[tag](self.constructor, node)
-        except (ValueError, OverflowError, yaml.YAMLError) as exc:
+        except (ValueError, OverflowError, yaml.YAMLError):
             shown = event.value if len(event.value) <= 20 else event.value[:17] + "..."
             raise _Fatal(_mark(event), f"invalid {tag.rsplit(':', 1)[-1]} value {shown!r}") from None
         return Node(value, _mark(event), text=event.value)

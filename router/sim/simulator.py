@@ -27,7 +27,7 @@ from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, Agen
                                     OfferCall, OfferCallback)
 from router.events import Event
 from router.ivr.model import FlowSet
-from router.ivr.session import Enqueue, FlowSession, HungUp
+from router.ivr.session import Enqueue, FlowSession
 from router.sim import traffic
 from router.sim.ivr_callers import IvrCallerModel
 
