@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from router.config.model import (STRATEGIES, TERMINAL_ACTIONS, WEEKDAYS, Agent, AgiSettings, AmiSettings,
-                                 Break, CallbackPolicy, Centre, DatabaseSettings, Distribution, IvrTraffic, OverflowStep,
+                                 Break, CallbackPolicy, Centre, DatabaseSettings, Distribution, HoldPolicy, IvrTraffic,
+                                 OverflowStep,
                                  Queue, Schedule, Shift, Simulation, Skill)
 from router.yamlsrc import Mark, Node, Problem, ProblemList, describe, did_you_mean, load, read
 
@@ -45,9 +46,12 @@ TOP_KEYS = ("skills", "agents", "queues", "schedules", "database", "ami", "agi",
 SKILL_KEYS = ("id", "name", "kind")
 AGENT_KEYS = ("id", "name", "endpoint", "team", "skills")
 QUEUE_KEYS = ("id", "name", "skills", "strategy", "priority", "weight", "service_level", "wrap_up_s",
-              "ring_timeout_s", "rona_pause", "aht_estimate_s", "schedule", "overflow", "callback")
+              "ring_timeout_s", "rona_pause", "aht_estimate_s", "schedule", "overflow", "callback", "hold")
 CALLBACK_KEYS = ("offer_ewt_s", "max_pending", "retry_s", "max_attempts", "customer_first", "prefixes",
-                 "min_digits", "max_digits")
+                 "min_digits", "max_digits", "hours", "max_days_ahead", "dial", "whisper", "offer_flow")
+HOLD_KEYS = ("moh_class", "announce_s", "announce_position", "announce_ewt", "callback_key", "leave_key",
+             "leave_mailbox")
+HOLD_KEY_CHOICES = tuple("0123456789*#")
 SERVICE_LEVEL_KEYS = ("target", "within_s")
 TIMED_CHANGES = ("relax", "add_skills", "copy_to", "move_to")
 CONDITIONAL_KEYS = ("when", "value", "action", "target", "message")
@@ -507,9 +511,40 @@ class ConfigReader:
             values["callback"] = self.callback_policy(f["callback"], f"'callback' of {owner}")
         elif any(step.action == "callback" for step in values["overflow"] or ()):
             values["callback"] = CallbackPolicy()       # an overflow step offers call-backs: default policy
+        if "hold" in f and f["hold"].value is not None:
+            hold = self.hold_policy(f["hold"], f"'hold' of {owner}")
+            if hold is not None:
+                values["hold"] = hold
         if ident is None:
             return None
         return Queue(ident, values.pop("name", ident) or ident, skills, **values)
+
+    def hold_policy(self, node: Node, owner: str) -> HoldPolicy | None:
+        f = self.fields(node, owner, HOLD_KEYS)
+        if f is None:
+            return None
+        values: dict[str, Any] = {}
+        if "announce_s" in f:
+            values["announce_s"] = self.number(f["announce_s"], f"'announce_s' of {owner}", lo=0)
+        for key in ("announce_position", "announce_ewt"):
+            if key in f:
+                values[key] = self.flag(f[key], f"{key!r} of {owner}")
+        for key in ("moh_class", "leave_mailbox"):
+            if key in f:
+                values[key] = self.text(f[key], f"{key!r} of {owner}")
+                if values[key] is not None and not re.fullmatch(r"[A-Za-z0-9_.@-]+", values[key]):
+                    self.error(f[key], f"{key!r} of {owner}: expected letters, digits, '_', '-', '.' or '@',"
+                                       f" got {values[key]!r}")
+        for key in ("callback_key", "leave_key"):
+            if key in f:
+                values[key] = None if f[key].value is None else self.choice(
+                    f[key], f"{key!r} of {owner}", HOLD_KEY_CHOICES, "key")
+        keys = [values.get("callback_key", "1"), values.get("leave_key")]
+        if keys[0] is not None and keys[0] == keys[1]:
+            self.error(f.get("leave_key") or node, f"{owner}: 'callback_key' and 'leave_key' are the same key")
+        if any(v is None for k, v in values.items() if k not in ("callback_key", "leave_key")):
+            return None
+        return HoldPolicy(**values)
 
     def overflow(self, node: Node | None, owner: str, ident: str | None,
                  skills: dict[str, int]) -> tuple[OverflowStep, ...]:
@@ -702,6 +737,23 @@ class ConfigReader:
                 values[key] = self.integer(f[key], f"{key!r} of {owner}", lo=lo, hi=10_000)
         if "customer_first" in f:
             values["customer_first"] = self.flag(f["customer_first"], f"'customer_first' of {owner}")
+        if "hours" in f:
+            values["hours"] = self.reference(f["hours"], f"'hours' of {owner}", self.schedule_ids, "schedule")
+        if "max_days_ahead" in f:
+            values["max_days_ahead"] = self.integer(f["max_days_ahead"], f"'max_days_ahead' of {owner}", lo=0,
+                                                    hi=365)
+        if "dial" in f:
+            values["dial"] = self.text(f["dial"], f"'dial' of {owner}")
+            if values["dial"] is not None and "{number}" not in values["dial"]:
+                self.error(f["dial"], f"'dial' of {owner}: expected a dial string with {{number}},"
+                                      f" e.g. 'PJSIP/{{number}}@pstn'")
+        for key in ("whisper", "offer_flow"):
+            if key in f:
+                values[key] = None if (key == "whisper" and f[key].value is None) else self.text(
+                    f[key], f"{key!r} of {owner}")
+                if values[key] is not None and not re.fullmatch(r"[A-Za-z0-9_/-]+", values[key]):
+                    self.error(f[key], f"{key!r} of {owner}: expected a name of letters, digits, '_', '-'"
+                                       f" or '/', got {values[key]!r}")
         if "prefixes" in f:
             prefixes = [self.text(p, f"prefix of {owner}") for p in self.items(f["prefixes"], f"'prefixes' of {owner}")]
             for item, prefix in zip(f["prefixes"].value or [], prefixes):
@@ -710,7 +762,7 @@ class ConfigReader:
             values["prefixes"] = tuple(prefixes)
         if values.get("min_digits") and values.get("max_digits") and values["min_digits"] > values["max_digits"]:
             self.error(f["min_digits"], f"'min_digits' of {owner} is more than 'max_digits'")
-        if any(v is None for v in values.values()) or None in values.get("prefixes", ()):
+        if any(v is None for k, v in values.items() if k != "whisper") or None in values.get("prefixes", ()):
             return None
         return CallbackPolicy(**values)
 

@@ -85,6 +85,28 @@ class CallbackPolicy:
     prefixes: tuple[str, ...] = ()       # numbers must start with one of these (empty: any)
     min_digits: int = 6
     max_digits: int = 15
+    hours: str | None = None             # schedule when call-backs are offered and dialled (None: the queue's)
+    max_days_ahead: int = 7              # a scheduled call-back may be at most this many days away
+    dial: str = "PJSIP/{number}@pstn"    # Asterisk dial string of the customer leg
+    whisper: str | None = "callback-whisper"   # prompt the agent hears before the customer is dialled
+    offer_flow: str = "callback_offer"   # IVR flow a holding caller runs to take (or decline) a call-back
+
+
+@dataclass(frozen=True)
+class HoldPolicy:
+    """What a caller hears and may do while waiting on Asterisk.
+
+    Music on hold of `moh_class`; every `announce_s` seconds their position
+    and/or the estimated wait; `callback_key` runs the queue's call-back offer
+    flow, `leave_key` takes them out of the queue to `leave_mailbox` (or hangs up).
+    """
+    moh_class: str = "default"
+    announce_s: float = 30.0             # 0: no announcements
+    announce_position: bool = True
+    announce_ewt: bool = True
+    callback_key: str | None = "1"       # only with a call-back policy
+    leave_key: str | None = None
+    leave_mailbox: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +126,7 @@ class Queue:
     schedule: str | None = None
     overflow: tuple[OverflowStep, ...] = ()
     callback: CallbackPolicy | None = None  # None: this queue offers no call-backs
+    hold: HoldPolicy = field(default_factory=HoldPolicy)
 
 
 @dataclass(frozen=True)
