@@ -87,3 +87,24 @@ async def test_status_follows_the_events(conn):
     later.handle(CallQueued("c2", "billing"), 6.0)
     await accept(conn, later, "c2", "+447700900105", 7.0)
     assert [r.call_id for r in await load_open(conn)] == ["c2"]
+
+
+async def test_due_time_is_stored_restored_and_moved_on_by_a_retry(conn):
+    engine = new_engine()
+    engine.handle(CallQueued("c1", "billing"), 0.0)
+    outputs = engine.handle(CallbackAccepted("c1", "+447700900106", at=7200.0), 10.0)   # a slot in 2 h
+    assert engine.calls["c1"].callback.due_at == 7200.0
+    await save_accepted(conn, engine.calls["c1"])
+    [restored] = await load_open(conn)
+    assert restored.due_at == 7200.0
+    after = new_engine()                                        # restart: parked until the slot
+    after.handle(restored, 100.0)
+    assert [o for o in after.handle(AgentLogin("ann"), 101.0) if isinstance(o, DialCallback)] == []
+    events = [o for o in outputs if isinstance(o, Event)]
+    events += [o for o in after.advance(7200.0) if isinstance(o, Event)]
+    assert [e.type for e in events if e.type == "callback.dialing"] == ["callback.dialing"]
+    after.handle(AgentAnswered("c1", "ann"), 7201.0)
+    events += [o for o in after.handle(CallbackFailed("c1", "no_answer"), 7210.0) if isinstance(o, Event)]
+    await apply_events(conn, events)
+    [restored] = await load_open(conn)                          # retried in 60 s: not before then
+    assert (restored.attempts, restored.due_at) == (1, 7270.0)

@@ -26,6 +26,19 @@ first by default) when an agent is chosen for it; a failed customer leg waits
 One call-back per number waits in a queue, and a pending one is cancelled when
 the same number gets through to that queue by calling in.
 
+Call-back hours (the policy's `hours` schedule, else the queue's, else always
+open) bound when call-backs are offered and dialled.  Outside them no offer is
+made (the caller just keeps waiting), but a caller who asks anyway is accepted.
+A call-back is never dialled outside its hours, nor before its `due_at` (the
+slot a caller chose, or the end of a retry wait): it is *parked* - out of the
+matcher, keeping `joined_at` and its sequence - and a `callback_due` timer puts
+it back at its original place at the first open moment (router.schedules.
+next_open).  Parking happens on acceptance, after a failed attempt, on restore,
+and lazily for a call-back still waiting when the hours close: the moment an
+agent would take it, it is parked instead and the agent looks again.  Call-backs
+due at the same instant (an opening) are routed in place order once all are
+back; hours that never open (router.schedules.HORIZON_DAYS) refuse or end it.
+
 Overflow steps are per queue and run per call: timed steps relax or widen the
 call's requirements or move/copy it; conditional steps divert it (voicemail,
 transfer, callback, hang-up) on maximum wait, on arrival when the queue is too
@@ -35,9 +48,10 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable
 
-from router.config.model import Centre, OverflowStep, Queue
+from router.config.model import Centre, OverflowStep, Queue, Schedule
 from router.engine import matcher as matcher_module
 from router.engine.agents import (BUSY_STATES, DEFERRABLE, IDLE_STATES, TRANSITIONS, AgentRuntime,
                                   AgentState)
@@ -47,6 +61,7 @@ from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, Agen
                                     DialCallback, DivertCall, InvalidInput, OfferCall, OfferCallback, Output,
                                     WrapUpDone)
 from router.events import Event
+from router.schedules import is_open, next_open
 
 STRATEGY_CODES = {
     "longest-idle": matcher_module.LONGEST_IDLE,
@@ -68,6 +83,7 @@ class CallbackState:
     accepted_at: float
     attempts: int = 0             # customer legs dialled so far
     customer_up: bool = False
+    due_at: float | None = None   # not dialled before this (chosen slot, opening, retry); None: no wait
 
 
 @dataclass(slots=True)
@@ -115,12 +131,14 @@ class Engine:
         self._free_slots = list(range(call_capacity - 1, -1, -1))
         self._waiting: dict[str, dict[str, CallRuntime]] = {q: {} for q in centre.queues}
         self._aht: dict[str, float] = {q.id: q.aht_estimate_s for q in centre.queues.values()}
+        self._callback_hours = {q.id: _callback_schedule(centre, q) for q in centre.queues.values()}
         self._logged_in: dict[str, int] = {q: 0 for q in centre.queues}   # per queue, agents able to serve it
         self._staffed: dict[str, int] = {q: 0 for q in centre.queues}     # ... and logged in, not paused
         self._timers: list[tuple[float, int, str, str, int]] = []
         self._timer_seq = 0
         self._call_seq = 0
         self._pending_callbacks: dict[tuple[str, str], str] = {}   # (queue, number) -> call id
+        self._woken: list[CallRuntime] = []     # call-backs back in line this instant, not yet routed
         self._out: list[Output] = []
 
     # --- public API -------------------------------------------------------
@@ -131,6 +149,7 @@ class Engine:
         if handler is None:
             raise InvalidInput(f"unknown input {type(message).__name__}")
         handler(self, message, now)
+        self._route_woken(now)
         return self._take_output()
 
     def advance(self, now: float) -> list[Output]:
@@ -138,6 +157,8 @@ class Engine:
         while self._timers and self._timers[0][0] <= now:
             when, _, kind, key, token = heapq.heappop(self._timers)
             self._fire(kind, key, token, when)
+            if not (self._timers and self._timers[0][0] == when):
+                self._route_woken(when)
         return self._take_output()
 
     def next_deadline(self) -> float | None:
@@ -176,6 +197,18 @@ class Engine:
     # --- inputs -----------------------------------------------------------
 
     def _on_call_queued(self, msg: CallQueued, now: float) -> None:
+        call, position, ewt = self._join(msg, now)
+        queue = self._queue(call.queue)
+        if self._divert_on_arrival(call, queue, position, ewt, now):
+            return
+        self._start_waiting(call, now)
+        policy = queue.callback
+        if (policy is not None and policy.offer_ewt_s is not None and call.slot is not None
+                and (ewt is None or ewt > policy.offer_ewt_s)):
+            self._offer_callback(call, now, reason="ewt")
+
+    def _join(self, msg: CallQueued, now: float) -> tuple[CallRuntime, int, float | None]:
+        """A new call joins its queue (queue.joined); returns it with its position and EWT."""
         queue = self._queue(msg.queue)
         if msg.call_id in self.calls:
             raise InvalidInput(f"call {msg.call_id!r} is already queued")
@@ -195,15 +228,13 @@ class Engine:
             **msg.data, "caller_id": msg.caller_id, "priority": call.priority,
             "position": position, "ewt_s": None if ewt is None else round(ewt, 1),
             "sl_threshold_s": queue.sl_threshold_s})
-        if self._divert_on_arrival(call, queue, position, ewt, now):
-            return
+        return call, position, ewt
+
+    def _start_waiting(self, call: CallRuntime, now: float) -> None:
+        """Among the waiting calls at its place, step timers armed, routed at once if it can be."""
         self._wait(call, now)
-        self._schedule_steps(call, queue)
+        self._schedule_steps(call, self._queue(call.queue))
         self._route_call(call, now)
-        policy = queue.callback
-        if (policy is not None and policy.offer_ewt_s is not None and call.slot is not None
-                and (ewt is None or ewt > policy.offer_ewt_s)):
-            self._offer_callback(call, now, reason="ewt")
 
     def _on_caller_hung_up(self, msg: CallerHungUp, now: float) -> None:
         call = self.calls.get(msg.call_id)
@@ -299,7 +330,14 @@ class Engine:
             self._transition(agent, "wrap_done", now, call_id=agent.call_id)
 
     def _on_callback_accepted(self, msg: CallbackAccepted, now: float) -> None:
+        """A waiting caller, or one in the IVR (`queue` set), takes a call-back: dialled when its
+        turn comes within the call-back hours, or not before the slot `at` they chose."""
         call = self.calls.get(msg.call_id)
+        arrival: tuple[int, float | None] | None = None
+        if call is None and msg.at is not None and msg.queue is not None:
+            call, position, ewt = self._join(CallQueued(msg.call_id, msg.queue, msg.caller_id, msg.priority,
+                                                        msg.skills, {"callback": True}), now)
+            arrival = position, ewt         # a chosen slot: not routed now, not even to a free agent
         if call is None:
             if msg.queue is None:
                 raise InvalidInput(f"call {msg.call_id!r} is not queued: say which queue the call-back is for")
@@ -308,26 +346,85 @@ class Engine:
             call = self.calls.get(msg.call_id)
             if call is None:            # diverted on arrival
                 return
-        if call.callback is not None or call.agent is not None or call.slot is None:
+        if arrival is None and (call.callback is not None or call.agent is not None or call.slot is None):
             raise InvalidInput(f"call {msg.call_id!r} cannot take a call-back now")
         policy = self._queue(call.queue).callback
-        refusal = self._callback_refusal(call.queue, msg.number)
+        due_at = msg.at if msg.at is not None else self._dial_time(call.queue, None, now)
+        refusal = (self._callback_refusal(call.queue, msg.number) or self._slot_refusal(call.queue, msg.at, now)
+                   or (None if due_at is not None else "outside_hours"))     # the hours never open
         if not call.callback_offered:
             call.callback_offered = True
             self._emit(now, "callback.offered", call, data={"reason": "request"})
-        if refusal:
+        if refusal or due_at is None:
             self._emit(now, "callback.failed", call, data={"number": msg.number, "reason": refusal,
                                                            "final": True})
+            if arrival is not None and not self._divert_on_arrival(call, self._queue(call.queue), *arrival, now):
+                self._start_waiting(call, now)
             return                      # still a waiting call, the caller is told why
-        call.callback = CallbackState(msg.number, accepted_at=now)
+        call.callback = CallbackState(msg.number, accepted_at=now, due_at=due_at if due_at > now else None)
         self._pending_callbacks[(call.queue, msg.number)] = call.call_id
         self._emit(now, "callback.accepted", call, data={
             "number": msg.number, "position": self.position(call.call_id),
-            "customer_first": policy.customer_first if policy else False})
+            "customer_first": policy.customer_first if policy else False,
+            "scheduled": msg.at is not None, "due_at": call.callback.due_at})
+        if call.callback.due_at is not None:
+            self._park(call, call.callback.due_at)
+        elif arrival is not None:
+            self._start_waiting(call, now)
+
+    def _slot_refusal(self, queue_id: str, at: float | None, now: float) -> str | None:
+        """Why the slot a caller chose cannot be kept; None when it can (or there is none)."""
+        if at is None:
+            return None
+        policy = self._queue(queue_id).callback
+        if at < now:
+            return "in_the_past"
+        if policy is not None and at > now + policy.max_days_ahead * 86400.0:
+            return "too_far"
+        if not self._callback_open(queue_id, at):
+            return "outside_hours"
+        return None
+
+    def _callback_open(self, queue_id: str, moment: float) -> bool:
+        hours = self._callback_hours[queue_id]
+        return hours is None or is_open(hours, _moment(moment))
+
+    def _dial_time(self, queue_id: str, due_at: float | None, now: float) -> float | None:
+        """The first moment from `due_at` (or now) within the call-back hours; None if they never open."""
+        start = now if due_at is None or due_at < now else due_at
+        hours = self._callback_hours[queue_id]
+        if hours is None or is_open(hours, _moment(start)):
+            return start
+        opening = next_open(hours, _moment(start))
+        return None if opening is None else opening.timestamp()
+
+    def _park(self, call: CallRuntime, until: float) -> None:
+        """Take a call-back out of the matcher, keeping its place, until `until`."""
+        self._unwait(call)
+        call.token += 1
+        call.callback.due_at = until  # type: ignore[union-attr]
+        self._schedule(until, "callback_due", call.call_id, call.token)
+
+    def _parked(self, call: CallRuntime, now: float) -> bool:
+        """False if `call` may be offered now; True for a call-back that may not be dialled yet,
+        which is parked (or given up when its hours never open)."""
+        if call.callback is None:
+            return False
+        when = self._dial_time(call.queue, call.callback.due_at, now)
+        if when == now:
+            return False
+        if when is None:
+            self._emit(now, "callback.failed", call, data={
+                "number": call.callback.number, "reason": "outside_hours", "attempt": call.callback.attempts,
+                "final": True, "due_at": None})
+            self._end_callback(call, "callback_failed", now)
+        else:
+            self._park(call, when)
+        return True
 
     def _offer_callback(self, call: CallRuntime, now: float, *, reason: str) -> None:
-        """Ask the caller once whether they want a call-back instead of waiting."""
-        if call.callback_offered or call.callback is not None:
+        """Ask the caller once whether they want a call-back instead of waiting (within call-back hours)."""
+        if call.callback_offered or call.callback is not None or not self._callback_open(call.queue, now):
             return
         call.callback_offered = True
         ewt = self.ewt(call.queue, self.position(call.call_id)) if call.slot is not None else None
@@ -358,12 +455,26 @@ class Engine:
             call_id=msg.call_id, entry_queue=queue.id, queue=queue.id, caller_id=msg.caller_id,
             priority=queue.priority + msg.priority, extra_skills=dict(msg.skills), joined_at=msg.joined_at,
             queue_joined_at=msg.joined_at, seq=self._call_seq, requirement_sets=[{**queue.skills, **msg.skills}],
-            callback=CallbackState(msg.number, msg.accepted_at, msg.attempts))
+            callback=CallbackState(msg.number, msg.accepted_at, msg.attempts, due_at=msg.due_at))
         self.calls[call.call_id] = call
         self._pending_callbacks[(queue.id, msg.number)] = call.call_id
-        self._wait(call, now)
-        self._schedule_steps(call, queue)
-        self._route_call(call, now)
+        self._callback_due(call, now)
+
+    def _callback_due(self, call: CallRuntime, now: float) -> None:
+        """A call-back may be dialled from now: back at its original place (routed with the others
+        due this instant, in place order), or parked again until it may."""
+        if not self._parked(call, now):
+            self._wait(call, now)
+            self._schedule_steps(call, self._queue(call.queue))
+            self._woken.append(call)
+
+    def _route_woken(self, now: float) -> None:
+        """Route the call-backs that came back at `now` in the order they would be served, so that
+        several due at one opening reach free agents by their places, not by their timers."""
+        if self._woken:
+            woken, self._woken = self._woken, []
+            for call in sorted(woken, key=lambda c: (-c.priority, c.joined_at, c.seq)):
+                self._route_call(call, now)
 
     def _on_callback_answered(self, msg: CallbackAnswered, now: float) -> None:
         call = self.calls.get(msg.call_id)
@@ -385,13 +496,14 @@ class Engine:
         policy = self._queue(call.queue).callback
         final = policy is None or call.callback.attempts >= policy.max_attempts
         retry_at = None if final else now + policy.retry_s  # type: ignore[union-attr]
+        due_at = None if retry_at is None else self._dial_time(call.queue, retry_at, now)
         self._emit(now, "callback.failed", call, data={
             "number": call.callback.number, "reason": msg.reason, "attempt": call.callback.attempts,
-            "final": final, "retry_at": retry_at})
-        if final:
+            "final": due_at is None, "retry_at": retry_at, "due_at": due_at})
+        if due_at is None:
             self._end_callback(call, "callback_failed", now)
         else:
-            self._schedule(retry_at, "callback_retry", call.call_id, call.token)  # type: ignore[arg-type]
+            self._park(call, due_at)        # waits out retry_s, and for the call-back hours to open
 
     def _end_callback(self, call: CallRuntime, outcome: str, now: float) -> None:
         self._unwait(call)
@@ -446,10 +558,8 @@ class Engine:
             self._ring_no_answer(call, "timeout", when, cancel=True)
         elif kind == "step":
             self._run_timed_step(call, when)
-        elif kind == "callback_retry":
-            self._wait(call, when)          # back at its original place
-            self._reschedule_timers(call)
-            self._route_call(call, when)
+        elif kind == "callback_due":
+            self._callback_due(call, when)
         elif kind == "max_wait" and call.slot is not None and call.callback is None:
             step = next(s for s in self._queue(call.queue).overflow if s.when == "max_wait")
             self._divert(call, step, when)
@@ -481,7 +591,7 @@ class Engine:
         return [[(index[s], m) for s, m in reqs.items()] for reqs in call.requirement_sets]
 
     def _route_call(self, call: CallRuntime, now: float) -> None:
-        if call.slot is None:
+        if call.slot is None or self._parked(call, now):
             return
         strategy = STRATEGY_CODES[self._queue(call.queue).strategy]
         slot = self.matcher.pick_agent(call.slot, strategy, now)
@@ -489,11 +599,15 @@ class Engine:
             self._offer(call, self._agent_by_slot[slot], now)
 
     def _route_agent(self, agent: AgentRuntime, now: float) -> None:
-        if agent.state is not AgentState.AVAILABLE:
-            return
-        slot = self.matcher.pick_call(agent.slot, now)
-        if slot >= 0:
-            self._offer(self._call_by_slot[slot], agent, now)
+        """Offer the best waiting call to a free agent; a call-back found outside its hours is
+        parked and the agent looks again."""
+        while agent.state is AgentState.AVAILABLE:
+            slot = self.matcher.pick_call(agent.slot, now)
+            if slot < 0:
+                return
+            call = self._call_by_slot[slot]
+            if not self._parked(call, now):
+                self._offer(call, agent, now)
 
     def _offer(self, call: CallRuntime, agent: AgentRuntime, now: float) -> None:
         queue = self._queue(call.queue)
@@ -736,3 +850,17 @@ class Engine:
 
 def _meets(skills: dict[str, int], requirements: dict[str, int]) -> bool:
     return all(skills.get(skill, 0) >= minimum for skill, minimum in requirements.items())
+
+
+def _callback_schedule(centre: Centre, queue: Queue) -> Schedule | None:
+    """The schedule bounding a queue's call-backs: the policy's hours, else the queue's; None: always open."""
+    name = (queue.callback.hours if queue.callback else None) or queue.schedule
+    if name is None:
+        return None
+    if name not in centre.schedules:
+        raise ValueError(f"queue {queue.id!r}: unknown schedule {name!r}")
+    return centre.schedules[name]
+
+
+def _moment(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, timezone.utc)

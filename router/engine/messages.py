@@ -82,13 +82,17 @@ class CallbackAccepted:
     """The caller takes a call-back to `number` and will hang up, keeping their place.
 
     For a waiting call `queue` is None; for a caller who accepts before queueing
-    (in the IVR), `queue` and the other fields say where the call-back waits."""
+    (in the IVR), `queue` and the other fields say where the call-back waits.
+    `at` (epoch seconds) is a slot the caller chose: not dialled before it; it must
+    lie within the call-back hours and `max_days_ahead`, else callback.failed says
+    outside_hours, too_far or in_the_past."""
     call_id: str
     number: str
     queue: str | None = None
     caller_id: str = ""
     priority: int = 0
     skills: dict[str, int] = field(default_factory=dict)
+    at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +107,7 @@ class CallbackRestored:
     caller_id: str = ""
     priority: int = 0
     skills: dict[str, int] = field(default_factory=dict)
+    due_at: float | None = None                # not dialled before (CallbackState.due_at when saved)
 
 
 @dataclass(frozen=True, slots=True)
