@@ -63,7 +63,7 @@ def next_open(schedule: Schedule, moment: datetime, *, horizon_days: int = HORIZ
     for _ in range(horizon_days + 1):
         if day not in schedule.holidays:
             candidates = [instant for start, _end in schedule.hours.get(WEEKDAYS[day.weekday()], ())
-                          for instant in _instants(day, start, zone)
+                          for instant in local_instants(day, start, zone)
                           if instant > after and is_open(schedule, instant)]
             if candidates:
                 return min(candidates)
@@ -71,7 +71,7 @@ def next_open(schedule: Schedule, moment: datetime, *, horizon_days: int = HORIZ
     return None
 
 
-def _instants(day: date, start: time, zone: zoneinfo.ZoneInfo) -> tuple[datetime, ...]:
+def local_instants(day: date, start: time, zone: zoneinfo.ZoneInfo) -> tuple[datetime, ...]:
     """UTC instants when the clock of local `day` reads `start`: two in a fall-back hour, and for
     a reading skipped by a spring-forward change the instant the clock jumps past it."""
     wall = datetime.combine(day, start)

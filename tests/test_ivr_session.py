@@ -348,3 +348,58 @@ def test_a_session_started_on_a_flow_set_keeps_it():
     fs = flowset(MENU)
     s = session(fs)
     assert s.flowset is fs and len(fs.version) == 12
+
+
+SLOTS = """
+flow: main
+start: menu
+timezone: Europe/London
+variables: {slot: ""}
+nodes:
+  menu:
+    type: menu
+    prompt: menu
+    options: {"1": morning, "2": evening, "3": asap, "4": junk}
+    fallback: bye
+  morning: {type: set, values: {slot: "'09:30'"}, next: offer}
+  evening: {type: set, values: {slot: "'18:00'"}, next: offer}
+  asap: {type: set, values: {slot: "''"}, next: offer}
+  junk: {type: set, values: {slot: "'25:00'"}, next: offer}
+  offer: {type: callback, queue: support, at: "slot"}
+  fixed: {type: callback, queue: support, at: 01:30}
+  bye: {type: hangup}
+"""
+
+
+def test_callback_at_a_local_time_is_its_next_occurrence_in_the_flows_zone():
+    fs = flowset(SLOTS)
+    london_10_15 = datetime(2026, 11, 23, 10, 15, tzinfo=timezone.utc)      # GMT: local 10:15
+    for key, expected in [("1", datetime(2026, 11, 24, 9, 30, tzinfo=timezone.utc)),   # passed: tomorrow
+                          ("2", datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)),   # still ahead: today
+                          ("3", None)]:
+        s = session(fs, now=london_10_15)
+        s.start()
+        out = s.handle(Digits(key))
+        [offer] = [c for c in commands(out) if isinstance(c, OfferCallback)]
+        assert offer.at == expected and (offer.at is None or offer.at.utcoffset() == timedelta(0))
+        ended = events(out, "ivr.ended")[0].data
+        assert ended.get("at") == (expected.isoformat() if expected else None) and "at_invalid" not in ended
+    summer = session(fs, now=datetime(2026, 7, 1, 7, 0, tzinfo=timezone.utc))   # BST: local 08:00
+    summer.start()
+    [offer] = [c for c in commands(summer.handle(Digits("1"))) if isinstance(c, OfferCallback)]
+    assert offer.at == datetime(2026, 7, 1, 8, 30, tzinfo=timezone.utc)       # 09:30 BST
+
+
+def test_a_value_that_is_not_a_time_gives_no_slot_and_says_so():
+    s = session(flowset(SLOTS))
+    s.start()
+    out = s.handle(Digits("4"))
+    [offer] = [c for c in commands(out) if isinstance(c, OfferCallback)]
+    assert offer.at is None and events(out, "ivr.ended")[0].data["at_invalid"] == "25:00"
+
+
+def test_a_time_the_spring_change_skips_is_the_moment_the_clocks_jump():
+    from router.ivr.session import next_occurrence
+    saturday = datetime(2026, 3, 28, 12, 0, tzinfo=timezone.utc)
+    assert next_occurrence("01:30", saturday, "Europe/London") == datetime(2026, 3, 29, 1, 0, tzinfo=timezone.utc)
+    assert next_occurrence("7:30", saturday, "Europe/London") is None

@@ -184,3 +184,30 @@ def test_simulated_callers_take_callbacks_that_are_dialled_and_connected():
     assert retried                                           # 30 % of customer legs are not answered
     dialing = [e for e in events if e.type == "callback.dialing"]
     assert {e.data["attempt"] for e in dialing} >= {1, 2}
+
+
+def test_no_callback_is_dialled_while_the_callback_hours_are_closed():
+    from datetime import time
+    from router.config.model import CallbackPolicy, Schedule
+    c = mmc_centre(3, 60.0, 240.0)                          # overloaded: long waits, offers on arrival
+    lunch_closed = Schedule("cb", "UTC", {"mon": ((time(10), time(12)), (time(14), time(18)))})
+    q = replace(c.queues["billing"], callback=CallbackPolicy(offer_ewt_s=60.0, retry_s=120.0, hours="cb"))
+    model = replace(c.simulation, start=datetime(2026, 11, 23, 10), callback_acceptance=0.5,
+                    callback_answer_rate=0.7, patience={"default": Distribution("exponential", 600.0)})
+    c = replace(c, queues={"billing": q}, schedules={"cb": lunch_closed}, simulation=model)
+    sim = Simulator(c, hours=6.0, seed=4)                   # Monday 10:00-16:00 UTC
+    events = _run_all(sim)
+    noon, two = sim.start + 2 * 3600, sim.start + 4 * 3600
+
+    def closed(e):
+        return noon <= e.ts < two
+
+    dialing = [e for e in events if e.type == "callback.dialing"]
+    assert dialing and not [e for e in dialing if closed(e)]
+    assert not [e for e in events if e.type == "callback.offered" and closed(e)]
+    accepted = {e.call_id: e.ts for e in events if e.type == "callback.accepted"}
+    waited_out_lunch = [e for e in dialing if accepted[e.call_id] < noon and e.ts >= two]
+    assert waited_out_lunch                                  # pending at noon, dialled at 14:00 or later
+    assert [e for e in events if e.type == "call.connected" and closed(e)]   # agents worked on meanwhile
+    connected = {e.call_id for e in events if e.type == "callback.connected"}
+    assert {e.call_id for e in waited_out_lunch} & connected

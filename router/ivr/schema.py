@@ -24,6 +24,7 @@ MENU_KEYS = ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "#")
 SAY_KINDS = ("digits", "number", "date")
 SURVEY_QUESTIONS = ("csat", "nps")
 TERMINATORS = ("#", "*", "none")
+CLOCK_PATTERN = r"^([01][0-9]|2[0-3]):([0-5][0-9])$"
 FILE_KEYS = ("flow", "description", "start", "timezone", "languages", "prompts", "variables", "nodes")
 CONDITION_KEYS = ("if", "goto")
 CONFIRM_KEYS = ("intro", "prompt", "yes", "no")
@@ -114,6 +115,8 @@ NODE_TYPES: dict[str, dict[str, Field]] = {
     "callback": {
         "queue": _f("queue", "queue that calls back", required=True),
         "number": _f("expr:str", "number to call back (default: caller_id)", default="caller_id"),
+        "at": _f("expr:time", "call back at this local time 'HH:MM' (flow timezone; today if still ahead, "
+                              "else tomorrow): a time such as 14:30 or a text expression; '' for no slot"),
         "prompt": _f("prompts", "prompt(s) confirming the call-back"),
         "data": _f("data", "name -> expression, attached to the call-back"),
     },
@@ -179,6 +182,7 @@ def _field_schema(field: Field) -> dict[str, Any]:
         "choice": {"enum": list(field.choices)},
         "expr:any": {"oneOf": [expression, {"type": "integer"}]},
         "expr:str": expression,
+        "expr:time": expression,
         "int_or_expr": {"oneOf": [{"type": "integer"}, expression]},
         "pattern": {"type": "string", "minLength": 1},
         "target": {"type": "string", "pattern": r"^(\+?[0-9]{2,20}|[A-Za-z]+/[A-Za-z0-9_@.+-]+)$"},

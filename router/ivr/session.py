@@ -28,6 +28,13 @@ survey), queued, callback, transferred, transfer_failed, hangup (the caller
 hung up), timeout (the call ended after the caller stayed silent through a
 menu's attempts) and error (step budget or subflow depth exceeded).
 
+A ``callback`` node with ``at`` asks for a slot: the expression gives a local
+time 'HH:MM' in the flow's timezone, and `OfferCallback.at` is its next
+occurrence (today if still ahead, else tomorrow; a time the spring change skips
+is the moment the clocks jump), an aware UTC datetime.  An empty text means no
+slot; anything else that is not a time also gives no slot, and ``ivr.ended``
+says ``at_invalid``.
+
 Each input may run at most `MAX_STEPS` nodes: a loop that never waits ends
 the call with outcome ``error`` instead of hanging the driver.  Random choices
 (`distribute`) use a `random.Random` seeded with the seed and the call id, so
@@ -37,21 +44,24 @@ reload never changes a call in progress.
 from __future__ import annotations
 
 import random
+import re
 import zoneinfo
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, time, timedelta, timezone
 from typing import Any, Mapping, Union
 
 from router import schedules as business_hours
 from router.events import Event
 from router.ivr.expr import Expression, Scope
 from router.ivr.model import Flow, FlowNode, FlowSet
+from router.ivr.schema import CLOCK_PATTERN
 from router.ivr.validate import BUILTINS
 
 MAX_STEPS = 1000
 MAX_SUBFLOW_DEPTH = 16
 MAX_DIGITS_INPUT = 64
 _KEYS = frozenset("0123456789*#")
+_CLOCK = re.compile(CLOCK_PATTERN)
 
 # --- inputs ---------------------------------------------------------------------------
 
@@ -123,6 +133,7 @@ class OfferCallback:
     queue: str
     number: str
     data: dict[str, Any]
+    at: datetime | None = None           # the slot the caller chose (aware, UTC); None: no slot
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,9 +400,14 @@ class FlowSession:
     def _node_callback(self, p: Mapping[str, Any]) -> str | None:
         scope = self._scope()
         data = {key: self._value(value, scope) for key, value in p.get("data", {}).items()}
+        slot, details = None, {}
+        if "at" in p:
+            text = str(p["at"].evaluate(scope))
+            slot = next_occurrence(text, self.now, self.flow.timezone)
+            details = {"at": slot.isoformat()} if slot else {"at_invalid": text} if text else {}
         self._play(p.get("prompt", ()))
-        self._out.append(OfferCallback(p["queue"], str(p["number"].evaluate(scope)), data))
-        self._end("callback", queue=p["queue"])
+        self._out.append(OfferCallback(p["queue"], str(p["number"].evaluate(scope)), data, slot))
+        self._end("callback", queue=p["queue"], **details)
         return None
 
     def _node_transfer(self, p: Mapping[str, Any]) -> str | None:
@@ -539,6 +555,20 @@ class FlowSession:
         {"menu": self._ask_menu, "collect": self._ask_collect, "survey": self._ask_survey}[self.node.type](
             p, before)
         return None
+
+
+def next_occurrence(clock: str, now: datetime, timezone_name: str) -> datetime | None:
+    """The first instant after `now` when the clock of `timezone_name` reads `clock` ('HH:MM'),
+    today or tomorrow, in UTC; None when `clock` is not such a time."""
+    match = _CLOCK.match(clock)
+    if match is None:
+        return None
+    reading = time(int(match[1]), int(match[2]))
+    zone = zoneinfo.ZoneInfo(timezone_name)
+    after = now.astimezone(timezone.utc)
+    today = after.astimezone(zone).date()
+    ahead = [instant for instant in business_hours.local_instants(today, reading, zone) if instant > after]
+    return min(ahead or business_hours.local_instants(today + timedelta(days=1), reading, zone))
 
 
 def _valid_keys(text: str) -> bool:

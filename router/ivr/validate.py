@@ -26,15 +26,16 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from router.config.loader import ConfigReader as _Readers
 from router.config.model import Schedule
-from router.ivr.expr import ExprError, Expression, compile_expression, type_of
+from router.ivr.expr import ExprError, Expression, Scope, compile_expression, type_of
 from router.ivr.model import Flow, FlowNode, FlowSet
-from router.ivr.schema import (BOX_PATTERN, CONDITION_KEYS, CONFIRM_KEYS, FILE_KEYS, ID_PATTERN, INPUT_TYPES, MENU_KEYS,
-                               NODE_TYPES, PROMPT_PATTERN, Field)
+from router.ivr.schema import (BOX_PATTERN, CLOCK_PATTERN, CONDITION_KEYS, CONFIRM_KEYS, FILE_KEYS, ID_PATTERN,
+                               INPUT_TYPES, MENU_KEYS, NODE_TYPES, PROMPT_PATTERN, Field)
 from router.yamlsrc import Mark, Node, ProblemList, describe, did_you_mean, load
 
 BUILTINS: dict[str, str] = {
@@ -42,9 +43,11 @@ BUILTINS: dict[str, str] = {
     "weekday": "str", "date": "str", "time": "str",
 }
 MAX_FILES = 500
+_FIXED_MOMENT = datetime(2000, 1, 1, tzinfo=timezone.utc)    # for evaluating constant expressions
 _ID = re.compile(ID_PATTERN)
 _PROMPT = re.compile(PROMPT_PATTERN)
 _BOX = re.compile(BOX_PATTERN)
+_CLOCK = re.compile(CLOCK_PATTERN)
 _TARGET = re.compile(r"^(\+?[0-9]{2,20}|[A-Za-z]+/[A-Za-z0-9_@.+-]+)$")
 _PATTERN_CHARS = re.compile(r"^[0-9*#\\d{},|?+\[\]-]{1,100}$")
 
@@ -406,6 +409,8 @@ class _SetChecker:
                 reader.error(node, f"{what}: expected a mailbox such as 1000 or 1000@sales, got {box!r}")
                 return None
             return box
+        if kind == "expr:time":
+            return self.clock(reader, node, what)
         if kind.startswith("expr:"):
             return self.expression(reader, node, what, None if kind == "expr:any" else kind[5:])
         if kind == "int_or_expr":
@@ -486,6 +491,23 @@ class _SetChecker:
         if want is None and compiled.type not in ("str", "int", "bool" if allow_bool else "str"):
             reader.error(node, f"{what}: expected a text or number expression")
             return None
+        return compiled
+
+    def clock(self, reader: _Reader, node: Node, what: str) -> Expression | None:
+        """A local time 'HH:MM': written as such (14:30, quoted or not), or a text expression,
+        checked for the format when it reads no variable."""
+        written = node.text if node.text is not None else node.value
+        if isinstance(written, str) and _CLOCK.match(written):
+            return compile_expression(f"'{written}'", self.types, self.schedules, "str")
+        if isinstance(node.value, int) and not isinstance(node.value, bool):
+            reader.error(node, f"{what}: expected a time such as 14:30 or a text expression, got a number")
+            return None
+        compiled = self.expression(reader, node, what, "str")
+        if compiled is not None and not compiled.names and not compiled.schedules:
+            value = compiled.evaluate(Scope({}, _FIXED_MOMENT, lambda *_: False, lambda *_: False))
+            if value and not _CLOCK.match(value):
+                reader.error(node, f"{what}: {value!r} is not a time HH:MM (00:00 to 23:59)")
+                return None
         return compiled
 
     def pattern(self, reader: _Reader, node: Node, what: str) -> re.Pattern[str] | None:
