@@ -17,8 +17,9 @@ The KPI SQL (router/store/kpi.py) relies on these `data` fields:
   call.connected    call_id, queue (answered from), agent; data: wait_s (since the first
                     queue.joined), team
   call.abandoned    call_id, queue; data: wait_s, where (queue|ringing)
-  call.ended        call_id, queue, agent; data: outcome (answered|abandoned|overflow),
-                    talk_s (answered calls)
+  call.ended        call_id, queue, agent; data: outcome (answered|abandoned|overflow|left|
+                    callback_failed|callback_cancelled), talk_s (answered calls); `left`: the
+                    caller left the queue by a key on hold, with to (voicemail|hangup), wait_s
   agent.state       agent; call_id when the state change is tied to a call; data: state,
                     previous, previous_s (seconds spent in `previous`), reason, team
   ivr.node / ivr.input / ivr.ended   call_id; data: flow, node, (input), outcome

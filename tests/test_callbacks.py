@@ -9,8 +9,8 @@ from router.config.model import CallbackPolicy
 from router.engine.agents import AgentState
 from router.engine.engine import Engine
 from router.engine.messages import (AgentAnswered, AgentLogin, AgentMissed, CallbackAccepted, CallbackAnswered,
-                                    CallbackFailed, CallbackRestored, CallerHungUp, CallFinished, CallQueued,
-                                    DialCallback, InvalidInput, OfferCall, OfferCallback)
+                                    CallbackFailed, CallbackRestored, CallbackWithdrawn, CallerHungUp, CallerLeft,
+                                    CallFinished, CallQueued, DialCallback, InvalidInput, OfferCall, OfferCallback)
 from router.events import Event
 from tests.factories import centre, queue, step
 
@@ -178,3 +178,29 @@ def test_invalid_callback_inputs():
         e.handle(CallbackAccepted("nope", "+447700900013"), 0.0)
     with pytest.raises(InvalidInput):
         e.handle(CallbackAnswered("nope"), 0.0)
+
+
+def test_withdrawn_callback_waits_on_as_a_call_at_its_place():
+    """The call-back could not be stored: the caller, still on the line, waits as before."""
+    e = engine()
+    e.handle(CallQueued("first", "billing", caller_id="+447700900001"), 0.0)
+    e.handle(CallQueued("second", "billing", caller_id="+447700900002"), 5.0)
+    e.handle(CallbackAccepted("first", "+447700900001"), 10.0)
+    out = e.handle(CallbackWithdrawn("first"), 11.0)
+    assert types(out) == ["callback.cancelled"] and out[0].data["reason"] == "not_stored"
+    out = e.handle(AgentLogin("ann"), 20.0)
+    [offer] = [o for o in out if isinstance(o, OfferCall)]      # a call again, first in line: no DialCallback
+    assert offer.call_id == "first" and dials(out) == []
+    e.handle(CallbackAccepted("second", "+447700900001"), 21.0)  # the number is free for call-backs again
+    assert e.calls["second"].callback is not None
+
+
+def test_caller_who_leaves_by_key_ends_without_an_abandon():
+    e = engine()
+    e.handle(CallQueued("leaver", "billing"), 0.0)
+    e.handle(CallQueued("stayer", "billing"), 1.0)
+    out = e.handle(CallerLeft("leaver", "voicemail"), 40.0)
+    assert types(out) == ["call.ended"]
+    assert out[0].data == {"outcome": "left", "to": "voicemail", "wait_s": 40.0}
+    assert e.position("stayer") == 1
+    assert e.handle(CallerHungUp("leaver"), 41.0) == []         # its hang-up later is no abandon

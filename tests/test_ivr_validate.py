@@ -29,7 +29,7 @@ def problem_lines(path: Path) -> list[str]:
 def test_samples_are_valid_without_warnings():
     flowset, problems = check_flows(SAMPLES, **REFERENCES)
     assert [str(p) for p in problems] == []
-    assert set(flowset.flows) == {"main", "account", "survey"}
+    assert set(flowset.flows) == {"main", "account", "survey", "callback_offer"}
     assert flowset.languages == ("en", "es")
 
 
@@ -157,4 +157,4 @@ def test_cli_test_reports_a_failing_case_at_its_expectation(tmp_path: Path):
     assert result.returncode == 1
     assert f"{test_file}:9:16: error: case 'Both questions answered': expected surveys " \
            f"{{'csat': 4, 'nps': 9}}, got {{'csat': 5, 'nps': 9}}" in result.stderr.splitlines()
-    assert "12 passed, 1 failed" in result.stderr
+    assert "15 passed, 1 failed" in result.stderr

@@ -57,7 +57,8 @@ from router.engine.agents import (BUSY_STATES, DEFERRABLE, IDLE_STATES, TRANSITI
                                   AgentState)
 from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, AgentMissed, AgentPause,
                                     AgentResume, CallbackAccepted, CallbackAnswered, CallbackFailed,
-                                    CallbackRestored, CallerHungUp, CallFinished, CallQueued, CancelOffer,
+                                    CallbackRestored, CallbackWithdrawn, CallerHungUp, CallerLeft, CallFinished,
+                                    CallQueued, CancelOffer,
                                     DialCallback, DivertCall, InvalidInput, OfferCall, OfferCallback, Output,
                                     WrapUpDone)
 from router.events import Event
@@ -344,8 +345,8 @@ class Engine:
             self._on_call_queued(CallQueued(msg.call_id, msg.queue, msg.caller_id, msg.priority, msg.skills,
                                             {"callback": True}), now)
             call = self.calls.get(msg.call_id)
-            if call is None:            # diverted on arrival
-                return
+            if call is None or call.agent is not None:
+                return                  # diverted on arrival, or an agent was free: no call-back needed
         if arrival is None and (call.callback is not None or call.agent is not None or call.slot is None):
             raise InvalidInput(f"call {msg.call_id!r} cannot take a call-back now")
         policy = self._queue(call.queue).callback
@@ -522,6 +523,26 @@ class Engine:
                                                           "by": by_call})
         self._end_callback(call, "callback_cancelled", now)
 
+    def _on_callback_withdrawn(self, msg: CallbackWithdrawn, now: float) -> None:
+        call = self.calls.get(msg.call_id)
+        if call is None or call.callback is None or call.agent is not None:
+            return
+        self._pending_callbacks.pop((call.queue, call.callback.number), None)
+        call.callback = None
+        self._emit(now, "callback.cancelled", call, data={"reason": "not_stored"})
+        if call.slot is None:           # parked (outside the hours, or a chosen slot): back in line
+            call.token += 1             # its callback_due timer no longer applies
+            self._start_waiting(call, now)
+
+    def _on_caller_left(self, msg: CallerLeft, now: float) -> None:
+        call = self.calls.get(msg.call_id)
+        if call is None or call.slot is None or call.callback is not None:
+            return                      # not waiting (ringing an agent, connected, a call-back)
+        self._unwait(call)
+        self._emit(now, "call.ended", call, data={"outcome": "left", "to": msg.to,
+                                                  "wait_s": round(now - call.joined_at, 3)})
+        del self.calls[call.call_id]
+
     _handlers: dict[type, Callable[..., None]] = {
         CallQueued: _on_call_queued, CallerHungUp: _on_caller_hung_up,
         AgentAnswered: _on_agent_answered, AgentMissed: _on_agent_missed,
@@ -530,6 +551,7 @@ class Engine:
         AgentResume: _on_agent_resume, WrapUpDone: _on_wrap_up_done,
         CallbackAccepted: _on_callback_accepted, CallbackRestored: _on_callback_restored,
         CallbackAnswered: _on_callback_answered, CallbackFailed: _on_callback_failed,
+        CallbackWithdrawn: _on_callback_withdrawn, CallerLeft: _on_caller_left,
     }
 
     # --- timers -----------------------------------------------------------

@@ -96,6 +96,20 @@ class CallbackAccepted:
 
 
 @dataclass(frozen=True, slots=True)
+class CallbackWithdrawn:
+    """An accepted call-back could not be kept (not stored): the caller, still on the
+    line, waits on as a normal call at the same place."""
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallerLeft:
+    """A waiting caller leaves the queue by a key (to voicemail or hanging up): not an abandon."""
+    call_id: str
+    to: str = "voicemail"
+
+
+@dataclass(frozen=True, slots=True)
 class CallbackRestored:
     """A pending call-back loaded back from the database after a restart, in place order."""
     call_id: str
@@ -125,7 +139,7 @@ class CallbackFailed:
 
 Input = Union[CallQueued, CallerHungUp, AgentAnswered, AgentMissed, CallFinished, AgentLogin,
               AgentLogout, AgentPause, AgentResume, WrapUpDone, CallbackAccepted, CallbackRestored,
-              CallbackAnswered, CallbackFailed]
+              CallbackAnswered, CallbackFailed, CallbackWithdrawn, CallerLeft]
 
 # --- commands -------------------------------------------------------------
 

@@ -68,15 +68,18 @@ import structlog
 from router.config.model import Centre
 from router.engine.engine import Engine
 from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, AgentMissed, AgentPause,
-                                    AgentResume, CallerHungUp, CallFinished, CallQueued, CancelOffer,
-                                    DialCallback, DivertCall, InvalidInput, OfferCall, OfferCallback)
+                                    AgentResume, CallbackAccepted, CallbackAnswered, CallbackFailed,
+                                    CallbackWithdrawn, CallerHungUp, CallerLeft, CallFinished, CallQueued, CancelOffer, DialCallback, DivertCall,
+                                    InvalidInput, OfferCall, OfferCallback)
 from router.events import Event
 from router.ivr.registry import FlowRegistry
+from router.ivr import session as ivr
 from router.ivr.session import Enqueue
 from router.pbx.agi_ivr import AgiFlowDriver
 from router.pbx.ami import (AmiError, AmiEvent, AmiLink, ContactStatus, DeviceStateChange, DialBegin, DialEnd,
                             Hangup, LinkDown, LinkUp, Resync, UserEvent)
-from router.pbx.fastagi import AGIError, AGISession
+from router.pbx.fastagi import AGIError, AGIHangup, AGISession
+from router.store.callback_store import CallbackStore
 from router.store.writer import EventWriter
 
 log = structlog.get_logger("router.pbx.adapter")
@@ -86,6 +89,10 @@ MISSED_REASONS = {"NOANSWER": "timeout", "BUSY": "busy", "CHANUNAVAIL": "unreach
 HOLD_CONTEXT = "router-hold"
 CONNECT_CONTEXT = "router-connect"
 DIVERT_CONTEXT = "router-divert"
+CALLBACK_CONTEXT = "router-callback"                 # agent first: the agent's leg runs it
+CALLBACK_CUSTOMER_CONTEXT = "router-callback-customer"
+HOLD_KEYS = "0123456789*#"
+CALLBACK_FAILED = {"NOANSWER": "no_answer", "BUSY": "busy"}      # DIALSTATUS -> CallbackFailed reason
 _ENDPOINT_NUMBER = re.compile(r"/([^/@]+)(?:@.*)?$")
 
 
@@ -96,7 +103,8 @@ class LiveCall:
     channel: str
     uniqueid: str
     caller_id: str
-    state: str = "ivr"                  # ivr | queued | ringing | connected | diverted | ended
+    state: str = "ivr"                  # ivr | queued | ringing | connected | diverted | callback | ended
+                                        # (a call-back leg: ringing | up | connected | ended)
     agent: str | None = None            # offered to / connected with
     endpoint: str | None = None         # the offered agent's dial string
     agent_channel: str | None = None    # the Dial's outgoing channel (from DialBegin)
@@ -111,7 +119,7 @@ class AsteriskAdapter:
 
     def __init__(self, centre: Centre, engine: Engine, registry: FlowRegistry, writer: EventWriter | None,
                  ami: AmiLink, *, default_flow: str = "main", flows_by_dnis: Mapping[str, str] | None = None,
-                 event_buffer: int = 10_000) -> None:
+                 event_buffer: int = 10_000, callback_store: CallbackStore | None = None) -> None:
         self.centre = centre
         self.engine = engine
         self.registry = registry
@@ -120,6 +128,8 @@ class AsteriskAdapter:
         self.default_flow = default_flow
         self.flows_by_dnis = dict(flows_by_dnis or {})
         self.calls: dict[str, LiveCall] = {}
+        self.callbacks: dict[str, LiveCall] = {}     # call-backs being dialled, by call id
+        self.callback_store = callback_store
         self.device_states: dict[str, str] = {}
         self.draining = False
         self.route_ms: list[float] = []     # queue join (or re-queue) → agent dialled, per offer
@@ -148,7 +158,8 @@ class AsteriskAdapter:
 
     def routes(self) -> dict[str, Any]:
         """The FastAGI routes this adapter serves."""
-        return {"ivr": self.ivr}
+        return {"ivr": self.ivr, "announce": self.announce, "hold-key": self.hold_key,
+                "callback-offer": self.callback_offer}
 
     async def drain(self, timeout_s: float) -> bool:
         """Take no new calls; wait up to `timeout_s` for the calls in progress to end."""
@@ -174,6 +185,17 @@ class AsteriskAdapter:
         await asyncio.gather(*self._background, return_exceptions=True)
 
     # --- agents ---------------------------------------------------------------------------
+
+    async def restore_callbacks(self) -> int:
+        """Take back the open call-backs of the store (after a restart), in place order."""
+        if self.callback_store is None:
+            return 0
+        changed = await self.callback_store.reconcile()
+        restored = await self.callback_store.load_open()
+        for callback in restored:
+            self._feed(callback)
+        log.info("adapter.callbacks_restored", count=len(restored), reconciled=changed)
+        return len(restored)
 
     async def login(self, agent: str) -> None:
         self._feed(AgentLogin(agent))
@@ -203,25 +225,42 @@ class AsteriskAdapter:
         with structlog.contextvars.bound_contextvars(call_id=call.call_id):
             async with call.lock:
                 try:
-                    enqueue = await self._run_ivr(agi, call, dnis)
+                    final = await self._run_ivr(agi, call, dnis)
                 except BaseException:
                     self._forget(call)
                     raise
-                if enqueue is None or call.state == "ended":
+                enqueue = next((c for c in final if isinstance(c, Enqueue)), None)
+                waiting = call.call_id in self.engine.calls and call.state != "callback"
+                if (enqueue is None and not waiting) or call.state == "ended":
                     self._forget(call)
                     return
+                queue_id = enqueue.queue if enqueue is not None else self.engine.calls[call.call_id].queue
+                await self._hold_settings(agi, queue_id)
                 await agi.close()               # the dialplan goes on to [router-hold]
                 if call.state == "ended":       # hung up meanwhile
                     self._forget(call)
                     return
+                if waiting:                     # a refused call-back: already queued in the engine
+                    if call.state == "ivr":
+                        call.state, call.queued_at = "queued", asyncio.get_running_loop().time()
+                    return
                 call.state = "queued"
                 call.queued_at = asyncio.get_running_loop().time()
-                self._feed(CallQueued(call.call_id, enqueue.queue, caller_id=call.caller_id,
-                                      priority=enqueue.priority, skills=dict(enqueue.skills),
-                                      data=dict(enqueue.data)))
+                self._feed(CallQueued(call.call_id, enqueue.queue, caller_id=call.caller_id,  # type: ignore[union-attr]
+                                      priority=enqueue.priority, skills=dict(enqueue.skills),  # type: ignore[union-attr]
+                                      data=dict(enqueue.data)))  # type: ignore[union-attr]
 
-    async def _run_ivr(self, agi: AGISession, call: LiveCall, dnis: str) -> Enqueue | None:
-        """The DID's flow, to its end; the Enqueue it ended with, if any."""
+    async def _hold_settings(self, agi: AGISession, queue_id: str) -> None:
+        """What [router-hold] needs to know of the queue: music class, announcement period."""
+        hold = self.centre.queues[queue_id].hold
+        try:
+            await agi.send(f'SET VARIABLE ROUTER_MOH_CLASS "{hold.moh_class}"')
+            await agi.send(f'SET VARIABLE ROUTER_ANNOUNCE_S "{int(hold.announce_s)}"')
+        except AGIError:
+            log.info("adapter.hold_settings_lost")     # the caller hung up: the Hangup event follows
+
+    async def _run_ivr(self, agi: AGISession, call: LiveCall, dnis: str) -> list[Any]:
+        """The DID's flow, to its end; the commands it ended with."""
         self._emit(Event(self.now(), "call.arrived", call_id=call.call_id,
                          data={"caller_id": call.caller_id, "dnis": dnis}))
         await agi.send(f'SET VARIABLE ROUTER_CALL_ID "{call.call_id}"')
@@ -229,12 +268,138 @@ class AsteriskAdapter:
         session = self.registry.session(flow, call_id=call.call_id, caller_id=call.caller_id, dnis=dnis,
                                         now=datetime.now(timezone.utc),
                                         language=agi.env.get("agi_language") or None)
+        async def on_callback(offer: ivr.OfferCallback) -> bool:
+            self._feed(CallbackAccepted(call.call_id, offer.number, queue=offer.queue, caller_id=call.caller_id,
+                                        **self._slot(offer)))
+            return await self._keep_callback(call)
+
         try:
-            final = await AgiFlowDriver(agi, session, self._emit).run()
+            return await AgiFlowDriver(agi, session, self._emit, on_callback).run()
         except AGIError:
             log.warning("adapter.ivr_failed", exc_info=True)
+            return []
+
+    # --- holding callers (FastAGI routes of [router-hold]) ----------------------------
+
+    def _holding(self, agi: AGISession) -> tuple[LiveCall, Any] | None:
+        """The waiting call on the AGI's channel and its engine runtime; None if it is not waiting."""
+        call = self._by_channel.get(agi.env.get("agi_channel", ""))
+        runtime = self.engine.calls.get(call.call_id) if call is not None else None
+        if call is None or call.state != "queued" or runtime is None or runtime.slot is None \
+                or runtime.callback is not None:
             return None
-        return next((c for c in final if isinstance(c, Enqueue)), None)
+        return call, runtime
+
+    async def announce(self, agi: AGISession) -> None:
+        """Every ROUTER_ANNOUNCE_S seconds on hold: the caller's position and estimated wait."""
+        holding = self._holding(agi)
+        if holding is None:
+            return
+        call, runtime = holding
+        hold = self.centre.queues[runtime.queue].hold
+        position = self.engine.position(call.call_id)
+        ewt = self.engine.ewt(runtime.queue, position)
+        prompts: list[str | tuple[str, int]] = []
+        if hold.announce_position:
+            prompts += ["queue-youarenext"] if position <= 1 else [
+                "queue-thereare", ("number", position), "queue-callswaiting"]
+        if hold.announce_ewt and ewt is not None and position > 1:
+            minutes = round(ewt / 60)
+            prompts += ["queue-holdtime", *(["queue-less-than", ("number", 1)] if minutes < 1 else
+                                            [("number", minutes)]), "queue-minutes"]
+        if prompts:
+            prompts.append("queue-thankyou")
+        with structlog.contextvars.bound_contextvars(call_id=call.call_id):
+            log.info("adapter.announced", position=position, ewt_s=None if ewt is None else round(ewt, 1))
+            try:
+                for prompt in prompts:
+                    command = (f'SAY NUMBER {int(prompt[1])} "{HOLD_KEYS}"' if isinstance(prompt, tuple)
+                               else f'STREAM FILE {prompt} "{HOLD_KEYS}"')
+                    reply = await agi.send(command)
+                    if agi.hung_up:
+                        return              # hung up, or taken away by the router's Redirect
+                    if reply.result not in ("", "0", "-1"):
+                        await self._on_hold_key(agi, call, runtime, chr(int(reply.result)))
+                        return              # a key during the announcement counts as pressed on hold
+            except AGIHangup:
+                return
+
+    async def hold_key(self, agi: AGISession) -> None:
+        """A key pressed on hold: the queue's call-back key or leave key; others are ignored."""
+        holding = self._holding(agi)
+        if holding is not None:
+            with structlog.contextvars.bound_contextvars(call_id=holding[0].call_id):
+                await self._on_hold_key(agi, *holding, agi.env.get("agi_extension", ""))
+
+    async def _on_hold_key(self, agi: AGISession, call: LiveCall, runtime: Any, key: str) -> None:
+        queue = self.centre.queues[runtime.queue]
+        log.info("adapter.hold_key", key=key)
+        if key == queue.hold.callback_key and queue.callback is not None:
+            await self._offer_callback_over_agi(agi, call, queue.callback.offer_flow)
+        elif key == queue.hold.leave_key:
+            mailbox = queue.hold.leave_mailbox
+            call.state = "diverted"
+            self._feed(CallerLeft(call.call_id, "voicemail" if mailbox else "hangup"))
+            if mailbox:
+                await agi.send(f'SET VARIABLE ROUTER_MAILBOX "{mailbox}"')
+            await agi.send(f'SET VARIABLE ROUTER_NEXT "{"voicemail" if mailbox else "hangup"}"')
+        else:
+            await agi.send('SET VARIABLE ROUTER_NEXT "hold"')
+
+    async def callback_offer(self, agi: AGISession) -> None:
+        """The router offers a call-back (the estimated wait passed the queue's bound)."""
+        holding = self._holding(agi)
+        if holding is None:
+            return
+        call, runtime = holding
+        policy = self.centre.queues[runtime.queue].callback
+        if policy is not None:
+            with structlog.contextvars.bound_contextvars(call_id=call.call_id):
+                await self._offer_callback_over_agi(agi, call, policy.offer_flow)
+
+    async def _offer_callback_over_agi(self, agi: AGISession, call: LiveCall, flow: str) -> None:
+        """Run the queue's offer flow: it ends in a `callback` node (taken) or anything else (wait on)."""
+        await agi.send('SET VARIABLE ROUTER_NEXT "hold"')
+        try:
+            session = self.registry.session(flow, call_id=call.call_id, caller_id=call.caller_id, dnis="",
+                                            now=datetime.now(timezone.utc),
+                                            language=agi.env.get("agi_language") or None)
+        except (KeyError, ValueError, RuntimeError) as error:
+            log.error("adapter.callback_flow_missing", flow=flow, reason=str(error))
+            return
+
+        async def on_callback(offer: ivr.OfferCallback) -> bool:
+            if call.state != "queued":
+                return False                    # being connected meanwhile
+            self._feed(CallbackAccepted(call.call_id, offer.number, **self._slot(offer)))
+            return await self._keep_callback(call)
+
+        try:
+            await AgiFlowDriver(agi, session, self._emit, on_callback).run()
+        except AGIError:
+            log.warning("adapter.callback_offer_failed", exc_info=True)
+
+    @staticmethod
+    def _slot(offer: ivr.OfferCallback) -> dict[str, Any]:
+        at = getattr(offer, "at", None)
+        return {} if at is None else {"at": at.timestamp()}
+
+    async def _keep_callback(self, call: LiveCall) -> bool:
+        """After CallbackAccepted: True once the call-back is committed to the database (the
+        caller may hang up), False if the engine refused it or it could not be stored."""
+        runtime = self.engine.calls.get(call.call_id)
+        if runtime is None or runtime.callback is None:
+            return False
+        if self.callback_store is not None:
+            try:
+                await self.callback_store.save(runtime)
+            except Exception as error:      # the database is away, or a duplicate slipped through
+                log.error("adapter.callback_not_saved", reason=str(error))
+                self._feed(CallbackWithdrawn(call.call_id))
+                return False
+        call.state = "callback"
+        log.info("adapter.callback_kept", number_digits=len(runtime.callback.number))
+        return True
 
     # --- engine in and out ----------------------------------------------------------------
 
@@ -255,12 +420,24 @@ class AsteriskAdapter:
                 self._command(output)
 
     def _command(self, command: OfferCall | CancelOffer | DivertCall | OfferCallback | DialCallback) -> None:
-        if isinstance(command, (OfferCallback, DialCallback)):
-            # call-backs over Asterisk are not built yet: the caller simply keeps waiting
-            log.info("adapter.callback_not_supported", command=type(command).__name__, call_id=command.call_id)
+        if isinstance(command, DialCallback):
+            leg = LiveCall(command.call_id, channel="", uniqueid="", caller_id=command.number, state="ringing",
+                           agent=command.agent, endpoint=command.endpoint)
+            self.callbacks[command.call_id] = leg
+            self._start(leg, self._dial_callback(leg, command))
+            return
+        if isinstance(command, CancelOffer) and command.call_id in self.callbacks:
+            leg = self.callbacks[command.call_id]
+            if leg.state == "ringing" and leg.agent == command.agent:
+                leg.state = "ended"             # the engine gave up on the agent leg
+                self._start(leg, self._hangup_leg(leg))
             return
         call = self.calls.get(command.call_id)
         if call is None or call.state == "ended":
+            return
+        if isinstance(command, OfferCallback):
+            if call.state == "queued":
+                self._start(call, self._redirect(call, HOLD_CONTEXT, "offer"))
             return
         if isinstance(command, OfferCall):
             call.state, call.agent, call.agent_channel = "ringing", command.agent, None
@@ -276,6 +453,9 @@ class AsteriskAdapter:
         else:
             call.state = "diverted"
             work = self._divert(call, command)
+        self._start(call, work)
+
+    def _start(self, call: LiveCall, work: Any) -> None:
         task = asyncio.create_task(self._locked(call, work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -302,9 +482,104 @@ class AsteriskAdapter:
             self.route_ms.append((asyncio.get_running_loop().time() - call.queued_at) * 1000.0)
         log.info("adapter.offered", agent=offer.agent, endpoint=offer.endpoint)
 
-    async def _redirect(self, call: LiveCall, context: str) -> None:
+    async def _redirect(self, call: LiveCall, context: str, exten: str = "s") -> None:
         if call.state != "ended":
-            await self.ami.redirect(call.channel, context)
+            await self.ami.redirect(call.channel, context, exten)
+
+    # --- call-backs ------------------------------------------------------------------------
+
+    async def _dial_callback(self, leg: LiveCall, dial: DialCallback) -> None:
+        """Originate the first leg (agent, or customer when not `agent_first`); the dialplan
+        dials the second.  A first leg that does not answer ends here; the rest arrives as
+        UserEvent RouterCallback and Hangup."""
+        policy = self.centre.queues[dial.queue].callback
+        customer = (policy.dial if policy else "PJSIP/{number}@pstn").format(number=dial.number)
+        ring_s = max(1, int(dial.ring_timeout_s) - 1)
+        variables = {"ROUTER_CALL_ID": dial.call_id, "ROUTER_CB_NUMBER": dial.number,
+                     "ROUTER_CB_AGENT": dial.endpoint, "ROUTER_CB_CUSTOMER": customer,
+                     "ROUTER_WHISPER": (policy.whisper if policy else None) or "",
+                     "ROUTER_RING_TIMEOUT": str(ring_s),
+                     "ROUTER_MOH_CLASS": self.centre.queues[dial.queue].hold.moh_class}
+        first, context = (dial.endpoint, CALLBACK_CONTEXT) if dial.agent_first else (customer,
+                                                                                      CALLBACK_CUSTOMER_CONTEXT)
+        log.info("adapter.callback_dialing", agent=dial.agent, attempt=dial.attempt, agent_first=dial.agent_first)
+        originate_id = await self.ami.originate({
+            "Channel": first, "Context": context, "Exten": "s", "Priority": "1", "Timeout": str(ring_s * 1000),
+            "CallerID": f"{dial.queue} <{dial.number if dial.agent_first else ''}>",
+            "Variable": [f"{name}={value}" for name, value in variables.items()]}, keep_answer=True)
+        leg.uniqueid = originate_id
+        try:
+            answer = await self.ami.originate_answer(originate_id, ring_s + self.ami.action_timeout_s)
+        except AmiError as error:
+            log.warning("adapter.callback_answer_unknown", reason=str(error))
+            return                      # the engine's ring timer (agent first) or a Hangup settles it
+        if answer.answered or leg.state != "ringing":
+            return
+        leg.state = "ended"
+        self.callbacks.pop(leg.call_id, None)
+        if dial.agent_first:
+            self._feed(AgentMissed(leg.call_id, dial.agent, answer.reason))
+        else:
+            self._feed(CallbackFailed(leg.call_id, {"timeout": "no_answer"}.get(answer.reason, answer.reason)))
+
+    async def _hangup_leg(self, leg: LiveCall) -> None:
+        if leg.channel:
+            await self.ami.hangup(leg.channel)
+
+    def _on_callback_event(self, event: UserEvent) -> None:
+        leg = self.callbacks.get(event.fields.get("call", ""))
+        stage = event.fields.get("stage")
+        if leg is None:
+            if stage in ("agent_up", "customer_up") and event.channel:
+                self._start_orphan_hangup(event.channel)
+            return
+        with structlog.contextvars.bound_contextvars(call_id=leg.call_id):
+            log.info("adapter.callback_stage", stage=stage, status=event.fields.get("status"))
+            if leg.state == "ended":                 # cancelled while ringing: drop the leg
+                if event.channel and stage in ("agent_up", "customer_up"):
+                    self._start_orphan_hangup(event.channel)
+                return
+            if leg.state == "ringing" and stage in ("agent_up", "customer_up"):
+                leg.state, leg.channel = "up", event.channel or ""
+                self._by_channel[leg.channel] = leg
+                self._feed(AgentAnswered(leg.call_id, leg.agent) if stage == "agent_up"  # type: ignore[arg-type]
+                           else CallbackAnswered(leg.call_id))
+            elif leg.state == "up" and stage in ("agent_up", "customer_up"):
+                leg.state = "connected"
+                self._feed(AgentAnswered(leg.call_id, leg.agent) if stage == "agent_up"  # type: ignore[arg-type]
+                           else CallbackAnswered(leg.call_id))
+            elif leg.state == "up" and stage == "customer_failed":
+                leg.state = "failed"
+                self._feed(CallbackFailed(leg.call_id, CALLBACK_FAILED.get(event.fields.get("status", ""),
+                                                                           "unreachable")))
+            elif leg.state == "up" and stage == "agent_failed":
+                leg.state = "failed"
+                self._feed(AgentMissed(leg.call_id, leg.agent or "",  # type: ignore[arg-type]
+                                       MISSED_REASONS.get(event.fields.get("status", ""), "unreachable")))
+
+    def _start_orphan_hangup(self, channel: str) -> None:
+        task = asyncio.create_task(self._quiet_hangup(channel))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _quiet_hangup(self, channel: str) -> None:
+        try:
+            await self.ami.hangup(channel)
+        except AmiError as error:
+            log.warning("adapter.hangup_failed", reason=str(error))
+
+    def _callback_leg_gone(self, leg: LiveCall) -> None:
+        state, leg.state = leg.state, "ended"
+        if self._by_channel.get(leg.channel) is leg:
+            del self._by_channel[leg.channel]
+        self.callbacks.pop(leg.call_id, None)
+        with structlog.contextvars.bound_contextvars(call_id=leg.call_id):
+            if state == "connected":
+                self._feed(CallFinished(leg.call_id))
+            elif state == "up":                  # hung up before the second leg answered
+                self._feed(CallbackFailed(leg.call_id, "hangup"))
+        if not self._live_calls():
+            self._idle.set()
 
     async def _divert(self, call: LiveCall, divert: DivertCall) -> None:
         settings = {"ROUTER_NEXT": {"voicemail": "voicemail", "transfer": "transfer"}.get(divert.action,
@@ -339,6 +614,8 @@ class AsteriskAdapter:
         self._emit(event)
 
     def _emit(self, event: Event) -> None:
+        if self.callback_store is not None:
+            self.callback_store.follow(event)
         if self.writer is None:
             return
         try:
@@ -368,7 +645,9 @@ class AsteriskAdapter:
             self._on_dial_end(event)
         elif isinstance(event, Hangup):
             call = self._by_channel.get(event.channel or "")
-            if call is not None:
+            if call is not None and call.call_id in self.callbacks and self.callbacks[call.call_id] is call:
+                self._callback_leg_gone(call)
+            elif call is not None:
                 self._caller_gone(call)
         elif isinstance(event, UserEvent):
             self._on_user_event(event)
@@ -399,7 +678,9 @@ class AsteriskAdapter:
                 self._feed(AgentMissed(call.call_id, agent, MISSED_REASONS[event.dial_status]))
 
     def _on_user_event(self, event: UserEvent) -> None:
-        if event.name == "RouterDialFailed":
+        if event.name == "RouterCallback":
+            self._on_callback_event(event)
+        elif event.name == "RouterDialFailed":
             call = self.calls.get(event.fields.get("call", ""))
             # Only a dial that never began (no DialBegin, so no DialEnd) of the current offer;
             # the event of a dial that DialEnd already reported names an earlier target.
@@ -462,7 +743,7 @@ class AsteriskAdapter:
             self._idle.set()
 
     def _live_calls(self) -> list[LiveCall]:
-        return [call for call in self.calls.values() if call.state != "ended"]
+        return [call for call in (*self.calls.values(), *self.callbacks.values()) if call.state != "ended"]
 
     @staticmethod
     def _agent_numbers(centre: Centre) -> dict[str, str]:

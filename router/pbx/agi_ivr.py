@@ -21,8 +21,10 @@ caller did becomes the session's next input:
   dialplan of ``[router-inbound]``: ``Enqueue`` → ``hold`` (the caller then
   waits in ``[router-hold]``), ``Transfer`` → ``transfer`` + ``ROUTER_TARGET``,
   ``Voicemail`` → ``voicemail`` + ``ROUTER_MAILBOX``, ``Hangup`` → ``hangup``
-  (after its message).  A call-back offer is not carried out over AGI yet: the
-  caller hears the flow's prompt and the call ends (``hangup``).
+  (after its message), ``OfferCallback`` → the driver's ``on_callback`` decides
+  (it records and persists the call-back): kept → the flow's confirmation
+  prompts, then ``hangup``; refused → the ``callback-refused`` prompt, then
+  ``hold`` (the caller waits in the queue instead).
 
 A hang-up (the ``HANGUP`` line, a 511 reply, the connection closing) becomes
 `HungUp`; a result of -1 is followed by a ``CHANNEL STATUS`` probe, because
@@ -31,7 +33,7 @@ queue the call; events go to ``emit`` as they come.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -58,11 +60,14 @@ def _now() -> datetime:
 class AgiFlowDriver:
     """Carries out one session's outputs on one AGI connection."""
 
-    def __init__(self, agi: AGISession, session: FlowSession, emit: Callable[[Event], None]) -> None:
+    def __init__(self, agi: AGISession, session: FlowSession, emit: Callable[[Event], None],
+                 on_callback: Callable[[OfferCallback], Awaitable[bool]] | None = None) -> None:
         self.agi = agi
         self.session = session
         self.emit = emit
+        self.on_callback = on_callback
         self.language: str | None = None
+        self.callback_kept: bool | None = None     # after an OfferCallback: kept or refused
 
     async def run(self) -> list[Any]:
         """Run the flow to its end; returns the commands of the final batch."""
@@ -174,6 +179,13 @@ class AgiFlowDriver:
     async def _finish(self, commands: list[Any]) -> None:
         """The IVR is over: tell [router-inbound] what comes next."""
         try:
+            offer = next((c for c in commands if isinstance(c, OfferCallback)), None)
+            if offer is not None:
+                self.callback_kept = self.on_callback is not None and await self.on_callback(offer)
+                if not self.callback_kept:
+                    await self._play(Play(("callback-refused",), False, self.session.language))
+                    await self._set("ROUTER_NEXT", "hold")
+                    return
             for command in commands:
                 if isinstance(command, Play):
                     await self._play(Play(command.prompts, False, command.language))

@@ -249,6 +249,18 @@ class _PendingOriginate:
 
 Subscriber = Callable[[AmiEvent], None]
 
+# OriginateResponse "Reason" (Asterisk's control frame when the dial ended) -> why it failed
+ORIGINATE_REASONS = {"0": "unreachable", "1": "timeout", "3": "timeout", "4": "answered", "5": "busy",
+                     "8": "unreachable"}
+
+
+@dataclass(frozen=True)
+class OriginateAnswer:
+    """How an Originate ended: answered, or why not (timeout, busy, unreachable)."""
+    originate_id: str
+    answered: bool
+    reason: str
+
 
 class AmiLink:
     """One AMI connection with reconnect, watchdog, bounded actions and typed events."""
@@ -268,6 +280,7 @@ class AmiLink:
         self._up = asyncio.Event()       # logged in and resynchronised: actions may go
         self._down: asyncio.Future[str] | None = None
         self._originates: dict[str, _PendingOriginate] = {}
+        self._answers: dict[str, _PendingOriginate] = {}      # taken Originates whose answer is awaited
         self._inflight: dict[str, Action] = {}   # sent on the current connection, no final reply yet
         self._task: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
@@ -353,10 +366,11 @@ class AmiLink:
         return f"acd-{self._prefix}-{next(self._ids)}"
 
     async def originate(self, fields: Mapping[str, Any], *, originate_id: str | None = None,
-                        timeout_s: float | None = None) -> str:
+                        timeout_s: float | None = None, keep_answer: bool = False) -> str:
         """An asynchronous Originate that runs at most once, even across reconnects.
 
-        Returns its id (the originated channel's Uniqueid) once Asterisk took it."""
+        Returns its id (the originated channel's Uniqueid) once Asterisk took it; with
+        `keep_answer`, `originate_answer` then waits for how it ended."""
         originate_id = originate_id or self.new_originate_id()
         variables = fields.get("Variable", [])
         variables = [variables] if isinstance(variables, str) else list(variables)
@@ -375,7 +389,25 @@ class AmiLink:
             del self._originates[originate_id]
         if _value(first, "Response") != "Success":
             raise AmiError(f"AMI Originate {originate_id} refused: {_value(first, 'Message')}")
+        if keep_answer:
+            self._answers[originate_id] = pending
         return originate_id
+
+    async def originate_answer(self, originate_id: str, timeout_s: float) -> OriginateAnswer:
+        """Asterisk's OriginateResponse of an Originate made with `keep_answer`: whether the
+        originated channel answered, and if not why (`ORIGINATE_REASONS`).  Raises `AmiError`
+        when none comes within `timeout_s` (e.g. the link was down when it was sent)."""
+        pending = self._answers.pop(originate_id, None)
+        if pending is None or pending.sent is None:
+            raise AmiError(f"AMI Originate {originate_id}: unknown or already awaited")
+        try:
+            replies = await asyncio.wait_for(asyncio.shield(pending.sent.future), timeout_s)
+        except TimeoutError:
+            raise AmiError(f"AMI Originate {originate_id}: no OriginateResponse within {timeout_s} s") from None
+        last = replies[-1] if isinstance(replies, list) else replies
+        answered = _value(last, "Response") == "Success"
+        reason = _value(last, "Reason") or ""
+        return OriginateAnswer(originate_id, answered, ORIGINATE_REASONS.get(reason, "unreachable"))
 
     # --- connection life cycle --------------------------------------------------------
 

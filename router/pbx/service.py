@@ -5,7 +5,8 @@ Theory of operation
 `Service.start()` brings the router up from the inside out: the event store
 (schema, then the writer, which replays any spool), the flows (a set with
 errors refuses to start; later reloads keep the running set), the engine, the
-adapter, the AMI link (if Asterisk is not there yet the link keeps retrying in
+adapter (which takes back the open call-backs from PostgreSQL, in place
+order), the AMI link (if Asterisk is not there yet the link keeps retrying in
 the background and the service still starts), and last the FastAGI server,
 so no call is accepted before everything it needs exists.  Agents start
 logged out; ``auto_login`` logs some in (tests, demos), feature codes and the
@@ -34,6 +35,7 @@ from router.ivr.registry import FlowError, FlowRegistry, ReloadResult, flows_dir
 from router.pbx.adapter import AsteriskAdapter
 from router.pbx.ami import AmiError, AmiLink
 from router.pbx.fastagi import FastAGIServer
+from router.store.callback_store import CallbackStore
 from router.store.database import default_spool_dir, ensure_schema, resolve_dsn
 from router.store.writer import EventWriter
 
@@ -58,6 +60,7 @@ class Service:
         self.drain_timeout_s = drain_timeout_s
         self.adapter: AsteriskAdapter | None = None
         self._writer: EventWriter | None = None
+        self._callbacks: CallbackStore | None = None
         self._link: AmiLink | None = None
         self._server: FastAGIServer | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -79,8 +82,12 @@ class Service:
         self._link = AmiLink(ami.host, ami.port, ami.username, ami.secret or os.environ.get(SECRET_ENV, ""),
                              ping_interval_s=ami.ping_interval_s, ping_timeout_s=ami.ping_timeout_s,
                              action_timeout_s=ami.action_timeout_s)
-        self.adapter = AsteriskAdapter(centre, Engine(centre), registry, self._writer, self._link)
+        self._callbacks = CallbackStore(dsn)
+        await self._callbacks.start()
+        self.adapter = AsteriskAdapter(centre, Engine(centre), registry, self._writer, self._link,
+                                       callback_store=self._callbacks)
         await self.adapter.start()
+        await self.adapter.restore_callbacks()
         try:
             await self._link.start()
         except AmiError as error:
@@ -116,6 +123,8 @@ class Service:
             await self.adapter.close()
         if self._link is not None:
             await self._link.close()
+        if self._callbacks is not None:
+            await self._callbacks.close()
         if self._writer is not None:
             await self._writer.close()
         if self._stop_database is not None:

@@ -7,16 +7,19 @@ missing Asterisk must never pass as skipped tests in CI.  A sandbox this
 session started is stopped at the end (ACD_ASTERISK_KEEP=1 keeps it running
 for the next session); one that was already running is left alone.
 
-`ami` (per test) is a logged-in `harness.Ami`.
+`ami` (per test) is a logged-in `harness.Ami`; `schema` is the session's
+database with the router's tables.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from router.store.database import ensure_schema
 from tests.asterisk.harness import SCRIPT, Ami, Sandbox
 
 START_TIMEOUT_S = 900          # a first build downloads about 640 MB
@@ -52,3 +55,10 @@ async def ami(asterisk: Sandbox) -> AsyncIterator[Ami]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def schema(database_url: str) -> str:
+    """The session's test database with the router's tables."""
+    asyncio.run(ensure_schema(database_url))
+    return database_url

@@ -32,7 +32,8 @@ from router.ivr.registry import FlowRegistry
 from router.pbx.adapter import AsteriskAdapter
 from router.pbx.ami import AmiLink
 from router.pbx.fastagi import FastAGIServer
-from router.store.database import connect, ensure_schema
+from router.store.callback_store import CallbackStore
+from router.store.database import connect
 from router.store.writer import EventWriter
 
 from tests.asterisk.harness import Ami, Sandbox
@@ -59,6 +60,20 @@ FLOW = textwrap.dedent("""\
       overflow: {type: queue, queue: overflow}
     """)
 PROMPTS = "languages: [en]\nprompts:\n  beep: a beep\n"
+OFFER_FLOW = textwrap.dedent("""\
+    flow: callback_offer
+    start: offer
+    nodes:
+      offer:
+        type: menu
+        prompt: beep
+        options: {"1": take, "9": stay}
+        timeout_s: 4
+        retries: 0
+        fallback: stay
+      take: {type: callback, queue: sales, prompt: beep}
+      stay: {type: queue, queue: sales}
+    """)
 
 
 @dataclass
@@ -69,13 +84,16 @@ class Router:
     dsn: str
     originated: dict[str, str] = field(default_factory=dict)    # caller number -> Originate id
 
-    async def call(self, digits: str, *, hold_s: int = 60, talk_s: int = 2) -> str:
-        """Place a scripted caller through the router's own AMI link; its caller number."""
-        number = str(next(_numbers))
+    async def call(self, digits: str, *, hold_s: int = 60, talk_s: int = 2, later_digits: str = "",
+                   later_s: int = 0, number: str | None = None) -> str:
+        """Place a scripted caller through the router's own AMI link; its caller number.
+        `later_digits` are pressed `later_s` seconds after `digits` (keys on hold)."""
+        number = number or str(next(_numbers))
+        later = [f"LATER_DIGITS={later_digits}", f"LATER_S={later_s}"] if later_digits else []
         self.originated[number] = await self.link.originate({
             "Channel": "Local/5000@from-trunk", "Context": "test-caller", "Exten": "s", "Priority": "1",
             "CallerID": f"Caller <{number}>", "Timeout": "15000",
-            "Variable": [f"DIGITS={digits}", f"HOLD_S={hold_s}", f"__TALK_S={talk_s}"]})
+            "Variable": [f"DIGITS={digits}", f"HOLD_S={hold_s}", f"__TALK_S={talk_s}", *later]})
         return number
 
     async def events(self, number: str) -> list[asyncpg.Record]:
@@ -84,9 +102,9 @@ class Router:
         conn = await connect(self.dsn)
         try:
             return await conn.fetch(
-                "SELECT type, queue, agent, data FROM events WHERE call_id = ("
-                " SELECT call_id FROM events WHERE type = 'call.arrived' AND data->>'caller_id' = $1)"
-                " ORDER BY ts, id", number)
+                "SELECT call_id, type, queue, agent, data FROM events WHERE call_id = ("
+                " SELECT call_id FROM events WHERE type = 'call.arrived' AND data->>'caller_id' = $1"
+                " ORDER BY ts DESC LIMIT 1) ORDER BY ts, id", number)
         finally:
             await conn.close()
 
@@ -100,28 +118,27 @@ class Router:
                 await asyncio.sleep(0.2)
 
 
-@pytest.fixture(scope="session")
-def schema(database_url: str) -> str:
-    asyncio.run(ensure_schema(database_url))
-    return database_url
-
-
 @asynccontextmanager
 async def running_router(sandbox: Sandbox, dsn: str, tmp_path: Path, queues, agents, *,
-                         logged_in: tuple[str, ...], ami_port: int | None = None) -> AsyncIterator[Router]:
+                         logged_in: tuple[str, ...], ami_port: int | None = None,
+                         extra_flows: dict[str, str] | None = None) -> AsyncIterator[Router]:
     flows = tmp_path / "flows"
     flows.mkdir()
     (flows / "main.yaml").write_text(FLOW)
     (flows / "prompts.yaml").write_text(PROMPTS)
+    for name, text in (extra_flows or {}).items():
+        (flows / name).write_text(text)
     test_centre = centre(agents, queues, skills=("sales", "support"))
     registry = FlowRegistry(flows, known_queues=list(test_centre.queues), known_skills=list(test_centre.skills))
     assert registry.reload().ok
     writer = EventWriter(dsn, spool_dir=tmp_path / "spool", flush_interval_s=0.05)
     link = AmiLink(sandbox.host, ami_port or sandbox.ami_port, sandbox.ami_username, sandbox.ami_secret,
                    ping_interval_s=0.5, ping_timeout_s=1.0, backoff_first_s=0.1, backoff_max_s=0.5)
-    adapter = AsteriskAdapter(test_centre, Engine(test_centre), registry, writer, link)
+    callbacks = CallbackStore(dsn)
+    adapter = AsteriskAdapter(test_centre, Engine(test_centre), registry, writer, link, callback_store=callbacks)
     server = FastAGIServer(adapter.routes(), sandbox.host, sandbox.agi_port)
     await writer.start()
+    await callbacks.start()
     try:
         await adapter.start()
         await link.start()
@@ -134,6 +151,7 @@ async def running_router(sandbox: Sandbox, dsn: str, tmp_path: Path, queues, age
         await server.close()
         await adapter.close()
         await link.close()
+        await callbacks.close()
         await writer.close()
 
 
@@ -384,11 +402,13 @@ async def test_caller_who_hangs_up_in_the_ivr_never_joins_a_queue(
 
 async def test_a_callback_offer_leaves_the_caller_waiting_until_answered(
         asterisk: Sandbox, schema: str, tmp_path: Path) -> None:
-    """The engine offers a call-back (EWT over the bound); call-backs over Asterisk are not
-    built yet, so the adapter must leave the caller on hold, not treat it as a divert."""
+    """The engine offers a call-back (EWT over the bound): the caller is taken into the offer
+    flow, keeps their place (not a divert), and the agent who logs in meanwhile gets the call:
+    the router's Redirect ends the offer's AGI and connects them."""
     agents = {"1001": {"sales": 5}}
     queues = sales_and_support(callback=CallbackPolicy(offer_ewt_s=0.0))
-    async with running_router(asterisk, schema, tmp_path, queues, agents, logged_in=()) as router:
+    async with running_router(asterisk, schema, tmp_path, queues, agents, logged_in=(),
+                              extra_flows={"callback_offer.yaml": OFFER_FLOW}) as router:
         caller = await router.call("1", hold_s=30)
         await router.wait_for(caller, "callback.offered")
         await asyncio.sleep(0.5)                 # give a (wrongly) scheduled divert task time to run
