@@ -46,7 +46,7 @@ TOP_KEYS = ("skills", "agents", "queues", "schedules", "database", "ami", "agi",
 SKILL_KEYS = ("id", "name", "kind")
 AGENT_KEYS = ("id", "name", "endpoint", "team", "skills")
 QUEUE_KEYS = ("id", "name", "skills", "strategy", "priority", "weight", "service_level", "wrap_up_s",
-              "ring_timeout_s", "rona_pause", "aht_estimate_s", "schedule", "overflow", "callback", "hold")
+              "ring_timeout_s", "rona_pause", "aht_estimate_s", "schedule", "overflow", "callback", "hold", "survey")
 CALLBACK_KEYS = ("offer_ewt_s", "max_pending", "retry_s", "max_attempts", "customer_first", "prefixes",
                  "min_digits", "max_digits", "hours", "max_days_ahead", "dial", "whisper", "offer_flow")
 HOLD_KEYS = ("moh_class", "announce_s", "announce_position", "announce_ewt", "callback_key", "leave_key",
@@ -511,6 +511,11 @@ class ConfigReader:
             values["callback"] = self.callback_policy(f["callback"], f"'callback' of {owner}")
         elif any(step.action == "callback" for step in values["overflow"] or ()):
             values["callback"] = CallbackPolicy()       # an overflow step offers call-backs: default policy
+        if "survey" in f and f["survey"].value is not None:
+            values["survey"] = self.text(f["survey"], f"'survey' of {owner}")
+            if values["survey"] is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", values["survey"]):
+                self.error(f["survey"], f"'survey' of {owner}: expected a flow name of letters, digits, '_'"
+                                        f" or '-', got {values['survey']!r}")
         if "hold" in f and f["hold"].value is not None:
             hold = self.hold_policy(f["hold"], f"'hold' of {owner}")
             if hold is not None:

@@ -127,6 +127,7 @@ class Queue:
     overflow: tuple[OverflowStep, ...] = ()
     callback: CallbackPolicy | None = None  # None: this queue offers no call-backs
     hold: HoldPolicy = field(default_factory=HoldPolicy)
+    survey: str | None = None          # IVR flow the caller is taken to when the agent hangs up
 
 
 @dataclass(frozen=True)

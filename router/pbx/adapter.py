@@ -66,6 +66,7 @@ from typing import Any
 import structlog
 
 from router.config.model import Centre
+from router.engine.agents import AgentState
 from router.engine.engine import Engine
 from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, AgentMissed, AgentPause,
                                     AgentResume, CallbackAccepted, CallbackAnswered, CallbackFailed,
@@ -92,6 +93,11 @@ DIVERT_CONTEXT = "router-divert"
 CALLBACK_CONTEXT = "router-callback"                 # agent first: the agent's leg runs it
 CALLBACK_CUSTOMER_CONTEXT = "router-callback-customer"
 HOLD_KEYS = "0123456789*#"
+UNREACHABLE_REASON = "unreachable"
+UNREACHABLE_DEVICE_STATES = frozenset({"UNAVAILABLE", "INVALID"})
+REACHABLE_DEVICE_STATES = frozenset({"NOT_INUSE", "INUSE", "BUSY", "RINGING", "RINGINUSE", "ONHOLD"})
+CONTACT_STATES = {"Unreachable": "UNAVAILABLE", "Removed": "UNAVAILABLE", "Reachable": "NOT_INUSE",
+                  "Created": "NOT_INUSE"}
 CALLBACK_FAILED = {"NOANSWER": "no_answer", "BUSY": "busy"}      # DIALSTATUS -> CallbackFailed reason
 _ENDPOINT_NUMBER = re.compile(r"/([^/@]+)(?:@.*)?$")
 
@@ -109,6 +115,7 @@ class LiveCall:
     endpoint: str | None = None         # the offered agent's dial string
     agent_channel: str | None = None    # the Dial's outgoing channel (from DialBegin)
     redirected: bool = False            # the current offer's Redirect to router-connect went through
+    survey_context: dict[str, str] = field(default_factory=dict)   # queue and agent, for the survey
     queued_at: float | None = None      # loop time the call joined a queue
     offered_at: float | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -135,7 +142,10 @@ class AsteriskAdapter:
         self.route_ms: list[float] = []     # queue join (or re-queue) → agent dialled, per offer
         self.events_dropped = 0
         self._by_channel: dict[str, LiveCall] = {}
+        self._by_agent_channel: dict[str, LiveCall] = {}   # the Dial's agent leg -> its call
         self._agents_by_number = self._agent_numbers(centre)
+        self._agents_by_device = {a.endpoint: a.id for a in centre.agents.values()
+                                  if not a.endpoint.startswith("Local/")}   # PJSIP/1001 is its own device
         self._events: asyncio.Queue[Event | None] = asyncio.Queue(event_buffer)   # None: stop
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -159,7 +169,7 @@ class AsteriskAdapter:
     def routes(self) -> dict[str, Any]:
         """The FastAGI routes this adapter serves."""
         return {"ivr": self.ivr, "announce": self.announce, "hold-key": self.hold_key,
-                "callback-offer": self.callback_offer}
+                "callback-offer": self.callback_offer, "survey": self.survey}
 
     async def drain(self, timeout_s: float) -> bool:
         """Take no new calls; wait up to `timeout_s` for the calls in progress to end."""
@@ -198,7 +208,13 @@ class AsteriskAdapter:
         return len(restored)
 
     async def login(self, agent: str) -> None:
+        self._logged_in(agent)
+
+    def _logged_in(self, agent: str) -> None:
         self._feed(AgentLogin(agent))
+        endpoint = self.centre.agents[agent].endpoint if agent in self.centre.agents else ""
+        if endpoint in self.device_states:
+            self._device_state(agent, self.device_states[endpoint])
 
     async def logout(self, agent: str) -> None:
         self._feed(AgentLogout(agent))
@@ -278,6 +294,26 @@ class AsteriskAdapter:
         except AGIError:
             log.warning("adapter.ivr_failed", exc_info=True)
             return []
+
+    async def survey(self, agi: AGISession) -> None:
+        """After the agent hung up: the queue's post-call survey (``survey.answered`` events)."""
+        call = self._by_channel.get(agi.env.get("agi_channel", ""))
+        if call is None or call.state != "survey":
+            return
+        flow = self.centre.queues[call.survey_context["queue"]].survey
+        with structlog.contextvars.bound_contextvars(call_id=call.call_id):
+            try:
+                session = self.registry.session(flow or "", call_id=call.call_id, caller_id=call.caller_id,
+                                                dnis="", now=datetime.now(timezone.utc),
+                                                language=agi.env.get("agi_language") or None,
+                                                context=call.survey_context)
+            except (KeyError, RuntimeError) as error:
+                log.error("adapter.survey_flow_unusable", flow=flow, reason=str(error))
+                return
+            try:
+                await AgiFlowDriver(agi, session, self._emit).run()
+            except AGIError:
+                log.warning("adapter.survey_failed", exc_info=True)
 
     # --- holding callers (FastAGI routes of [router-hold]) ----------------------------
 
@@ -476,7 +512,8 @@ class AsteriskAdapter:
             return                              # overtaken while waiting for the lock
         ring_s = max(1, int(offer.ring_timeout_s) - 1)
         await self.ami.pipeline(_set_and_redirect(call.channel, CONNECT_CONTEXT, {
-            "ROUTER_TARGET": offer.endpoint, "ROUTER_RING_TIMEOUT": str(ring_s), "ROUTER_CALL_ID": call.call_id}))
+            "ROUTER_TARGET": offer.endpoint, "ROUTER_RING_TIMEOUT": str(ring_s), "ROUTER_CALL_ID": call.call_id,
+            "ROUTER_SURVEY": self.centre.queues[offer.queue].survey or ""}))
         call.redirected = True
         if call.queued_at is not None:
             self.route_ms.append((asyncio.get_running_loop().time() - call.queued_at) * 1000.0)
@@ -641,6 +678,8 @@ class AsteriskAdapter:
             call = self._by_channel.get(event.channel or "")
             if call is not None and call.state == "ringing" and call.agent_channel is None:
                 call.agent_channel = event.dest_channel
+                if event.dest_channel:
+                    self._by_agent_channel[event.dest_channel] = call
         elif isinstance(event, DialEnd):
             self._on_dial_end(event)
         elif isinstance(event, Hangup):
@@ -649,6 +688,8 @@ class AsteriskAdapter:
                 self._callback_leg_gone(call)
             elif call is not None:
                 self._caller_gone(call)
+            else:
+                self._agent_leg_gone(event.channel or "")
         elif isinstance(event, UserEvent):
             self._on_user_event(event)
         elif isinstance(event, Resync):
@@ -657,8 +698,14 @@ class AsteriskAdapter:
             log.info("adapter.ami_link", state=type(event).__name__)
         elif isinstance(event, DeviceStateChange):
             self.device_states[event.device or ""] = event.state or ""
+            agent = self._agents_by_device.get(event.device or "")
+            if agent is not None:
+                self._device_state(agent, event.state or "")
         elif isinstance(event, ContactStatus):
             log.info("adapter.contact_status", endpoint=event.endpoint, status=event.status)
+            agent = self._agents_by_device.get(f"PJSIP/{event.endpoint}")
+            if agent is not None and event.status in CONTACT_STATES:
+                self._device_state(agent, CONTACT_STATES[event.status])
 
     def _on_dial_end(self, event: DialEnd) -> None:
         call = self._by_channel.get(event.channel or "")
@@ -697,7 +744,7 @@ class AsteriskAdapter:
                 log.warning("adapter.unknown_agent_phone", number=event.fields.get("agent"))
                 return
             if action == "login":
-                self._feed(AgentLogin(agent))
+                self._logged_in(agent)
             elif action == "logout":
                 self._feed(AgentLogout(agent))
             elif action == "pause":
@@ -705,11 +752,29 @@ class AsteriskAdapter:
             elif action == "unpause":
                 self._feed(AgentResume(agent))
 
+    def _device_state(self, agent_id: str, state: str) -> None:
+        """An agent whose phone is unreachable is paused (reason ``unreachable``) instead of
+        being offered calls that cannot ring; when it is back, the router resumes them, but
+        only from a pause it made itself."""
+        agent = self.engine.agents.get(agent_id)
+        if agent is None:
+            return
+        if state in UNREACHABLE_DEVICE_STATES and agent.state is AgentState.AVAILABLE:
+            log.info("adapter.agent_unreachable", agent=agent_id, device_state=state)
+            self._feed(AgentPause(agent_id, UNREACHABLE_REASON))
+        elif state in REACHABLE_DEVICE_STATES and agent.state is AgentState.PAUSED \
+                and agent.reason == UNREACHABLE_REASON:
+            log.info("adapter.agent_reachable", agent=agent_id, device_state=state)
+            self._feed(AgentResume(agent_id))
+
     def _on_resync(self, resync: Resync) -> None:
         self.device_states.update(resync.devices)
+        for device, state in resync.devices.items():
+            if device in self._agents_by_device:
+                self._device_state(self._agents_by_device[device], state)
         live = {info.channel: info for info in resync.channels}
         for call in list(self.calls.values()):
-            if call.state not in ("queued", "ringing", "connected", "diverted"):
+            if call.state not in ("queued", "ringing", "connected", "diverted", "callback", "survey", "after"):
                 continue
             info = live.get(call.channel)
             if info is None:
@@ -724,6 +789,18 @@ class AsteriskAdapter:
                     self._feed(AgentMissed(call.call_id, agent, "timeout"))
         log.info("adapter.resynced", channels=len(resync.channels), calls=len(self._live_calls()))
 
+    def _agent_leg_gone(self, channel: str) -> None:
+        """The agent's side of a connected call hung up: the call is over for the engine; the
+        caller may stay for the queue's survey ([router-connect] dials with option g)."""
+        call = self._by_agent_channel.pop(channel, None)
+        if call is None or call.state != "connected" or call.agent_channel != channel:
+            return
+        runtime = self.engine.calls.get(call.call_id)
+        call.state = "survey" if runtime is not None and self.centre.queues[runtime.queue].survey else "after"
+        call.survey_context = {"queue": runtime.queue, "agent": call.agent or ""} if runtime else {}
+        with structlog.contextvars.bound_contextvars(call_id=call.call_id):
+            self._feed(CallFinished(call.call_id))
+
     def _caller_gone(self, call: LiveCall) -> None:
         state, call.state = call.state, "ended"
         with structlog.contextvars.bound_contextvars(call_id=call.call_id):
@@ -736,6 +813,8 @@ class AsteriskAdapter:
 
     def _forget(self, call: LiveCall) -> None:
         call.state = "ended"
+        if call.agent_channel and self._by_agent_channel.get(call.agent_channel) is call:
+            del self._by_agent_channel[call.agent_channel]
         self.calls.pop(call.call_id, None)
         if self._by_channel.get(call.channel) is call:
             del self._by_channel[call.channel]

@@ -13,6 +13,7 @@ may bind the dialplan's port, so these tests run one at a time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import signal
@@ -121,7 +122,8 @@ class Router:
 @asynccontextmanager
 async def running_router(sandbox: Sandbox, dsn: str, tmp_path: Path, queues, agents, *,
                          logged_in: tuple[str, ...], ami_port: int | None = None,
-                         extra_flows: dict[str, str] | None = None) -> AsyncIterator[Router]:
+                         extra_flows: dict[str, str] | None = None,
+                         endpoints: dict[str, str] | None = None) -> AsyncIterator[Router]:
     flows = tmp_path / "flows"
     flows.mkdir()
     (flows / "main.yaml").write_text(FLOW)
@@ -129,6 +131,10 @@ async def running_router(sandbox: Sandbox, dsn: str, tmp_path: Path, queues, age
     for name, text in (extra_flows or {}).items():
         (flows / name).write_text(text)
     test_centre = centre(agents, queues, skills=("sales", "support"))
+    if endpoints:
+        test_centre = dataclasses.replace(test_centre, agents={
+            a.id: dataclasses.replace(a, endpoint=endpoints.get(a.id, a.endpoint))
+            for a in test_centre.agents.values()})
     registry = FlowRegistry(flows, known_queues=list(test_centre.queues), known_skills=list(test_centre.skills))
     assert registry.reload().ok
     writer = EventWriter(dsn, spool_dir=tmp_path / "spool", flush_interval_s=0.05)
@@ -419,3 +425,50 @@ async def test_a_callback_offer_leaves_the_caller_waiting_until_answered(
     assert types(events) == ["call.arrived", "queue.joined", "callback.offered", "agent.offered",
                              "call.connected", "call.ended"]
     assert next(e for e in events if e["type"] == "call.ended")["data"]["outcome"] == "answered"
+
+
+SURVEY_FLOW = textwrap.dedent("""\
+    flow: survey
+    start: csat
+    variables: {queue: "", agent: ""}
+    nodes:
+      csat: {type: survey, question: csat, prompt: beep, retries: 1, next: bye}
+      bye: {type: hangup}
+    """)
+
+
+async def test_caller_takes_the_post_call_survey_after_the_agent_hangs_up(
+        asterisk: Sandbox, schema: str, tmp_path: Path) -> None:
+    agents = {"1001": {"sales": 5}}
+    queues = [queue("sales", {"sales": 1}, wrap_up_s=0.5, survey="survey"),
+              queue("support", {"support": 1}), queue("overflow", {"sales": 1})]
+    async with running_router(asterisk, schema, tmp_path, queues, agents, logged_in=("1001",),
+                              extra_flows={"survey.yaml": SURVEY_FLOW}) as router:
+        caller = await router.call("1", talk_s=2, later_digits="4", later_s=6, hold_s=20)
+        events = await router.wait_for(caller, "survey.answered")
+        async with asyncio.timeout(CALL_TIMEOUT_S):
+            while router.adapter.calls:                  # the caller hangs up after the survey
+                await asyncio.sleep(0.1)
+    assert types(events) == ["call.arrived", "queue.joined", "agent.offered", "call.connected", "call.ended",
+                             "survey.answered"]
+    ended = next(e for e in events if e["type"] == "call.ended")["data"]
+    assert ended["outcome"] == "answered" and ended["talk_s"] < 10      # ended when the agent hung up
+    answer = next(e for e in events if e["type"] == "survey.answered")
+    assert (answer["queue"], answer["agent"], answer["data"]["question"], answer["data"]["score"]) == (
+        "sales", "1001", "csat", 4)
+
+
+async def test_agent_whose_phone_is_unreachable_is_paused_and_skipped(
+        asterisk: Sandbox, schema: str, tmp_path: Path) -> None:
+    """PJSIP/1001 has no registered contact in the sandbox: its device state is UNAVAILABLE."""
+    agents = {"1001": {"sales": 9}, "1002": {"sales": 1}}
+    queues = [queue("sales", {"sales": 1}, strategy="most-skilled", wrap_up_s=0.5),
+              queue("support", {"support": 1}), queue("overflow", {"sales": 1})]
+    async with running_router(asterisk, schema, tmp_path, queues, agents, logged_in=("1001", "1002"),
+                              endpoints={"1001": "PJSIP/1001"}) as router:
+        engine_agent = router.adapter.engine.agents["1001"]
+        assert (engine_agent.state.value, engine_agent.reason) == ("paused", "unreachable")
+        caller = await router.call("1", talk_s=1)
+        events = await router.wait_for(caller, "call.ended")
+    assert [e["agent"] for e in events if e["type"] == "call.connected"] == ["1002"]
+    assert "agent.no_answer" not in types(events)
