@@ -194,3 +194,39 @@ async def test_callback_survives_a_router_kill_and_is_dialled_agent_first(
     assert (await callback_row(schema, call_id))["status"] == "completed"
     sales = kpis["queues"]["sales"]
     assert (sales["callbacks_accepted"], sales["callbacks_completed"], sales["abandoned"]) == (1, 1, 0)
+
+
+async def test_agent_who_does_not_answer_a_callback_is_skipped_without_using_an_attempt(
+        asterisk: Sandbox, schema: str, tmp_path: Path) -> None:
+    agents = {"9001": {"sales": 9}, "8001": {"sales": 1}}             # 9001 rings and never answers
+    queues = [queue("sales", {"sales": 1}, strategy="most-skilled", wrap_up_s=0.5, ring_timeout_s=4.0,
+                    callback=CallbackPolicy(**TEST_POLICY), hold=HoldPolicy(announce_s=0)),
+              queue("support", {"support": 1}), queue("overflow", {"sales": 1})]
+    async with running_router(asterisk, schema, tmp_path, queues, agents, logged_in=(),
+                              extra_flows={"callback_offer.yaml": OFFER_FLOW}) as router:
+        caller = await router.call("1", later_digits="11", later_s=3, hold_s=30, number=str(next(_numbers)))
+        call_id = (await router.wait_for(caller, "callback.accepted"))[0]["call_id"]
+        await router.adapter.login("9001")
+        await router.adapter.login("8001")
+        events = await wait_for_call(router, call_id, "call.ended")
+    assert [e["agent"] for e in events if e["type"] == "agent.no_answer"] == ["9001"]
+    assert [(e["agent"], e["data"]["attempt"]) for e in events if e["type"] == "callback.dialing"] == [
+        ("9001", 1), ("8001", 1)]
+    assert [e["agent"] for e in events if e["type"] == "callback.connected"] == ["8001"]
+    assert next(e for e in events if e["type"] == "call.ended")["data"]["outcome"] == "answered"
+
+
+async def test_customer_first_callback_dials_the_customer_then_the_agent(
+        asterisk: Sandbox, schema: str, tmp_path: Path) -> None:
+    agents = {"8001": {"sales": 5}}
+    async with running_router(asterisk, schema, tmp_path, callback_queues(customer_first=True), agents,
+                              logged_in=(), extra_flows={"callback_offer.yaml": OFFER_FLOW}) as router:
+        caller = await router.call("1", later_digits="11", later_s=3, hold_s=30, talk_s=2,
+                                   number=str(next(_numbers)))
+        call_id = (await router.wait_for(caller, "callback.accepted"))[0]["call_id"]
+        await router.adapter.login("8001")
+        events = await wait_for_call(router, call_id, "call.ended")
+    dialing = next(e for e in events if e["type"] == "callback.dialing")
+    assert (dialing["agent"], dialing["data"]["agent_first"]) == ("8001", False)
+    assert types(events)[-3:] == ["call.connected", "callback.connected", "call.ended"]
+    assert next(e for e in events if e["type"] == "call.ended")["data"]["outcome"] == "answered"
