@@ -250,8 +250,8 @@ class AsteriskAdapter:
                 if (enqueue is None and not waiting) or call.state == "ended":
                     self._forget(call)
                     return
-                queue_id = enqueue.queue if enqueue is not None else self.engine.calls[call.call_id].queue
-                await self._hold_settings(agi, queue_id)
+                if enqueue is None:             # a refused call-back: the driver did not set them
+                    await self._hold_settings(agi, self.engine.calls[call.call_id].queue)
                 await agi.close()               # the dialplan goes on to [router-hold]
                 if call.state == "ended":       # hung up meanwhile
                     self._forget(call)
@@ -266,12 +266,15 @@ class AsteriskAdapter:
                                       priority=enqueue.priority, skills=dict(enqueue.skills),  # type: ignore[union-attr]
                                       data=dict(enqueue.data)))  # type: ignore[union-attr]
 
-    async def _hold_settings(self, agi: AGISession, queue_id: str) -> None:
+    def _hold_variables(self, queue_id: str) -> dict[str, str]:
         """What [router-hold] needs to know of the queue: music class, announcement period."""
         hold = self.centre.queues[queue_id].hold
+        return {"ROUTER_MOH_CLASS": hold.moh_class, "ROUTER_ANNOUNCE_S": str(int(hold.announce_s))}
+
+    async def _hold_settings(self, agi: AGISession, queue_id: str) -> None:
         try:
-            await agi.send(f'SET VARIABLE ROUTER_MOH_CLASS "{hold.moh_class}"')
-            await agi.send(f'SET VARIABLE ROUTER_ANNOUNCE_S "{int(hold.announce_s)}"')
+            for name, value in self._hold_variables(queue_id).items():
+                await agi.send(f'SET VARIABLE {name} "{value}"')
         except AGIError:
             log.info("adapter.hold_settings_lost")     # the caller hung up: the Hangup event follows
 
@@ -290,7 +293,7 @@ class AsteriskAdapter:
             return await self._keep_callback(call)
 
         try:
-            return await AgiFlowDriver(agi, session, self._emit, on_callback).run()
+            return await AgiFlowDriver(agi, session, self._emit, on_callback, self._hold_variables).run()
         except AGIError:
             log.warning("adapter.ivr_failed", exc_info=True)
             return []

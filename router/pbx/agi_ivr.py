@@ -61,11 +61,13 @@ class AgiFlowDriver:
     """Carries out one session's outputs on one AGI connection."""
 
     def __init__(self, agi: AGISession, session: FlowSession, emit: Callable[[Event], None],
-                 on_callback: Callable[[OfferCallback], Awaitable[bool]] | None = None) -> None:
+                 on_callback: Callable[[OfferCallback], Awaitable[bool]] | None = None,
+                 hold_variables: Callable[[str], dict[str, str]] | None = None) -> None:
         self.agi = agi
         self.session = session
         self.emit = emit
         self.on_callback = on_callback
+        self.hold_variables = hold_variables
         self.language: str | None = None
         self.callback_kept: bool | None = None     # after an OfferCallback: kept or refused
 
@@ -176,6 +178,15 @@ class AgiFlowDriver:
     async def _set(self, variable: str, value: str) -> None:
         await self._send(f'SET VARIABLE {variable} "{_quoted(value)}"')
 
+    async def _mset(self, variables: dict[str, str]) -> None:
+        """Several variables in one round trip (``EXEC MSet``); values must not hold commas."""
+        if len(variables) == 1:
+            [(name, value)] = variables.items()
+            await self._set(name, value)
+            return
+        pairs = ",".join(f"{name}={_quoted(value).replace(',', '')}" for name, value in variables.items())
+        await self._send(f'EXEC MSet "{pairs}"')
+
     async def _finish(self, commands: list[Any]) -> None:
         """The IVR is over: tell [router-inbound] what comes next."""
         try:
@@ -190,7 +201,8 @@ class AgiFlowDriver:
                 if isinstance(command, Play):
                     await self._play(Play(command.prompts, False, command.language))
                 elif isinstance(command, Enqueue):
-                    await self._set("ROUTER_NEXT", "hold")
+                    extra = self.hold_variables(command.queue) if self.hold_variables else {}
+                    await self._mset({**extra, "ROUTER_NEXT": "hold"})
                 elif isinstance(command, Voicemail):
                     await self._set("ROUTER_MAILBOX", command.box)
                     await self._set("ROUTER_NEXT", "voicemail")
