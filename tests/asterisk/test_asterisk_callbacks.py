@@ -1,7 +1,9 @@
 """Call-backs and the hold experience through the real Asterisk, recorded in PostgreSQL.
 
 A caller joins `sales`, presses the call-back key on hold (``LATER_DIGITS`` of
-``[test-caller]``) and takes a call-back in the offer flow, then hangs up.  The
+``[test-caller]``: "1111", 1.5 s apart, so a key lost while an AGI starts on a
+slow machine is made up by the next) and takes a call-back in the offer flow,
+then hangs up.  The
 call-back keeps its place in the router and in the `callbacks` table; when an
 agent is free it is dialled agent first: ``Local/8001@agents`` answers and
 stays, hears the whisper, then the router's dialplan dials the customer at
@@ -75,7 +77,7 @@ async def test_customer_who_never_answers_is_retried_then_given_up(
     queues = callback_queues(retry_s=1.0, max_attempts=2)
     async with running_router(asterisk, schema, tmp_path, queues, agents, logged_in=(),
                               extra_flows={"callback_offer.yaml": OFFER_FLOW}) as router:
-        caller = await router.call("1", later_digits="11", later_s=3, hold_s=30, number="990001")
+        caller = await router.call("1", later_digits="1111", later_s=3, hold_s=30, number="990001")
         call_id = (await router.wait_for(caller, "callback.accepted"))[0]["call_id"]
         assert (await callback_row(schema, call_id))["status"] == "pending"
         await router.adapter.login("8001")
@@ -161,7 +163,7 @@ async def test_callback_survives_a_router_kill_and_is_dialled_agent_first(
         await link.start()
         await writer.start()
         router = Router(None, link, writer, schema)          # type: ignore[arg-type]
-        caller = await router.call("1", later_digits="11", later_s=3, hold_s=30, talk_s=3,
+        caller = await router.call("1", later_digits="1111", later_s=3, hold_s=30, talk_s=3,
                                      number=str(next(_numbers)))
         events = await router.wait_for(caller, "callback.accepted")
         call_id = events[0]["call_id"]
@@ -204,7 +206,7 @@ async def test_agent_who_does_not_answer_a_callback_is_skipped_without_using_an_
               queue("support", {"support": 1}), queue("overflow", {"sales": 1})]
     async with running_router(asterisk, schema, tmp_path, queues, agents, logged_in=(),
                               extra_flows={"callback_offer.yaml": OFFER_FLOW}) as router:
-        caller = await router.call("1", later_digits="11", later_s=3, hold_s=30, number=str(next(_numbers)))
+        caller = await router.call("1", later_digits="1111", later_s=3, hold_s=30, number=str(next(_numbers)))
         call_id = (await router.wait_for(caller, "callback.accepted"))[0]["call_id"]
         await router.adapter.login("9001")
         await router.adapter.login("8001")
@@ -221,7 +223,7 @@ async def test_customer_first_callback_dials_the_customer_then_the_agent(
     agents = {"8001": {"sales": 5}}
     async with running_router(asterisk, schema, tmp_path, callback_queues(customer_first=True), agents,
                               logged_in=(), extra_flows={"callback_offer.yaml": OFFER_FLOW}) as router:
-        caller = await router.call("1", later_digits="11", later_s=3, hold_s=30, talk_s=2,
+        caller = await router.call("1", later_digits="1111", later_s=3, hold_s=30, talk_s=2,
                                    number=str(next(_numbers)))
         call_id = (await router.wait_for(caller, "callback.accepted"))[0]["call_id"]
         await router.adapter.login("8001")
