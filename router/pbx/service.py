@@ -79,6 +79,7 @@ class Service:
         await self._writer.put(first.event)
         if not first.ok:
             raise FlowError([p for p in first.problems if p.severity == "error"])
+        self._check_queue_flows(registry)
         self._link = AmiLink(ami.host, ami.port, ami.username, ami.secret or os.environ.get(SECRET_ENV, ""),
                              ping_interval_s=ami.ping_interval_s, ping_timeout_s=ami.ping_timeout_s,
                              action_timeout_s=ami.action_timeout_s)
@@ -101,6 +102,16 @@ class Service:
         await self._server.start()
         log.info("service.started", agi_port=centre.agi.port, ami=f"{ami.host}:{ami.port}",
                  flows=registry.version, agents_logged_in=len(self.auto_login))
+
+    def _check_queue_flows(self, registry: FlowRegistry) -> None:
+        """Warn about survey and call-back offer flows the queues name but the flow set lacks."""
+        flows = registry.current.flows if registry.current is not None else {}
+        for queue in self.centre.queues.values():
+            named = {"survey": queue.survey, "callback.offer_flow": queue.callback.offer_flow if queue.callback
+                     else None}
+            for what, flow in named.items():
+                if flow is not None and flow not in flows:
+                    log.warning("service.flow_missing", queue=queue.id, setting=what, flow=flow)
 
     def _reloaded(self, result: ReloadResult) -> None:
         if self.adapter is not None:
