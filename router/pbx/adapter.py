@@ -29,6 +29,23 @@ A call's life (see docs/asterisk.md for the dialplan side):
 5. `CancelOffer` → ``Redirect`` back to ``router-hold`` (ends the Dial);
    `DivertCall` → Setvar ROUTER_NEXT (+ ROUTER_TARGET / ROUTER_MAILBOX /
    ROUTER_MESSAGE) and ``Redirect`` to ``router-divert,s,1``.
+6. The Hangup of the Dial's agent leg of a connected call → `CallFinished`;
+   the caller stays for the queue's survey (AGI route `survey`) if it has one.
+
+Holding callers run short AGIs that never take the call's lock, so an offer's
+Redirect simply ends them: `announce` (position, estimated wait; a key during
+it counts as pressed on hold), `hold-key` (the queue's call-back key runs its
+offer flow; its leave key → `CallerLeft`) and `callback-offer` (where the
+engine's `OfferCallback` sends the caller).  A call-back taken there or in
+the IVR is `CallbackAccepted`, saved by the `CallbackStore` before the caller
+hears the confirmation (not saved → `CallbackWithdrawn`, the caller waits on).
+`DialCallback` → an Originate of the first leg (agent, or customer) into
+``router-callback`` / ``router-callback-customer``; its OriginateResponse says
+if it did not answer (`AgentMissed` / `CallbackFailed`), ``UserEvent
+RouterCallback`` the rest (`AgentAnswered`, `CallbackAnswered`,
+`CallbackFailed`), the leg's Hangup ends it.  Agents whose phone is
+unreachable (device state, PJSIP contact status) are paused with reason
+``unreachable`` and resumed when it is back.
 
 AMI actions of one call run in order under the call's lock; the FastAGI route
 holds that lock while the IVR runs, so an offer made the moment the call is
