@@ -4,7 +4,10 @@ The `Simulator` is the simulated PBX and the people on it: callers arrive by
 the traffic model (straight into a queue, or into an IVR flow that the real
 interpreter runs and simulated callers answer), wait with a limited patience,
 agents work shifts with breaks, answer after a ring delay (or not: RONA), talk
-for a sampled handle time; some callers stay for the post-call survey.  It
+for a sampled handle time; some callers stay for the post-call survey.  Call-backs
+are taken on the engine's offer (`callback_acceptance`) or by an IVR flow that ends in
+a `callback` node (handed to the engine as the Asterisk adapter does), and the
+customer answers the dialled leg with `callback_answer_rate`.  It
 turns these happenings into engine inputs and carries out the engine's commands,
 on a virtual clock: the next thing to happen is the earlier of the simulator's
 own agenda and the engine's next timer.  Nothing here awaits or reads a clock,
@@ -24,10 +27,11 @@ from router.engine.engine import Engine
 from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, AgentPause, AgentResume,
                                     CallbackAccepted, CallbackAnswered, CallbackFailed, CallerHungUp,
                                     CallFinished, CallQueued, CancelOffer, DialCallback, DivertCall,
-                                    OfferCall, OfferCallback)
+                                    InvalidInput, OfferCall, OfferCallback)
 from router.events import Event
 from router.ivr.model import FlowSet
 from router.ivr.session import Enqueue, FlowSession
+from router.ivr.session import OfferCallback as IvrCallback
 from router.sim import traffic
 from router.sim.ivr_callers import IvrCallerModel
 
@@ -159,8 +163,9 @@ class Simulator:
                 self._start_talk(call_id, call.queue, now)
             return engine.handle(AgentAnswered(call_id, agent), now)
         if kind == "accept_callback":
-            if payload not in self._live or payload not in engine.calls or engine.calls[payload].slot is None:
-                return []                                  # answered or gone while deciding
+            if (payload not in self._live or payload in self._callbacks or payload not in engine.calls
+                    or engine.calls[payload].slot is None or engine.calls[payload].callback is not None):
+                return []                                  # answered, gone or already a call-back
             self._callbacks.add(payload)
             number = engine.calls[payload].caller_id
             return engine.handle(CallbackAccepted(payload, number), now)
@@ -216,9 +221,41 @@ class Simulator:
 
     def _enqueue(self, queued: CallQueued, now: float) -> list[Any]:
         """A caller joins a queue and will wait as long as their patience lasts."""
-        patience = traffic.sample(traffic.for_queue(self.model.patience, queued.queue), self._patience_rng)
-        self._at(now + patience, "give_up", queued.call_id)
+        self._wait_patiently(queued.call_id, queued.queue, now)
         return self.engine.handle(queued, now)
+
+    def _wait_patiently(self, call_id: str, queue: str, now: float) -> None:
+        patience = traffic.sample(traffic.for_queue(self.model.patience, queue), self._patience_rng)
+        self._at(now + patience, "give_up", call_id)
+
+    def _ivr_callback(self, session: FlowSession, offer: IvrCallback, now: float) -> list[Any]:
+        """The flow ended in a `callback` node: hand it to the engine as the Asterisk adapter does.
+
+        Kept: the caller hangs up and the call-back waits at its place (dialled later, the customer
+        answering with `callback_answer_rate`).  Refused (bad number, duplicate, slot outside the
+        hours ...) or an agent was free: the engine keeps it as a waiting call and the caller
+        waits on with their patience, as on Asterisk after the 'callback-refused' prompt."""
+        call_id = session.call_id
+        accepted = CallbackAccepted(call_id, offer.number, queue=offer.queue,
+                                    caller_id=session.variables["caller_id"],
+                                    at=offer.at.timestamp() if offer.at else None)
+        try:
+            outputs = self.engine.handle(accepted, now)
+        except InvalidInput:
+            self._live.discard(call_id)                 # the adapter logs it and the call ends
+            return []
+        # The caller is still in the IVR at this instant: an OfferCallback the queue's EWT rule
+        # raised while the call joined is not heard (the adapter only offers to callers on hold).
+        outputs = [o for o in outputs if not (isinstance(o, OfferCallback) and o.call_id == call_id)]
+        call = self.engine.calls.get(call_id)
+        if call is None:
+            if not any(isinstance(o, DivertCall) and o.call_id == call_id for o in outputs):
+                self._live.discard(call_id)
+        elif call.callback is not None:
+            self._callbacks.add(call_id)                # kept: the caller hangs up
+        elif call.connected_at is None:
+            self._wait_patiently(call_id, call.queue, now)
+        return outputs
 
     def _ivr_continue(self, session: FlowSession, outputs: list[Any], now: float,
                       events: list[Event]) -> list[Any]:
@@ -227,6 +264,9 @@ class Simulator:
         events.extend(o for o in outputs if isinstance(o, Event))
         if session.finished:
             del self._sessions[call_id]
+            offer = next((o for o in outputs if isinstance(o, IvrCallback)), None)
+            if offer is not None and call_id in self._live and call_id not in self.engine.calls:
+                return self._ivr_callback(session, offer, now)
             enqueue = next((o for o in outputs if isinstance(o, Enqueue)), None)
             if enqueue is not None:
                 return self._enqueue(CallQueued(call_id, enqueue.queue, caller_id=session.variables["caller_id"],
