@@ -15,7 +15,9 @@ A call's life (see docs/asterisk.md for the dialplan side):
    the call id, writes ``call.arrived`` and runs the DID's flow with
    `AgiFlowDriver`.  Queue → ``ROUTER_NEXT=hold`` and the engine gets
    `CallQueued`; the caller waits in ``[router-hold]``.
-2. `OfferCall` → AMI ``Setvar`` ROUTER_TARGET (the agent's endpoint),
+2. An agent free the moment the caller queues: ``EXEC Dial`` over the IVR's
+   own AGI (`_queued_from_ivr`, `_dial_in_agi`; no hold, no Redirect).
+   Otherwise, later: `OfferCall` → AMI ``Setvar`` ROUTER_TARGET (the agent's endpoint),
    ROUTER_RING_TIMEOUT, ROUTER_CALL_ID, then ``Redirect`` to
    ``router-connect,s,1``, which Dials.  The dial's ring time is a second
    shorter than the engine's, so Asterisk reports a no-answer before the
@@ -72,6 +74,7 @@ task, so neither the AMI reader nor the AGI route ever waits for PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 import uuid
@@ -132,6 +135,10 @@ class LiveCall:
     endpoint: str | None = None         # the offered agent's dial string
     agent_channel: str | None = None    # the Dial's outgoing channel (from DialBegin)
     redirected: bool = False            # the current offer's Redirect to router-connect went through
+    pending_offer: OfferCall | None = None   # the offer whose actions wait for the call's lock
+    dialing_in_agi: bool = False        # the offer's Dial runs over the IVR's AGI
+    queue: str | None = None            # queue of the current offer
+    offers: int = 0                     # offers made so far (tells a late result of an earlier one)
     survey_context: dict[str, str] = field(default_factory=dict)   # queue and agent, for the survey
     queued_at: float | None = None      # loop time the call joined a queue
     offered_at: float | None = None
@@ -258,30 +265,66 @@ class AsteriskAdapter:
         with structlog.contextvars.bound_contextvars(call_id=call.call_id):
             async with call.lock:
                 try:
-                    final = await self._run_ivr(agi, call, dnis)
+                    final, dialing = await self._run_ivr(agi, call, dnis)
                 except BaseException:
                     self._forget(call)
                     raise
-                enqueue = next((c for c in final if isinstance(c, Enqueue)), None)
-                waiting = call.call_id in self.engine.calls and call.state != "callback"
-                if (enqueue is None and not waiting) or call.state == "ended":
-                    self._forget(call)
+                if call.call_id not in self.engine.calls or call.state in ("callback", "ended"):
+                    self._forget(call)          # ended in the IVR, hung up, or left with a call-back
                     return
-                if enqueue is None:             # a refused call-back: the driver did not set them
+                if not any(isinstance(c, Enqueue) for c in final):
+                    # a refused call-back: the engine queued the call, the driver set no hold variables
                     await self._hold_settings(agi, self.engine.calls[call.call_id].queue)
-                await agi.close()               # the dialplan goes on to [router-hold]
-                if call.state == "ended":       # hung up meanwhile
-                    self._forget(call)
-                    return
-                if waiting:                     # a refused call-back: already queued in the engine
                     if call.state == "ivr":
                         call.state, call.queued_at = "queued", asyncio.get_running_loop().time()
+                if not dialing:
+                    await agi.close()           # the dialplan goes on to [router-hold]
+                    if call.state == "ended":   # hung up meanwhile
+                        self._forget(call)
                     return
-                call.state = "queued"
+            await self._dial_in_agi(agi, call)  # without the lock: a Redirect may end it
+
+    def _queued_from_ivr(self, call: LiveCall, enqueue: Enqueue) -> str | None:
+        """The IVR put the caller in a queue (its ROUTER_NEXT=hold is on its way to Asterisk):
+        tell the engine; if it offers the call at once, the Dial goes out over the same AGI
+        right behind, without music, Redirect or AMI round trip."""
+        call.state, call.queued_at = "queued", asyncio.get_running_loop().time()
+        self._feed(CallQueued(call.call_id, enqueue.queue, caller_id=call.caller_id, priority=enqueue.priority,
+                              skills=dict(enqueue.skills), data=dict(enqueue.data)))
+        offer = call.pending_offer
+        if call.state != "ringing" or offer is None or any(ch in offer.endpoint for ch in ',"\\ '):
+            return None                         # waits; or an endpoint only the AMI path can carry
+        call.pending_offer, call.redirected, call.dialing_in_agi = None, True, True
+        self.route_ms.append((asyncio.get_running_loop().time() - call.queued_at) * 1000.0)
+        log.info("adapter.offered", agent=offer.agent, endpoint=offer.endpoint, via="agi")
+        return f'EXEC Dial "{offer.endpoint},{max(1, int(offer.ring_timeout_s) - 1)}"'
+
+    async def _dial_in_agi(self, agi: AGISession, call: LiveCall) -> None:
+        """Wait for the Dial sent behind the IVR's last command.  Answered: it returns when
+        the agent hangs up (the call's end comes from the agent leg's Hangup event), and the
+        caller takes the queue's survey.  Not answered: DialEnd reports it, or nothing does
+        when the dial never began; the caller goes on to [router-hold] (ROUTER_NEXT=hold)."""
+        offer_number = call.offers
+        try:
+            await agi.reply("EXEC Dial", timeout_s=None)
+            if agi.hung_up:
+                return                          # the caller hung up, or a Redirect took the call
+            status = (await agi.send("GET VARIABLE DIALSTATUS")).data
+            call.dialing_in_agi = False
+            if status == "ANSWER":
+                if call.queue is not None and self.centre.queues[call.queue].survey:
+                    await self._run_survey(agi, call, {"queue": call.queue, "agent": call.agent or ""})
+                await agi.send('SET VARIABLE ROUTER_NEXT "hangup"')
+            elif call.offers == offer_number and call.state == "ringing" and call.agent is not None \
+                    and call.agent_channel is None:
+                agent, call.state, call.agent = call.agent, "queued", None     # no DialBegin, no DialEnd
                 call.queued_at = asyncio.get_running_loop().time()
-                self._feed(CallQueued(call.call_id, enqueue.queue, caller_id=call.caller_id,  # type: ignore[union-attr]
-                                      priority=enqueue.priority, skills=dict(enqueue.skills),  # type: ignore[union-attr]
-                                      data=dict(enqueue.data)))  # type: ignore[union-attr]
+                self._feed(AgentMissed(call.call_id, agent, MISSED_REASONS.get(status, "unreachable")))
+        except AGIError:
+            log.info("adapter.dial_in_agi_ended", hung_up=agi.hung_up)
+        finally:
+            call.dialing_in_agi = False
+            await agi.close()
 
     def _hold_variables(self, queue_id: str) -> dict[str, str]:
         """What [router-hold] needs to know of the queue: music class, announcement period."""
@@ -295,8 +338,9 @@ class AsteriskAdapter:
         except AGIError:
             log.info("adapter.hold_settings_lost")     # the caller hung up: the Hangup event follows
 
-    async def _run_ivr(self, agi: AGISession, call: LiveCall, dnis: str) -> list[Any]:
-        """The DID's flow, to its end; the commands it ended with."""
+    async def _run_ivr(self, agi: AGISession, call: LiveCall, dnis: str) -> tuple[list[Any], bool]:
+        """The DID's flow, to its end: the commands it ended with, and whether a Dial to a free
+        agent is under way on the AGI."""
         self._emit(Event(self.now(), "call.arrived", call_id=call.call_id,
                          data={"caller_id": call.caller_id, "dnis": dnis}))
         await agi.send(f'SET VARIABLE ROUTER_CALL_ID "{call.call_id}"')
@@ -309,31 +353,36 @@ class AsteriskAdapter:
                                         **self._slot(offer)))
             return await self._keep_callback(call)
 
+        driver = AgiFlowDriver(agi, session, self._emit, on_callback, self._hold_variables,
+                               functools.partial(self._queued_from_ivr, call))
         try:
-            return await AgiFlowDriver(agi, session, self._emit, on_callback, self._hold_variables).run()
+            final = await driver.run()
         except AGIError:
             log.warning("adapter.ivr_failed", exc_info=True)
-            return []
+            return [], False
+        return final, driver.follow_up is not None and call.dialing_in_agi
 
     async def survey(self, agi: AGISession) -> None:
         """After the agent hung up: the queue's post-call survey (``survey.answered`` events)."""
         call = self._by_channel.get(agi.env.get("agi_channel", ""))
         if call is None or call.state != "survey":
             return
-        flow = self.centre.queues[call.survey_context["queue"]].survey
         with structlog.contextvars.bound_contextvars(call_id=call.call_id):
-            try:
-                session = self.registry.session(flow or "", call_id=call.call_id, caller_id=call.caller_id,
-                                                dnis="", now=datetime.now(timezone.utc),
-                                                language=agi.env.get("agi_language") or None,
-                                                context=call.survey_context)
-            except (KeyError, RuntimeError) as error:
-                log.error("adapter.survey_flow_unusable", flow=flow, reason=str(error))
-                return
-            try:
-                await AgiFlowDriver(agi, session, self._emit).run()
-            except AGIError:
-                log.warning("adapter.survey_failed", exc_info=True)
+            await self._run_survey(agi, call, call.survey_context)
+
+    async def _run_survey(self, agi: AGISession, call: LiveCall, context: dict[str, str]) -> None:
+        flow = self.centre.queues[context["queue"]].survey
+        try:
+            session = self.registry.session(flow or "", call_id=call.call_id, caller_id=call.caller_id,
+                                            dnis="", now=datetime.now(timezone.utc),
+                                            language=agi.env.get("agi_language") or None, context=context)
+        except (KeyError, RuntimeError) as error:
+            log.error("adapter.survey_flow_unusable", flow=flow, reason=str(error))
+            return
+        try:
+            await AgiFlowDriver(agi, session, self._emit).run()
+        except AGIError:
+            log.warning("adapter.survey_failed", exc_info=True)
 
     # --- holding callers (FastAGI routes of [router-hold]) ----------------------------
 
@@ -497,7 +546,8 @@ class AsteriskAdapter:
             return
         if isinstance(command, OfferCall):
             call.state, call.agent, call.agent_channel = "ringing", command.agent, None
-            call.endpoint, call.redirected = command.endpoint, False
+            call.endpoint, call.redirected, call.pending_offer = command.endpoint, False, command
+            call.queue, call.offers = command.queue, call.offers + 1
             call.offered_at = asyncio.get_running_loop().time()
             work = self._offer(call, command)
         elif isinstance(command, CancelOffer):
@@ -527,13 +577,16 @@ class AsteriskAdapter:
                         agent, call.state, call.agent = call.agent, "queued", None
                         self._feed(AgentMissed(call.call_id, agent, "unreachable"))
 
-    async def _offer(self, call: LiveCall, offer: OfferCall) -> None:
-        if call.state != "ringing" or call.agent != offer.agent:
-            return                              # overtaken while waiting for the lock
+    def _connect_variables(self, call: LiveCall, offer: OfferCall) -> dict[str, str]:
         ring_s = max(1, int(offer.ring_timeout_s) - 1)
-        await self.ami.pipeline(_set_and_redirect(call.channel, CONNECT_CONTEXT, {
-            "ROUTER_TARGET": offer.endpoint, "ROUTER_RING_TIMEOUT": str(ring_s), "ROUTER_CALL_ID": call.call_id,
-            "ROUTER_SURVEY": self.centre.queues[offer.queue].survey or ""}))
+        return {"ROUTER_TARGET": offer.endpoint, "ROUTER_RING_TIMEOUT": str(ring_s), "ROUTER_CALL_ID": call.call_id,
+                "ROUTER_SURVEY": self.centre.queues[offer.queue].survey or ""}
+
+    async def _offer(self, call: LiveCall, offer: OfferCall) -> None:
+        if call.state != "ringing" or call.agent != offer.agent or call.pending_offer is not offer:
+            return                              # overtaken while waiting for the lock
+        call.pending_offer = None
+        await self.ami.pipeline(_set_and_redirect(call.channel, CONNECT_CONTEXT, self._connect_variables(call, offer)))
         call.redirected = True
         if call.queued_at is not None:
             self.route_ms.append((asyncio.get_running_loop().time() - call.queued_at) * 1000.0)

@@ -62,12 +62,15 @@ class AgiFlowDriver:
 
     def __init__(self, agi: AGISession, session: FlowSession, emit: Callable[[Event], None],
                  on_callback: Callable[[OfferCallback], Awaitable[bool]] | None = None,
-                 hold_variables: Callable[[str], dict[str, str]] | None = None) -> None:
+                 hold_variables: Callable[[str], dict[str, str]] | None = None,
+                 on_enqueue: Callable[[Enqueue], str | None] | None = None) -> None:
         self.agi = agi
         self.session = session
         self.emit = emit
         self.on_callback = on_callback
         self.hold_variables = hold_variables
+        self.on_enqueue = on_enqueue
+        self.follow_up: str | None = None        # a command sent after the last one, its reply unread
         self.language: str | None = None
         self.callback_kept: bool | None = None     # after an OfferCallback: kept or refused
 
@@ -178,14 +181,17 @@ class AgiFlowDriver:
     async def _set(self, variable: str, value: str) -> None:
         await self._send(f'SET VARIABLE {variable} "{_quoted(value)}"')
 
-    async def _mset(self, variables: dict[str, str]) -> None:
-        """Several variables in one round trip (``EXEC MSet``); values must not hold commas."""
-        if len(variables) == 1:
-            [(name, value)] = variables.items()
-            await self._set(name, value)
-            return
+    async def _enqueue(self, enqueue: Enqueue, variables: dict[str, str]) -> None:
+        """ROUTER_NEXT=hold and the hold variables in one ``EXEC MSet``; then ``on_enqueue``
+        queues the call, and the command it returns (an ``EXEC Dial`` when an agent is free)
+        is sent with its reply left for the caller of `run`.  Never two commands in flight:
+        Asterisk reads AGI commands through a stdio buffer and polls the socket, so a second
+        line that arrives with the first would sit unread."""
         pairs = ",".join(f"{name}={_quoted(value).replace(',', '')}" for name, value in variables.items())
         await self._send(f'EXEC MSet "{pairs}"')
+        self.follow_up = self.on_enqueue(enqueue) if self.on_enqueue is not None else None
+        if self.follow_up is not None:
+            self.agi.write(self.follow_up)
 
     async def _finish(self, commands: list[Any]) -> None:
         """The IVR is over: tell [router-inbound] what comes next."""
@@ -202,7 +208,7 @@ class AgiFlowDriver:
                     await self._play(Play(command.prompts, False, command.language))
                 elif isinstance(command, Enqueue):
                     extra = self.hold_variables(command.queue) if self.hold_variables else {}
-                    await self._mset({**extra, "ROUTER_NEXT": "hold"})
+                    await self._enqueue(command, {**extra, "ROUTER_NEXT": "hold"})
                 elif isinstance(command, Voicemail):
                     await self._set("ROUTER_MAILBOX", command.box)
                     await self._set("ROUTER_NEXT", "voicemail")

@@ -146,21 +146,34 @@ class AGISession:
         timeout (the connection is then closed) and `AGIProtocolError` on
         garbage; ``ValueError`` for a command with a line break in it.
         """
-        if "\n" in command or "\r" in command:
-            raise ValueError(f"AGI command with a line break: {command!r}")
         async with self._lock:
+            self.write(command)
             try:
-                async with asyncio.timeout(self._command_timeout_s):
-                    self._writer.write(command.encode() + b"\n")
-                    await self._writer.drain()
-                    return parse_reply(await self._read_reply())
-            except TimeoutError:
-                self._writer.close()
-                raise AGIError(
-                    f"no reply to {command.split(' ', 1)[0]} within {self._command_timeout_s} s"
-                ) from None
+                await self._writer.drain()
             except ConnectionError as error:
                 raise AGIHangup(str(error)) from error
+            return await self.reply(command.split(" ", 1)[0])
+
+    def write(self, command: str) -> None:
+        """Send a command without waiting for its reply, which `reply` reads later (a command
+        that runs long, such as ``EXEC Dial``).  One at a time: Asterisk reads commands
+        through a stdio buffer and polls the socket, so a second line sent before the first
+        reply can sit unread."""
+        if "\n" in command or "\r" in command:
+            raise ValueError(f"AGI command with a line break: {command!r}")
+        self._writer.write(command.encode() + b"\n")
+
+    async def reply(self, what: str = "command", *, timeout_s: float | None = -1.0) -> AGIResponse:
+        """The next reply; `timeout_s` None waits as long as the command runs (EXEC Dial)."""
+        timeout_s = self._command_timeout_s if timeout_s == -1.0 else timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                return parse_reply(await self._read_reply())
+        except TimeoutError:
+            self._writer.close()
+            raise AGIError(f"no reply to {what} within {timeout_s} s") from None
+        except ConnectionError as error:
+            raise AGIHangup(str(error)) from error
 
     async def _read_reply(self) -> list[str]:
         lines: list[str] = []
