@@ -437,15 +437,21 @@ SURVEY_FLOW = textwrap.dedent("""\
     """)
 
 
+@pytest.mark.parametrize("agent_free", [True, False], ids=["dialled-from-the-ivr", "connected-from-hold"])
 async def test_caller_takes_the_post_call_survey_after_the_agent_hangs_up(
-        asterisk: Sandbox, schema: str, tmp_path: Path) -> None:
+        asterisk: Sandbox, schema: str, tmp_path: Path, agent_free: bool) -> None:
+    """Free agent: the IVR's AGI dials them and runs the survey; otherwise the caller waits,
+    is Redirected to [router-connect], and its Dial (option g) leads to the survey AGI."""
     agents = {"1001": {"sales": 5}}
     queues = [queue("sales", {"sales": 1}, wrap_up_s=0.5, survey="survey"),
               queue("support", {"support": 1}), queue("overflow", {"sales": 1})]
-    async with running_router(asterisk, schema, tmp_path, queues, agents, logged_in=("1001",),
+    async with running_router(asterisk, schema, tmp_path, queues, agents, logged_in=("1001",) if agent_free else (),
                               extra_flows={"survey.yaml": SURVEY_FLOW}) as router:
         # "4" three times, 1.5 s apart from about 6 s on: the survey takes the first it hears
         caller = await router.call("1", talk_s=2, later_digits="444", later_s=5, hold_s=20)
+        if not agent_free:
+            await router.wait_for(caller, "queue.joined")
+            await router.adapter.login("1001")
         events = await router.wait_for(caller, "survey.answered")
         async with asyncio.timeout(CALL_TIMEOUT_S):
             while router.adapter.calls:                  # the caller hangs up after the survey
