@@ -204,3 +204,13 @@ def test_caller_who_leaves_by_key_ends_without_an_abandon():
     assert out[0].data == {"outcome": "left", "to": "voicemail", "wait_s": 40.0}
     assert e.position("stayer") == 1
     assert e.handle(CallerHungUp("leaver"), 41.0) == []         # its hang-up later is no abandon
+
+
+def test_callback_asked_for_in_the_ivr_is_not_offered_again_on_a_long_wait():
+    e = engine(offer_ewt_s=0.0)                 # every waiting caller would be offered one
+    e.handle(CallQueued("waiting", "billing"), 0.0)
+    out = e.handle(CallbackAccepted("ivr", "+447700900001", queue="billing"), 1.0)
+    assert not [o for o in out if isinstance(o, OfferCallback)]
+    offered = [o for o in out if isinstance(o, Event) and o.type == "callback.offered"]
+    assert [o.data["reason"] for o in offered] == ["request"]
+    assert "callback.accepted" in types(out)

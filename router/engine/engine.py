@@ -197,14 +197,14 @@ class Engine:
 
     # --- inputs -----------------------------------------------------------
 
-    def _on_call_queued(self, msg: CallQueued, now: float) -> None:
+    def _on_call_queued(self, msg: CallQueued, now: float, *, offer_callback: bool = True) -> None:
         call, position, ewt = self._join(msg, now)
         queue = self._queue(call.queue)
         if self._divert_on_arrival(call, queue, position, ewt, now):
             return
         self._start_waiting(call, now)
         policy = queue.callback
-        if (policy is not None and policy.offer_ewt_s is not None and call.slot is not None
+        if (offer_callback and policy is not None and policy.offer_ewt_s is not None and call.slot is not None
                 and (ewt is None or ewt > policy.offer_ewt_s)):
             self._offer_callback(call, now, reason="ewt")
 
@@ -343,7 +343,7 @@ class Engine:
             if msg.queue is None:
                 raise InvalidInput(f"call {msg.call_id!r} is not queued: say which queue the call-back is for")
             self._on_call_queued(CallQueued(msg.call_id, msg.queue, msg.caller_id, msg.priority, msg.skills,
-                                            {"callback": True}), now)
+                                            {"callback": True}), now, offer_callback=False)  # asked already
             call = self.calls.get(msg.call_id)
             if call is None or call.agent is not None:
                 return                  # diverted on arrival, or an agent was free: no call-back needed

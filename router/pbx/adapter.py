@@ -348,9 +348,11 @@ class AsteriskAdapter:
         session = self.registry.session(flow, call_id=call.call_id, caller_id=call.caller_id, dnis=dnis,
                                         now=datetime.now(timezone.utc),
                                         language=agi.env.get("agi_language") or None)
-        async def on_callback(offer: ivr.OfferCallback) -> bool:
+        async def on_callback(offer: ivr.OfferCallback) -> bool | None:
             self._feed(CallbackAccepted(call.call_id, offer.number, queue=offer.queue, caller_id=call.caller_id,
                                         **self._slot(offer)))
+            if call.state == "ringing":
+                return None                     # an agent was free: no call-back needed
             return await self._keep_callback(call)
 
         driver = AgiFlowDriver(agi, session, self._emit, on_callback, self._hold_variables,

@@ -24,7 +24,8 @@ caller did becomes the session's next input:
   (after its message), ``OfferCallback`` → the driver's ``on_callback`` decides
   (it records and persists the call-back): kept → the flow's confirmation
   prompts, then ``hangup``; refused → the ``callback-refused`` prompt, then
-  ``hold`` (the caller waits in the queue instead).
+  ``hold`` (the caller waits in the queue instead); not needed (None: an agent
+  was free and takes the call) → ``hold`` without a word.
 
 A hang-up (the ``HANGUP`` line, a 511 reply, the connection closing) becomes
 `HungUp`; a result of -1 is followed by a ``CHANNEL STATUS`` probe, because
@@ -61,7 +62,7 @@ class AgiFlowDriver:
     """Carries out one session's outputs on one AGI connection."""
 
     def __init__(self, agi: AGISession, session: FlowSession, emit: Callable[[Event], None],
-                 on_callback: Callable[[OfferCallback], Awaitable[bool]] | None = None,
+                 on_callback: Callable[[OfferCallback], Awaitable[bool | None]] | None = None,
                  hold_variables: Callable[[str], dict[str, str]] | None = None,
                  on_enqueue: Callable[[Enqueue], str | None] | None = None) -> None:
         self.agi = agi
@@ -198,9 +199,11 @@ class AgiFlowDriver:
         try:
             offer = next((c for c in commands if isinstance(c, OfferCallback)), None)
             if offer is not None:
-                self.callback_kept = self.on_callback is not None and await self.on_callback(offer)
-                if not self.callback_kept:
-                    await self._play(Play(("callback-refused",), False, self.session.language))
+                kept = await self.on_callback(offer) if self.on_callback is not None else False
+                self.callback_kept = bool(kept)
+                if not kept:
+                    if kept is False:           # None: not needed, an agent takes the call now
+                        await self._play(Play(("callback-refused",), False, self.session.language))
                     await self._set("ROUTER_NEXT", "hold")
                     return
             for command in commands:
