@@ -157,4 +157,4 @@ def test_cli_test_reports_a_failing_case_at_its_expectation(tmp_path: Path):
     assert result.returncode == 1
     assert f"{test_file}:9:16: error: case 'Both questions answered': expected surveys " \
            f"{{'csat': 4, 'nps': 9}}, got {{'csat': 5, 'nps': 9}}" in result.stderr.splitlines()
-    assert "15 passed, 1 failed" in result.stderr
+    assert "16 passed, 1 failed" in result.stderr

@@ -35,7 +35,7 @@ from router.yamlsrc import Mark, Node, ProblemList, describe, read
 FILE_KEYS = ("flow", "cases")
 CASE_KEYS = ("name", "caller_id", "dnis", "time", "language", "context", "inputs", "expect")
 EXPECT_KEYS = ("path", "outcome", "queue", "priority", "skills", "data", "variables", "prompts", "language",
-               "transfer", "voicemail", "surveys", "callback")
+               "transfer", "voicemail", "surveys", "callback", "callback_number", "callback_at")
 WORDS = {"timeout": NoInput(), "hangup": HungUp(), "transfer_ok": TransferResult(True),
          "transfer_failed": TransferResult(False)}
 MAX_INPUTS = 1000
@@ -58,6 +58,8 @@ class Trace:
     transfer: str | None = None
     voicemail: str | None = None
     callback: str | None = None
+    callback_number: str | None = None
+    callback_at: str | None = None     # ISO time in UTC of a scheduled call-back
     surveys: dict[str, int] = field(default_factory=dict)
     last_timeout: float = 5.0          # of the latest Collect: how long a silence lasts
 
@@ -223,7 +225,8 @@ def _record(trace: Trace, outputs: list[Any], flow: str) -> None:
         elif isinstance(output, Voicemail):
             trace.voicemail = output.box
         elif isinstance(output, OfferCallback):
-            trace.callback = output.queue
+            trace.callback, trace.callback_number = output.queue, output.number
+            trace.callback_at = output.at.isoformat() if output.at is not None else None
 
 
 def _compare(reader: _Reader, node: Node, owner: str, trace: Trace, session: FlowSession) -> None:
@@ -236,14 +239,15 @@ def _compare(reader: _Reader, node: Node, owner: str, trace: Trace, session: Flo
         "queue": enqueue.queue if enqueue else None, "priority": enqueue.priority if enqueue else None,
         "skills": enqueue.skills if enqueue else None, "data": enqueue.data if enqueue else None,
         "transfer": trace.transfer, "voicemail": trace.voicemail, "surveys": trace.surveys,
-        "callback": trace.callback,
+        "callback": trace.callback, "callback_number": trace.callback_number, "callback_at": trace.callback_at,
     }
     for key, want_node in f.items():
         want = want_node.to_python()
         if key == "variables":
             got = {name: session.variables.get(name) for name in (want if isinstance(want, dict) else {})}
             got = {name: list(value) if isinstance(value, tuple) else value for name, value in got.items()}
-        elif key in ("queue", "transfer", "voicemail", "callback", "outcome", "language"):
+        elif key in ("queue", "transfer", "voicemail", "callback", "callback_number", "callback_at", "outcome",
+                     "language"):
             want = _scalar(want_node) if want is not None else None
             got = actual[key]
         else:

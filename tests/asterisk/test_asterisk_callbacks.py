@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import textwrap
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -232,3 +232,24 @@ async def test_customer_first_callback_dials_the_customer_then_the_agent(
     assert (dialing["agent"], dialing["data"]["agent_first"]) == ("8001", False)
     assert types(events)[-3:] == ["call.connected", "callback.connected", "call.ended"]
     assert next(e for e in events if e["type"] == "call.ended")["data"]["outcome"] == "answered"
+
+
+async def test_scheduled_callback_keeps_its_slot_even_with_an_agent_free(
+        asterisk: Sandbox, schema: str, tmp_path: Path) -> None:
+    """The offer flow's "3" takes a call-back at the next 10:00 (UTC: the test flow has no zone)."""
+    agents = {"8001": {"sales": 5}}
+    async with running_router(asterisk, schema, tmp_path, callback_queues(), agents, logged_in=(),
+                              extra_flows={"callback_offer.yaml": OFFER_FLOW}) as router:
+        caller = await router.call("1", later_digits="1313", later_s=3, hold_s=30, number=str(next(_numbers)))
+        accepted = next(e for e in await router.wait_for(caller, "callback.accepted")
+                        if e["type"] == "callback.accepted")
+        await router.adapter.login("8001")
+        await asyncio.sleep(2.0)                   # time enough for a (wrong) dial to begin
+        events = await router.events(caller)
+        runtime = router.adapter.engine.calls[accepted["call_id"]]
+        row = await callback_row(schema, accepted["call_id"])
+    now = datetime.now(timezone.utc)
+    due = datetime.fromtimestamp(accepted["data"]["due_at"], timezone.utc)
+    assert (due.hour, due.minute) == (10, 0) and now < due <= now + timedelta(days=1)
+    assert runtime.callback is not None and runtime.callback.due_at == accepted["data"]["due_at"]
+    assert "callback.dialing" not in types(events) and row["status"] == "pending"

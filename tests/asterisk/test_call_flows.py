@@ -68,11 +68,12 @@ OFFER_FLOW = textwrap.dedent("""\
       offer:
         type: menu
         prompt: beep
-        options: {"1": take, "9": stay}
+        options: {"1": take, "3": at_ten, "9": stay}
         timeout_s: 4
         retries: 0
         fallback: stay
       take: {type: callback, queue: sales, prompt: beep}
+      at_ten: {type: callback, queue: sales, at: "10:00", prompt: beep}
       stay: {type: queue, queue: sales}
     """)
 
