@@ -362,11 +362,13 @@ class AsteriskAdapter:
         except AGIError:
             log.warning("adapter.ivr_failed", exc_info=True)
             return [], False
-        return final, driver.follow_up is not None and call.dialing_in_agi
+        return final, call.dialing_in_agi
 
     async def survey(self, agi: AGISession) -> None:
         """After the agent hung up: the queue's post-call survey (``survey.answered`` events)."""
         call = self._by_channel.get(agi.env.get("agi_channel", ""))
+        if call is not None and call.state == "connected" and call.agent_channel:
+            self._agent_leg_gone(call.agent_channel)   # the dialplan got here before the Hangup event
         if call is None or call.state != "survey":
             return
         with structlog.contextvars.bound_contextvars(call_id=call.call_id):
@@ -564,7 +566,11 @@ class AsteriskAdapter:
         self._start(call, work)
 
     def _start(self, call: LiveCall, work: Any) -> None:
-        task = asyncio.create_task(self._locked(call, work))
+        self._spawn(self._locked(call, work))
+
+    def _spawn(self, work: Any) -> None:
+        """Run `work` as a task that `close` waits for."""
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -579,16 +585,14 @@ class AsteriskAdapter:
                         agent, call.state, call.agent = call.agent, "queued", None
                         self._feed(AgentMissed(call.call_id, agent, "unreachable"))
 
-    def _connect_variables(self, call: LiveCall, offer: OfferCall) -> dict[str, str]:
-        ring_s = max(1, int(offer.ring_timeout_s) - 1)
-        return {"ROUTER_TARGET": offer.endpoint, "ROUTER_RING_TIMEOUT": str(ring_s), "ROUTER_CALL_ID": call.call_id,
-                "ROUTER_SURVEY": self.centre.queues[offer.queue].survey or ""}
-
     async def _offer(self, call: LiveCall, offer: OfferCall) -> None:
         if call.state != "ringing" or call.agent != offer.agent or call.pending_offer is not offer:
             return                              # overtaken while waiting for the lock
         call.pending_offer = None
-        await self.ami.pipeline(_set_and_redirect(call.channel, CONNECT_CONTEXT, self._connect_variables(call, offer)))
+        ring_s = max(1, int(offer.ring_timeout_s) - 1)
+        await self.ami.pipeline(_set_and_redirect(call.channel, CONNECT_CONTEXT, {
+            "ROUTER_TARGET": offer.endpoint, "ROUTER_RING_TIMEOUT": str(ring_s), "ROUTER_CALL_ID": call.call_id,
+            "ROUTER_SURVEY": self.centre.queues[offer.queue].survey or ""}))
         call.redirected = True
         if call.queued_at is not None:
             self.route_ms.append((asyncio.get_running_loop().time() - call.queued_at) * 1000.0)
@@ -643,13 +647,13 @@ class AsteriskAdapter:
         stage = event.fields.get("stage")
         if leg is None:
             if stage in ("agent_up", "customer_up") and event.channel:
-                self._start_orphan_hangup(event.channel)
+                self._spawn(self._quiet_hangup(event.channel))
             return
         with structlog.contextvars.bound_contextvars(call_id=leg.call_id):
             log.info("adapter.callback_stage", stage=stage, status=event.fields.get("status"))
             if leg.state == "ended":                 # cancelled while ringing: drop the leg
                 if event.channel and stage in ("agent_up", "customer_up"):
-                    self._start_orphan_hangup(event.channel)
+                    self._spawn(self._quiet_hangup(event.channel))
                 return
             if leg.state == "ringing" and stage in ("agent_up", "customer_up"):
                 leg.state, leg.channel = "up", event.channel or ""
@@ -668,11 +672,6 @@ class AsteriskAdapter:
                 leg.state = "failed"
                 self._feed(AgentMissed(leg.call_id, leg.agent or "",  # type: ignore[arg-type]
                                        MISSED_REASONS.get(event.fields.get("status", ""), "unreachable")))
-
-    def _start_orphan_hangup(self, channel: str) -> None:
-        task = asyncio.create_task(self._quiet_hangup(channel))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _quiet_hangup(self, channel: str) -> None:
         try:
