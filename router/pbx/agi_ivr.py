@@ -71,9 +71,7 @@ class AgiFlowDriver:
         self.on_callback = on_callback
         self.hold_variables = hold_variables
         self.on_enqueue = on_enqueue
-        self.follow_up: str | None = None        # a command sent after the last one, its reply unread
         self.language: str | None = None
-        self.callback_kept: bool | None = None     # after an OfferCallback: kept or refused
 
     async def run(self) -> list[Any]:
         """Run the flow to its end; returns the commands of the final batch."""
@@ -190,9 +188,9 @@ class AgiFlowDriver:
         line that arrives with the first would sit unread."""
         pairs = ",".join(f"{name}={_quoted(value).replace(',', '')}" for name, value in variables.items())
         await self._send(f'EXEC MSet "{pairs}"')
-        self.follow_up = self.on_enqueue(enqueue) if self.on_enqueue is not None else None
-        if self.follow_up is not None:
-            self.agi.write(self.follow_up)
+        follow_up = self.on_enqueue(enqueue) if self.on_enqueue is not None else None
+        if follow_up is not None:
+            self.agi.write(follow_up)
 
     async def _finish(self, commands: list[Any]) -> None:
         """The IVR is over: tell [router-inbound] what comes next."""
@@ -200,7 +198,6 @@ class AgiFlowDriver:
             offer = next((c for c in commands if isinstance(c, OfferCallback)), None)
             if offer is not None:
                 kept = await self.on_callback(offer) if self.on_callback is not None else False
-                self.callback_kept = bool(kept)
                 if not kept:
                     if kept is False:           # None: not needed, an agent takes the call now
                         await self._play(Play(("callback-refused",), False, self.session.language))
