@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import signal
-import sys
 import textwrap
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -33,7 +31,7 @@ from router.pbx.ami import AmiLink
 
 from tests.asterisk.harness import Sandbox
 from tests.asterisk.test_call_flows import (CALL_TIMEOUT_S, FLOW, OFFER_FLOW, PROMPTS, Router, queue,
-                                            running_router, types)
+                                            running_router, start_serve, types)
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.asyncio(loop_scope="session")]
 
@@ -132,20 +130,6 @@ SERVE_CONFIG = textwrap.dedent("""\
     """)
 
 
-async def _serve(tmp_path: Path, dsn: str, secret: str, *login: str) -> asyncio.subprocess.Process:
-    repo = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(repo), "ACD_DATABASE_URL": dsn, "ACD_AMI_SECRET": secret}
-    args = [arg for agent in login for arg in ("--login", agent)]
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "router", "serve", "--config", str(tmp_path / "router.yaml"),
-        "--data-dir", str(tmp_path / "data"), *args, env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    async with asyncio.timeout(CALL_TIMEOUT_S):
-        while b"service.started" not in (line := await process.stderr.readline()):     # type: ignore[union-attr]
-            assert line, "acd-router serve exited before it started"
-    return process
-
-
 async def test_callback_survives_a_router_kill_and_is_dialled_agent_first(
         asterisk: Sandbox, schema: str, tmp_path: Path) -> None:
     flows = tmp_path / "flows"
@@ -157,7 +141,7 @@ async def test_callback_survives_a_router_kill_and_is_dialled_agent_first(
     started = datetime.now(timezone.utc)
     link = AmiLink(asterisk.host, asterisk.ami_port, asterisk.ami_username, asterisk.ami_secret)
     writer = EventWriter(schema, spool_dir=tmp_path / "spool")
-    first = await _serve(tmp_path, schema, asterisk.ami_secret)           # no agent logged in
+    first = await start_serve(tmp_path, schema, asterisk.ami_secret)           # no agent logged in
     second = None
     try:
         await link.start()
@@ -170,7 +154,7 @@ async def test_callback_survives_a_router_kill_and_is_dialled_agent_first(
         assert (await callback_row(schema, call_id))["status"] == "pending"
         first.kill()                                          # a crash: no drain, no goodbye
         await first.wait()
-        second = await _serve(tmp_path, schema, asterisk.ami_secret, "8001")
+        second = await start_serve(tmp_path, schema, asterisk.ami_secret, "8001")
         events = await wait_for_call(router, call_id, "call.ended")
         second.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(second.communicate(), CALL_TIMEOUT_S)

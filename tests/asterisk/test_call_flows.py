@@ -332,25 +332,36 @@ SERVE_CONFIG = textwrap.dedent("""\
     """)
 
 
+async def start_serve(tmp_path: Path, dsn: str, secret: str, *login: str) -> asyncio.subprocess.Process:
+    """`acd-router serve` on tmp_path/router.yaml as a process, once it says service.started."""
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "ACD_DATABASE_URL": dsn, "ACD_AMI_SECRET": secret}
+    args = [arg for agent in login for arg in ("--login", agent)]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router", "serve", "--config", str(tmp_path / "router.yaml"),
+        "--data-dir", str(tmp_path / "data"), *args, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        async with asyncio.timeout(CALL_TIMEOUT_S):
+            while b"service.started" not in (line := await process.stderr.readline()):  # type: ignore[union-attr]
+                assert line, "acd-router serve exited before it started"
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+    return process
+
+
 async def test_serve_routes_a_call_and_drains_it_on_sigterm(
         asterisk: Sandbox, schema: str, tmp_path: Path) -> None:
     (tmp_path / "flows").mkdir()
     (tmp_path / "flows" / "main.yaml").write_text(FLOW)
     (tmp_path / "flows" / "prompts.yaml").write_text(PROMPTS)
     (tmp_path / "router.yaml").write_text(SERVE_CONFIG)
-    repo = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(repo), "ACD_DATABASE_URL": schema,
-           "ACD_AMI_SECRET": asterisk.ami_secret}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "router", "serve", "--config", str(tmp_path / "router.yaml"),
-        "--data-dir", str(tmp_path / "data"), "--login", "1001", env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    process = await start_serve(tmp_path, schema, asterisk.ami_secret, "1001")
     link = AmiLink(asterisk.host, asterisk.ami_port, asterisk.ami_username, asterisk.ami_secret)
     writer = EventWriter(schema, spool_dir=tmp_path / "spool")
     try:
-        async with asyncio.timeout(CALL_TIMEOUT_S):
-            while b"service.started" not in (line := await process.stderr.readline()):
-                assert line, "acd-router serve exited before it started"
         await link.start()
         await writer.start()
         router = Router(None, link, writer, schema)          # type: ignore[arg-type]
