@@ -233,6 +233,8 @@ def compose_config(tmp_path: Path, env_lines: str) -> subprocess.CompletedProces
 @pytest.fixture
 def compose_cli():
     if compose_command() is None:
+        if os.environ.get("ACD_REQUIRE_COMPOSE") == "1":
+            pytest.fail("ACD_REQUIRE_COMPOSE=1 but neither the docker compose plugin nor docker-compose is installed")
         pytest.skip("neither the docker compose plugin nor docker-compose is installed")
 
 
