@@ -1,18 +1,23 @@
 # Front door for acd-router.  `make demo` and `make test` work on a fresh clone:
-# they create .venv, install the package (which compiles the Cython matcher) and run.
+# they create .venv, install the exact versions of requirements.lock (hashes
+# checked), build the package against the locked setuptools and Cython (which
+# compiles the matcher) and run.  `make lock` refreshes the lock from
+# pyproject.toml's ranges: a refresh that breaks a test is a visible change.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+UV_VERSION := 0.13.9
 
-.PHONY: demo test bench compile venv clean
+.PHONY: demo test bench compile venv lock clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py ext/matcher.pyx
+$(STAMP): pyproject.toml setup.py ext/matcher.pyx requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	$(PY) -c "import router.engine.cmatcher" || { echo "the compiled matcher did not build" >&2; exit 1; }
 	@touch $@
 
@@ -30,6 +35,15 @@ bench: $(STAMP)
 	$(PY) benchmarks/matcher.py
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/simulate.py
+
+# The lock: pyproject.toml's dependencies with the test extra, plus what the
+# build and the venv need (build-system.requires and pip), for Python 3.11.
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(PY) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], "pip", sep="\n")' > $(VENV)/build-requires.in
+	$(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 --extra test \
+	    --custom-compile-command "make lock" -o requirements.lock pyproject.toml $(VENV)/build-requires.in
 
 clean:
 	rm -rf $(VENV) build router/engine/*.so ext/*.c

@@ -14,6 +14,11 @@ composer and constructor, so that it can
   anchors and aliases (the "billion laughs" bomb needs them), nesting deeper
   than `MAX_DEPTH`, explicit tags outside YAML's core schema, several
   documents in one file, and a top level that is not a mapping;
+- own every limit it promises: size, text and nesting are checked on the text
+  by our code before the parser runs (`_check_nesting` is a small line scanner
+  of its own), so the message and its position stay ours whatever a PyYAML
+  release does (6.0.4's libyaml stops at 1000 levels in its scanner, ahead of
+  the events, with its own words); the composer's exact depth check stays;
 - report a duplicate mapping key at the second occurrence (PyYAML silently
   keeps the last one) and go on, so a validator can report everything else too.
 
@@ -181,6 +186,7 @@ def load(source: str | bytes, filename: str, problems: ProblemList) -> Node | No
     """
     try:
         text = _text_of(source)
+        _check_nesting(text)
         return _Composer(filename, problems).compose(text)
     except _Fatal as fatal:
         problems.error(filename, fatal.mark, fatal.message)
@@ -218,6 +224,121 @@ def _text_of(source: str | bytes) -> str:
                      f"file is not text: control character U+{ord(bad.group()):04X}")
     return text
 
+
+_BLOCK_SCALAR = re.compile(r"[|>][-+0-9]*[ \t]*(#.*)?$")
+_PLAIN_KEY = re.compile(r"""[^\s\[\]{},#&*!|>'"%@`?-][^#]*?:(?=[ \t]|$)|[?-][^\s#][^#]*?:(?=[ \t]|$)""")
+_QUOTED_KEY = re.compile(r"""('(?:[^']|'')*'|"(?:[^"\\]|\\.)*")[ \t]*:(?=[ \t]|$)""")
+_FLOW_STOP = re.compile(r"""[\[\]{}'"#]""")
+
+
+def _check_nesting(text: str) -> None:
+    """Raise `_Fatal` at the first collection nested deeper than `MAX_DEPTH`.
+
+    Block collections are counted by indentation and `- ` entries (several may
+    open on one line), flow collections by brackets outside quoted scalars,
+    comments and block scalars.  The depth is the composer's: the top-level
+    mapping is level 1.
+    """
+    blocks: list[tuple[int, bool]] = []   # (column, is_sequence) of the open block collections
+    flow = 0                              # open flow brackets
+    quote = ""                            # a quoted scalar left open at the end of a line
+    scalar_parent = -1                    # column that a block scalar's lines are deeper than
+
+    def opened(depth: int, line: int, col: int) -> None:
+        if depth > MAX_DEPTH:
+            raise _Fatal(Mark(line, col + 1), f"nesting deeper than {MAX_DEPTH} levels")
+
+    def scan_value(line: str, number: int, col: int) -> None:
+        """Brackets and quotes from `col` on: a flow collection or a quoted scalar."""
+        nonlocal flow, quote
+        scalar_start = True               # a quote only opens a scalar where a scalar may start
+        while col < len(line):
+            if quote:
+                end = _closing_quote(line, col, quote)
+                if end < 0:
+                    return
+                quote, col, scalar_start = "", end + 1, False
+                continue
+            if flow == 0 and not scalar_start:
+                return                    # a plain or quoted value has ended; the rest is its text
+            found = _FLOW_STOP.search(line, col)
+            if found is None:
+                return
+            at, char = found.start(), found.group()
+            between = line[col:at]
+            if between.strip() and flow == 0:
+                return                    # a plain block value such as `a[1]`: no brackets of YAML's
+            if char in "'\"":
+                if not between.strip() or flow and between.rstrip()[-1] in ",:":
+                    quote = char
+                col, scalar_start = at + 1, False
+            elif char == "#":
+                if at == 0 or line[at - 1] in " \t":
+                    return
+                col = at + 1
+            elif char in "[{":
+                flow += 1
+                opened(len(blocks) + flow, number, at)
+                col, scalar_start = at + 1, True
+            else:
+                flow = max(0, flow - 1)
+                col, scalar_start = at + 1, False
+                if flow == 0:
+                    return
+
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.rstrip("\r")
+        if quote or flow:
+            scan_value(line, number, 0)
+            continue
+        body = line.lstrip(" ")
+        indent = len(line) - len(body)
+        if scalar_parent >= 0:
+            if not body.strip() or indent > scalar_parent:
+                continue
+            scalar_parent = -1
+        if not body or body[0] in "#%" or (indent == 0 and body.startswith(("---", "..."))):
+            continue
+        entry = body == "-" or body.startswith(("- ", "-\t"))
+        while blocks and (blocks[-1][0] > indent or blocks[-1] == (indent, True) and not entry):
+            blocks.pop()
+        col = indent
+        while True:
+            rest = line[col:]
+            if rest == "-" or rest.startswith(("- ", "-\t")):
+                kind = True
+                key_end = 1
+            else:
+                key = _QUOTED_KEY.match(rest) or _PLAIN_KEY.match(rest)
+                if key is None:
+                    break
+                kind, key_end = False, key.end()
+            if not blocks or blocks[-1] != (col, kind):
+                blocks.append((col, kind))
+                opened(len(blocks), number, col)
+            col += key_end
+            col += len(line[col:]) - len(line[col:].lstrip(" \t"))
+        if _BLOCK_SCALAR.match(line[col:]):
+            scalar_parent = blocks[-1][0] if blocks else -1
+        else:
+            scan_value(line, number, col)
+
+
+def _closing_quote(line: str, start: int, quote: str) -> int:
+    """Index of the quote that closes a scalar opened before `start`, or -1 if it goes on."""
+    index = start
+    while index < len(line):
+        char = line[index]
+        if quote == '"' and char == "\\":
+            index += 2
+            continue
+        if char == quote:
+            if quote == "'" and line[index + 1:index + 2] == "'":
+                index += 2
+                continue
+            return index
+        index += 1
+    return -1
 
 def _position(text: str, index: int) -> Mark:
     line_start = text.rfind("\n", 0, index) + 1

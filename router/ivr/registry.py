@@ -119,13 +119,10 @@ def sighup_handler(registry: FlowRegistry,
 
 def flows_directory(centre: Centre) -> Path:
     """Where a centre's flows live: its `flows:` (relative to the config file), else
-    ./ivr_flows, else the sample flows of a source checkout (beside the package)."""
+    ./ivr_flows.  The packaged sample centre names its own flows, shipped beside it."""
     if centre.flows:
         return (Path(centre.source).parent / centre.flows).resolve()
-    local = Path("ivr_flows")
-    if local.is_dir():
-        return local
-    return Path(__file__).resolve().parents[2] / "ivr_flows"
+    return Path("ivr_flows")
 
 
 def load_flowset(centre: Centre, directory: Path | None = None) -> FlowSet:
