@@ -12,7 +12,8 @@ import asyncio
 import json
 import re
 import sys
-from datetime import datetime, timezone
+import zoneinfo
+from datetime import datetime, time, timezone
 from typing import Any, Sequence
 
 from router.config import ConfigError, check_config
@@ -68,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--speed", type=_positive, default=1.0,
                        help="demo mode only: simulated seconds per wall-clock second (default 1)")
     serve.add_argument("--seed", type=int, default=0, help="demo mode only: random seed")
+    serve.add_argument("--start", type=_demo_start, metavar="HH:MM|TS",
+                       help="demo mode only: start the simulated centre at this time of today, or at this "
+                            "ISO time (the centre's local time unless it has an offset; default: now)")
     serve.add_argument("--login", action="append", default=[], metavar="AGENT",
                        help="log this agent in at start (repeatable; otherwise agents start logged out)")
     serve.add_argument("--drain-timeout", type=_positive, default=30.0, metavar="SECONDS",
@@ -140,7 +144,11 @@ def _serve(args: argparse.Namespace) -> int:
         from router.sim.realtime import run_demo
         print(f"{centre.source}: no `ami:` section, serving the built-in simulated PBX in real time "
               f"(speed x{args.speed:g}; events under run 'demo'; Ctrl-C stops)", file=sys.stderr)
-        asyncio.run(run_demo(centre, data_dir=args.data_dir, speed=args.speed, seed=args.seed))
+        start = args.start
+        if isinstance(start, time):
+            zone = zoneinfo.ZoneInfo(centre.timezone)
+            start = datetime.combine(datetime.now(zone).date(), start, tzinfo=zone)
+        asyncio.run(run_demo(centre, data_dir=args.data_dir, speed=args.speed, seed=args.seed, start=start))
         return 0
     from router.pbx.service import Service
 
@@ -349,6 +357,18 @@ def _timestamp(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an ISO time like 2026-11-23T08:00, got {text!r}") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _demo_start(text: str) -> datetime | time:
+    """`HH:MM` (a time of today, resolved in the centre's zone) or an ISO moment (naive: local)."""
+    clock = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", text.strip())
+    if clock:
+        return time(int(clock.group(1)), int(clock.group(2)))
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HH:MM or an ISO time like 2026-11-23T08:00, "
+                                         f"got {text!r}") from None
 
 
 def _minutes(text: str) -> int:

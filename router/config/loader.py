@@ -42,7 +42,7 @@ SAMPLE_PATH = Path(__file__).resolve().parent.parent / "samples" / "centre.yaml"
 DATABASE_URL_ENV = "ACD_DATABASE_URL"
 
 TOP_KEYS = ("skills", "agents", "queues", "schedules", "database", "ami", "agi", "flows",
-            "short_abandon_s", "simulation")
+            "short_abandon_s", "timezone", "simulation")
 SKILL_KEYS = ("id", "name", "kind")
 AGENT_KEYS = ("id", "name", "endpoint", "team", "skills")
 QUEUE_KEYS = ("id", "name", "skills", "strategy", "priority", "weight", "service_level", "wrap_up_s",
@@ -327,6 +327,8 @@ class ConfigReader:
         }
         if "short_abandon_s" in top:
             settings["short_abandon_s"] = self.number(top["short_abandon_s"], "'short_abandon_s'", lo=0)
+        if "timezone" in top:
+            settings["timezone"] = self.timezone(top["timezone"], "'timezone'")
         simulation = self.simulation(top.get("simulation"))
         if self.error_count:
             return None

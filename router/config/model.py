@@ -235,3 +235,4 @@ class Centre:
     agi: AgiSettings = field(default_factory=AgiSettings)
     flows: str | None = None            # directory of IVR flow files
     short_abandon_s: float = 5.0
+    timezone: str = "UTC"               # the centre's IANA zone: shift times, intervals, "today"

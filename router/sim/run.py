@@ -43,5 +43,5 @@ async def simulate_day(centre: Centre, dsn: str, *, hours: float = 8.0, seed: in
     finally:
         await conn.close()
     kpis["simulation"] = {"run": run, "seed": seed, "hours": hours, "calls": len(sim.arrivals),
-                          "agents": len(centre.agents)}
+                          "agents": len(centre.agents), "refused_inputs": sim.refused}
     return kpis

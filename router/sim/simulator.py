@@ -13,14 +13,29 @@ on a virtual clock: the next thing to happen is the earlier of the simulator's
 own agenda and the engine's next timer.  Nothing here awaits or reads a clock,
 so a seed fixes every decision; `run(max_events)` returns the domain events of a
 slice so that an async driver can stream them to the store.
+
+A run may start at any instant (`start`, the demo's "now"), not only at the
+configured `simulation.start`.  Shift and break times are times of day in the
+centre's zone and repeat every day of the run: a shift under way at the start
+is logged in at the start (on its break if one is under way), one that is over
+is skipped, one past midnight ends the next day.  The arrival profile keeps its
+phase: its intervals start where they would have started counting from
+`simulation.start`, so a run that starts at 14:50 plays the 14:30 interval.
+An input of the simulator's own that the engine refuses is a bug of the
+simulator: it is logged with its context, counted in `refused`, and the run
+goes on.
 """
 from __future__ import annotations
 
 import heapq
 import random
+from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
 
 from router.config.model import Centre, Simulation
 from router.engine.engine import Engine
@@ -35,6 +50,8 @@ from router.ivr.session import OfferCallback as IvrCallback
 from router.sim import traffic
 from router.sim.ivr_callers import IvrCallerModel
 
+log = structlog.get_logger("router.sim")
+
 
 @dataclass(frozen=True, slots=True)
 class SimStats:
@@ -45,7 +62,8 @@ class SimStats:
 
 class Simulator:
     def __init__(self, centre: Centre, *, hours: float = 8.0, seed: int = 0,
-                 model: Simulation | None = None, flowset: FlowSet | None = None) -> None:
+                 model: Simulation | None = None, flowset: FlowSet | None = None,
+                 start: datetime | None = None) -> None:
         model = model or centre.simulation
         if model is None:
             raise ValueError(f"{centre.source}: no `simulation` section to simulate")
@@ -56,8 +74,11 @@ class Simulator:
         self._sessions: dict[str, FlowSession] = {}   # calls in the IVR or in the survey
         self.centre, self.model, self.hours = centre, model, hours
         self.engine = Engine(centre, seed=seed)
-        self.start = _utc(model.start).timestamp()
+        self.zone = ZoneInfo(centre.timezone)
+        anchor = _in_zone(model.start, self.zone).timestamp()
+        self.start = _in_zone(start, self.zone).timestamp() if start is not None else anchor
         self.clock = self.start
+        self.refused = 0                          # inputs of ours the engine refused (each one a bug)
         self._handle_rng = random.Random(f"handle:{seed}")
         self._patience_rng = random.Random(f"patience:{seed}")
         self._answer_rng = random.Random(f"answer:{seed}")
@@ -66,7 +87,7 @@ class Simulator:
         self._ringing: dict[str, str] = {}        # call -> agent being rung
         self._live: set[str] = set()              # calls not yet ended
         self._talking: set[str] = set()           # calls connected to an agent
-        self.arrivals = traffic.arrivals(model, hours, seed)
+        self.arrivals = traffic.arrivals(model, hours, seed, phase_s=self.start - anchor)
         self._survey_rng = random.Random(f"survey:{seed}")
         self._callback_rng = random.Random(f"callback:{seed}")
         self._callbacks: set[str] = set()          # calls turned into call-backs (caller gone)
@@ -149,7 +170,7 @@ class Simulator:
             if payload in self._live and payload not in self._talking and payload not in self._callbacks:
                 self._live.discard(payload)
                 self._ringing.pop(payload, None)
-                return engine.handle(CallerHungUp(payload), now)
+                return self._input(CallerHungUp(payload), now)
             return []
         if kind == "answer":
             call_id, agent = payload
@@ -161,22 +182,22 @@ class Simulator:
                 self._dial_customer(call_id, now)          # agent first: now ring the customer
             else:
                 self._start_talk(call_id, call.queue, now)
-            return engine.handle(AgentAnswered(call_id, agent), now)
+            return self._input(AgentAnswered(call_id, agent), now)
         if kind == "accept_callback":
             if (payload not in self._live or payload in self._callbacks or payload not in engine.calls
                     or engine.calls[payload].slot is None or engine.calls[payload].callback is not None):
                 return []                                  # answered, gone or already a call-back
             self._callbacks.add(payload)
             number = engine.calls[payload].caller_id
-            return engine.handle(CallbackAccepted(payload, number), now)
+            return self._input(CallbackAccepted(payload, number), now)
         if kind == "customer":
             call_id, answered = payload
             call = engine.calls.get(call_id)
             if call is None or call.agent is None:
                 return []
             if not answered:
-                return engine.handle(CallbackFailed(call_id, "no_answer"), now)
-            outputs = engine.handle(CallbackAnswered(call_id), now)
+                return self._input(CallbackFailed(call_id, "no_answer"), now)
+            outputs = self._input(CallbackAnswered(call_id), now)
             if call.connected_at is not None:              # agent already on: talk starts
                 self._start_talk(call_id, call.queue, now)
             elif self._answer_rng.random() >= self.model.no_answer_rate:   # customer first: ring the agent
@@ -186,7 +207,7 @@ class Simulator:
             self._talking.discard(payload)
             self._live.discard(payload)
             call = engine.calls[payload]
-            outputs = engine.handle(CallFinished(payload), now)
+            outputs = self._input(CallFinished(payload), now)
             ivr = self.model.ivr
             if ivr and ivr.survey_flow and self._survey_rng.random() < ivr.survey_rate:
                 session = FlowSession(self.flowset, ivr.survey_flow, call_id=payload,  # type: ignore[arg-type]
@@ -196,16 +217,16 @@ class Simulator:
                 outputs += self._ivr_continue(session, session.start(), now, events)
             return outputs
         if kind == "login":
-            return engine.handle(AgentLogin(payload), now)
+            return self._input(AgentLogin(payload), now)
         if kind == "logout":
-            return engine.handle(AgentLogout(payload), now)
+            return self._input(AgentLogout(payload), now)
         if kind == "pause":
-            return engine.handle(AgentPause(payload, "break"), now)
+            return self._input(AgentPause(payload, "break"), now)
         if kind == "resume":
-            return engine.handle(AgentResume(payload), now)
+            return self._input(AgentResume(payload), now)
         if kind == "rona_over":
             if engine.agents[payload].reason == "rona":      # still paused for RONA, not on a break since
-                return engine.handle(AgentResume(payload), now)
+                return self._input(AgentResume(payload), now)
             return []
         raise AssertionError(kind)
 
@@ -222,7 +243,18 @@ class Simulator:
     def _enqueue(self, queued: CallQueued, now: float) -> list[Any]:
         """A caller joins a queue and will wait as long as their patience lasts."""
         self._wait_patiently(queued.call_id, queued.queue, now)
-        return self.engine.handle(queued, now)
+        return self._input(queued, now)
+
+    def _input(self, message: Any, now: float) -> list[Any]:
+        """Feed one input of the simulated world to the engine.  A refusal is our bug, not the
+        run's end: logged with its context, counted, and the run goes on."""
+        try:
+            return self.engine.handle(message, now)
+        except InvalidInput as exc:
+            self.refused += 1
+            log.error("simulator input refused", input=repr(message), reason=str(exc),
+                      at=_aware(now).isoformat(), seed=self.seed)
+            return []
 
     def _wait_patiently(self, call_id: str, queue: str, now: float) -> None:
         patience = traffic.sample(traffic.for_queue(self.model.patience, queue), self._patience_rng)
@@ -309,31 +341,55 @@ class Simulator:
                     self._dial_customer(out.call_id, self.clock)
 
     def _plan_shifts(self) -> None:
-        day = _utc(self.model.start)
+        """Log-ins, breaks and log-outs of every day of the run (see the module's head)."""
         end = self.start + self.hours * 3600.0
+        spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        breaks: dict[str, list[tuple[float, float]]] = defaultdict(list)
         if not self.model.shifts:
             for agent in self.centre.agents:
-                self._at(self.start, "login", agent)
-                self._at(end, "logout", agent)
-            return
-        midnight = day.replace(hour=0, minute=0, second=0, microsecond=0)
-        for shift in self.model.shifts:
-            begin, finish = _at_time(midnight, shift.start), _at_time(midnight, shift.end)
-            if finish <= begin:
-                finish += 86400.0                          # a night shift ends the next day
-            if begin >= end:
-                continue                                   # starts after the simulated period
-            for agent in shift.agents:
-                self._at(max(begin, self.start), "login", agent)
-                self._at(min(finish, end), "logout", agent)
+                spans[agent].append((self.start, end))
+        day = datetime.fromtimestamp(self.start, self.zone).date() - timedelta(days=1)   # a night shift
+        last = datetime.fromtimestamp(end, self.zone).date()
+        while self.model.shifts and day <= last:
+            for shift in self.model.shifts:
+                begin = self._instant(day, shift.start)
+                finish = self._instant(day + timedelta(days=shift.end <= shift.start), shift.end)
+                on, off = max(begin, self.start), min(finish, end)
+                if on >= off:
+                    continue
+                for agent in shift.agents:
+                    spans[agent].append((on, off))
                 for pause in shift.breaks:
-                    at = _at_time(midnight, pause.at)
-                    if at < begin:
-                        at += 86400.0
-                    if at >= min(finish, end):
-                        continue
-                    self._at(at, "pause", agent)
-                    self._at(at + pause.minutes * 60.0, "resume", agent)
+                    at = self._instant(day + timedelta(days=pause.at < shift.start), pause.at)
+                    if at < off and at + pause.minutes * 60.0 > on:
+                        for agent in shift.agents:
+                            breaks[agent].append((max(at, on), at + pause.minutes * 60.0))
+            day += timedelta(days=1)
+        for agent, agent_spans in spans.items():
+            agent_breaks = _merged(breaks[agent])
+            for on, off in _merged(agent_spans):
+                self._at(on, "login", agent)
+                for pause, resume in agent_breaks:
+                    if on <= pause < off:
+                        self._at(pause, "pause", agent)
+                        if resume < off:
+                            self._at(resume, "resume", agent)
+                self._at(off, "logout", agent)
+
+    def _instant(self, day: date, at: time) -> float:
+        """Epoch seconds of a time of day on a local date of the centre's zone."""
+        return datetime.combine(day, at, tzinfo=self.zone).timestamp()
+
+
+def _merged(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Overlapping or touching spans joined, in time order."""
+    out: list[tuple[float, float]] = []
+    for begin, end in sorted(spans):
+        if out and begin <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((begin, end))
+    return out
 
 
 def _check_ivr_traffic(centre: Centre, model: Simulation, flowset: FlowSet | None) -> None:
@@ -356,9 +412,6 @@ def _aware(epoch_s: float) -> datetime:
     return datetime.fromtimestamp(epoch_s, timezone.utc)
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def _at_time(midnight: datetime, at: time) -> float:
-    return (midnight + timedelta(hours=at.hour, minutes=at.minute, seconds=at.second)).timestamp()
+def _in_zone(moment: datetime, zone: ZoneInfo) -> datetime:
+    """A configured moment: without an offset it is a local time of the centre's zone."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=zone)

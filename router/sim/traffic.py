@@ -36,14 +36,17 @@ class Arrival:
     caller_id: str
 
 
-def arrivals(model: Simulation, hours: float, seed: int) -> list[Arrival]:
-    """Every call of the simulated period, in time order (the profile repeats if `hours` is longer)."""
+def arrivals(model: Simulation, hours: float, seed: int, phase_s: float = 0.0) -> list[Arrival]:
+    """Every call of the simulated period, in time order (the profile repeats if `hours` is longer).
+
+    `phase_s` is how far the period starts after `simulation.start`: the profile's intervals keep
+    their edges and their place in the profile (a run that starts at 14:50 begins in the 14:30 one)."""
     streams: list[tuple[str | None, tuple[float, ...]]] = list(model.arrivals.items())
     if model.ivr is not None:
         streams.append((None, model.ivr.arrivals))
     width = model.interval_minutes * 60.0
     horizon = hours * 3600.0
-    n_intervals = math.ceil(horizon / width)
+    first, last = math.floor(phase_s / width), math.ceil((phase_s + horizon) / width)
     out: list[Arrival] = []
     for entry, profile in streams:
         if not profile:
@@ -51,11 +54,11 @@ def arrivals(model: Simulation, hours: float, seed: int) -> list[Arrival]:
         name = entry or "ivr"
         rng = random.Random(f"arrivals:{seed}:{name}")
         callers = random.Random(f"callers:{seed}:{name}")
-        expected = sum(profile[i % len(profile)] for i in range(n_intervals))
+        expected = sum(profile[i % len(profile)] for i in range(first, last))
         pool = max(50, int(4 * expected))     # ~1 in 5 callers of a line calls it again the same day
-        for interval in range(n_intervals):
+        for interval in range(first, last):
             rate = profile[interval % len(profile)] / width
-            t, end = interval * width, min((interval + 1) * width, horizon)
+            t, end = max(interval * width - phase_s, 0.0), min((interval + 1) * width - phase_s, horizon)
             while rate > 0:
                 t += rng.expovariate(rate)
                 if t >= end:
