@@ -229,6 +229,7 @@ _BLOCK_SCALAR = re.compile(r"[|>][-+0-9]*[ \t]*(#.*)?$")
 _PLAIN_KEY = re.compile(r"""[^\s\[\]{},#&*!|>'"%@`?-][^#]*?:(?=[ \t]|$)|[?-][^\s#][^#]*?:(?=[ \t]|$)""")
 _QUOTED_KEY = re.compile(r"""('(?:[^']|'')*'|"(?:[^"\\]|\\.)*")[ \t]*:(?=[ \t]|$)""")
 _FLOW_STOP = re.compile(r"""[\[\]{}'"#]""")
+_FLOW_KEY = re.compile(r"[ \t]*[^\s\[\]{}#:][^\[\]{}]*?:(?=[\s\]}]|$)")
 
 
 def _check_nesting(text: str) -> None:
@@ -236,11 +237,13 @@ def _check_nesting(text: str) -> None:
 
     Block collections are counted by indentation and `- ` entries (several may
     open on one line), flow collections by brackets outside quoted scalars,
-    comments and block scalars.  The depth is the composer's: the top-level
-    mapping is level 1.
+    comments and block scalars, with the single-pair mapping that `key: [`
+    makes inside a flow sequence.  The depth is the composer's (the top-level
+    mapping is level 1), and so is the position reported.
     """
     blocks: list[tuple[int, bool]] = []   # (column, is_sequence) of the open block collections
-    flow = 0                              # open flow brackets
+    flow: list[tuple[str, int]] = []      # open flow brackets, each with the levels it adds (2 after `key:`)
+    flow_depth = 0                        # the levels the open brackets add, together
     quote = ""                            # a quoted scalar left open at the end of a line
     scalar_parent = -1                    # column that a block scalar's lines are deeper than
 
@@ -248,9 +251,16 @@ def _check_nesting(text: str) -> None:
         if depth > MAX_DEPTH:
             raise _Fatal(Mark(line, col + 1), f"nesting deeper than {MAX_DEPTH} levels")
 
+    def pairs_in(segment: str, number: int, col: int) -> None:
+        """`key: value` entries of a flow sequence: each is a mapping of one pair, a level deeper."""
+        for entry in segment.split(","):
+            if _FLOW_KEY.match(entry):
+                opened(len(blocks) + flow_depth + 1, number, col + len(entry) - len(entry.lstrip()))
+            col += len(entry) + 1
+
     def scan_value(line: str, number: int, col: int) -> None:
         """Brackets and quotes from `col` on: a flow collection or a quoted scalar."""
-        nonlocal flow, quote
+        nonlocal flow_depth, quote
         scalar_start = True               # a quote only opens a scalar where a scalar may start
         while col < len(line):
             if quote:
@@ -259,14 +269,17 @@ def _check_nesting(text: str) -> None:
                     return
                 quote, col, scalar_start = "", end + 1, False
                 continue
-            if flow == 0 and not scalar_start:
+            if not flow and not scalar_start:
                 return                    # a plain or quoted value has ended; the rest is its text
             found = _FLOW_STOP.search(line, col)
+            at = found.start() if found else len(line)
+            between = line[col:at]
+            if flow and flow[-1][0] == "[":
+                pairs_in(between, number, col)
             if found is None:
                 return
-            at, char = found.start(), found.group()
-            between = line[col:at]
-            if between.strip() and flow == 0:
+            char = found.group()
+            if between.strip() and not flow:
                 return                    # a plain block value such as `a[1]`: no brackets of YAML's
             if char in "'\"":
                 if not between.strip() or flow and between.rstrip()[-1] in ",:":
@@ -277,13 +290,16 @@ def _check_nesting(text: str) -> None:
                     return
                 col = at + 1
             elif char in "[{":
-                flow += 1
-                opened(len(blocks) + flow, number, at)
+                entry = between.rpartition(",")[2]
+                levels = 2 if flow and flow[-1][0] == "[" and entry.rstrip().endswith(":") else 1
+                flow.append((char, levels))
+                flow_depth += levels
+                opened(len(blocks) + flow_depth, number, at)
                 col, scalar_start = at + 1, True
             else:
-                flow = max(0, flow - 1)
+                flow_depth -= flow.pop()[1] if flow else 0
                 col, scalar_start = at + 1, False
-                if flow == 0:
+                if not flow:
                     return
 
     for number, line in enumerate(text.split("\n"), 1):

@@ -192,6 +192,15 @@ def test_defaults_come_from_the_model():
     assert centre.simulation is None and centre.schedules == {} and centre.flows is None
 
 
+def test_the_centre_time_zone_is_utc_unless_named_and_a_wrong_name_is_an_error_with_a_hint():
+    assert parse_config(MINIMAL, environ={}).timezone == "UTC"
+    assert parse_config("timezone: Asia/Kolkata\n" + MINIMAL, environ={}).timezone == "Asia/Kolkata"
+    with pytest.raises(ConfigError) as caught:
+        parse_config("timezone: Europe/Londn\n" + MINIMAL, "c.yaml", environ={})
+    assert str(caught.value).splitlines() == [
+        "c.yaml:1:11: error: 'timezone': unknown time zone 'Europe/Londn'; did you mean 'Europe/London'?"]
+
+
 def test_every_strategy_is_accepted():
     for strategy in STRATEGIES:
         text = MINIMAL.replace("{id: billing, skills: {en: 5}}", f"{{id: billing, strategy: {strategy}}}")
@@ -337,6 +346,71 @@ def test_hostile_yaml_gives_one_clear_problem(text, line, col, message):
     problems = yamlsrc.ProblemList()
     assert yamlsrc.load(text, "f.yaml", problems) is None
     assert [str(p) for p in problems] == [f"f.yaml:{line}:{col}: error: {message}"]
+
+
+@pytest.mark.parametrize("text, line, col", [
+    ("a: " + "[" * 10_000 + "]" * 10_000 + "\n", 1, 53),                       # libyaml stops at 1000 itself
+    ("".join(" " * i + f"k{i}:\n" for i in range(1200)) + " " * 1200 + "x: 1\n", 51, 51),
+    ("a:\n" + "- " * 1200 + "x\n", 2, 99),
+    ("a: [" * 1200 + "]" * 1200 + "\n", 1, 101),                                # `[a: [` adds two levels
+    ("a: " + "{b: " * 1200 + "1" + "}" * 1200 + "\n", 1, 200),
+])
+def test_nesting_past_the_parsers_own_limits_gets_our_message_at_our_position(text, line, col):
+    problems = yamlsrc.ProblemList()
+    assert yamlsrc.load(text, "f.yaml", problems) is None
+    assert [str(p) for p in problems] == [f"f.yaml:{line}:{col}: error: nesting deeper than 50 levels"]
+
+
+_SCALARS = ["x", "'q, [x]'", '"a # b [c"', "1", "it's", "'it''s'", '"\\"["', "http://h/p"]
+
+
+def _flow_text(rng, depth: int) -> str:
+    roll = rng.random()
+    if depth <= 0 or roll < 0.2:
+        return rng.choice(_SCALARS)
+    if roll < 0.6:
+        return "[" + ", ".join(f"k: {_flow_text(rng, depth - 1)}" if rng.random() < 0.4 else _flow_text(rng, depth - 1)
+                               for _ in range(rng.choice([1, 1, 2]))) + "]"
+    return "{" + ", ".join(f"k{i}: {_flow_text(rng, depth - 1)}" for i in range(rng.choice([1, 1, 2]))) + "}"
+
+
+def _block_lines(rng, depth: int, indent: int) -> list[str]:
+    pad, lines = " " * indent, []
+    for i in range(rng.choice([1, 1, 2])):
+        roll = rng.random()
+        mapping = indent % 2 == 0 or depth % 3 == 0
+        lead = f"{pad}k{i}:" if mapping else f"{pad}-"
+        if depth <= 0 or roll < 0.3:
+            lines.append(f"{lead} {_flow_text(rng, min(depth, 60))}  # note")
+        elif roll < 0.4:
+            lines += [f"{lead} |", f"{pad}  [[[ text", f"{pad}  - not: a list"]
+        elif roll < 0.55 and not mapping:
+            inner = _block_lines(rng, depth - 1, indent + 2)
+            lines += [f"{lead} {inner[0].lstrip(' ')}", *inner[1:]]
+        else:
+            lines += [lead, *_block_lines(rng, depth - 1, indent + rng.choice([1, 2]))]
+    return lines
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.randoms(use_true_random=False), st.integers(20, 70))
+def test_the_nesting_prescan_agrees_with_the_composer(rng, depth):
+    """Our pre-scan (before the parser) and the composer's exact count (after it) refuse the same
+    documents at the same place, whatever mix of block, flow, quotes, comments and block scalars."""
+    text = "root:\n" + "\n".join(_block_lines(rng, depth, 2)) + "\n"
+    try:
+        yamlsrc._Composer("f.yaml", yamlsrc.ProblemList()).compose(text)
+        exact = None
+    except yamlsrc._Fatal as fatal:
+        exact = fatal.mark if "nesting" in fatal.message else "other"
+    if exact == "other":
+        return                                   # not valid YAML: the parser's syntax error comes first
+    try:
+        yamlsrc._check_nesting(text)
+        prescan = None
+    except yamlsrc._Fatal as fatal:
+        prescan = fatal.mark
+    assert prescan == exact
 
 
 def test_problem_prints_gcc_style_and_sorts_by_position():

@@ -8,15 +8,44 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import tomllib
 import venv
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def locked() -> dict[str, tuple[str, int]]:
+    """requirements.lock: name -> (version, number of hashes)."""
+    pins: dict[str, tuple[str, int]] = {}
+    for block in re.split(r"\n(?=[A-Za-z])", (REPO / "requirements.lock").read_text()):
+        pin = re.match(r"([A-Za-z0-9._-]+)==([^\s\\]+)", block)
+        if pin:
+            pins[canonicalize_name(pin.group(1))] = (pin.group(2), block.count("--hash=sha256:"))
+    return pins
+
+
+def test_the_lock_pins_every_requirement_of_pyproject_in_its_range_with_hashes():
+    """Editing pyproject.toml without `make lock` fails here, not on a user's machine."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    wanted = [*project["project"]["dependencies"], *project["project"]["optional-dependencies"]["test"],
+              *project["build-system"]["requires"]]
+    pins = locked()
+    for text in wanted:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is not in requirements.lock: run `make lock`"
+        version, hashes = pins[name]
+        assert requirement.specifier.contains(version, prereleases=True), f"{name}=={version} is not {text}"
+        assert hashes > 0, f"{name} has no hash in requirements.lock"
 
 
 @pytest.fixture(scope="module")
