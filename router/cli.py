@@ -13,12 +13,13 @@ import json
 import re
 import sys
 import zoneinfo
-from datetime import datetime, time, timezone
+from datetime import datetime, time
 from typing import Any, Sequence
 
 from router.config import ConfigError, check_config
 from router.config.model import Centre
 from router.ivr.registry import FlowError, flows_directory
+from router.store.call_detail import OUTCOMES as CALL_OUTCOMES
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,10 +86,17 @@ def _parser() -> argparse.ArgumentParser:
 
     kpi = command("kpi", _kpi, "KPIs of recorded events (live traffic by default)")
     with_config(kpi)
-    kpi.add_argument("--from", dest="start", type=_timestamp, metavar="TS", help="ISO time, inclusive")
-    kpi.add_argument("--to", dest="end", type=_timestamp, metavar="TS", help="ISO time, exclusive")
-    kpi.add_argument("--interval", type=_minutes, metavar="15m|30m|60m", help="also per interval")
+    kpi.add_argument("--from", dest="start", type=_timestamp, metavar="TS",
+                     help="ISO time, inclusive; without an offset, the centre's local time (its `timezone:`)")
+    kpi.add_argument("--to", dest="end", type=_timestamp, metavar="TS",
+                     help="ISO time, exclusive; without an offset, the centre's local time")
+    kpi.add_argument("--interval", type=_minutes, metavar="15m|30m|60m",
+                     help="also per interval, on the edges of the centre's local clock")
     kpi.add_argument("--run", default="live", help="'live' (default) or a simulation run label")
+    kpi.add_argument("--calls", action="store_true",
+                     help="the call detail report instead: one row per call (arrival, queues, wait, agent, talk, "
+                          "outcome, caller, IVR path, survey)")
+    kpi.add_argument("--outcome", choices=CALL_OUTCOMES, help="with --calls: only the calls of this outcome")
     output = kpi.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON object")
     output.add_argument("--csv", action="store_true", help="print CSV")
@@ -205,7 +213,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _kpi(args: argparse.Namespace) -> int:
-    from router.report import format_kpi_table, kpi_csv
+    from router.report import calls_csv, format_call_table, format_kpi_table, kpi_csv
+    from router.store.call_detail import call_detail
     from router.store.database import connect, ensure_schema
     from router.store.kpi import compute_kpis
 
@@ -216,9 +225,12 @@ def _kpi(args: argparse.Namespace) -> int:
         await ensure_schema(dsn)
         conn = await connect(dsn)
         try:
+            if args.calls:
+                return await call_detail(conn, run=args.run, start=args.start, end=args.end,
+                                         timezone=centre.timezone, outcome=args.outcome)
             return await compute_kpis(conn, run=args.run, start=args.start, end=args.end,
                                       interval_minutes=args.interval,
-                                      short_abandon_s=centre.short_abandon_s)
+                                      short_abandon_s=centre.short_abandon_s, timezone=centre.timezone)
         finally:
             await conn.close()
 
@@ -229,6 +241,10 @@ def _kpi(args: argparse.Namespace) -> int:
             stop()
     if args.json:
         _print_json(kpis)
+    elif args.calls and args.csv:
+        sys.stdout.write(calls_csv(kpis))
+    elif args.calls:
+        print(format_call_table(kpis))
     elif args.csv:
         sys.stdout.write(kpi_csv(kpis))
     else:
@@ -352,11 +368,11 @@ def _positive(text: str) -> float:
 
 
 def _timestamp(text: str) -> datetime:
+    """An ISO moment; a naive one stays naive: the KPIs read it in the centre's zone."""
     try:
-        moment = datetime.fromisoformat(text)
+        return datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an ISO time like 2026-11-23T08:00, got {text!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def _demo_start(text: str) -> datetime | time:

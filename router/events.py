@@ -15,7 +15,8 @@ The KPI SQL (router/store/kpi.py) relies on these `data` fields:
   agent.offered     call_id, queue, agent; data: ring_timeout_s
   agent.no_answer   call_id, queue, agent; data: reason (timeout|busy|unreachable)
   call.connected    call_id, queue (answered from), agent; data: wait_s (since the first
-                    queue.joined), team
+                    queue.joined), team, skills_met (the agent meets the entry queue's own
+                    skill minimums and the call's, before any overflow step relaxed or widened them)
   call.abandoned    call_id, queue; data: wait_s, where (queue|ringing)
   call.ended        call_id, queue, agent; data: outcome (answered|abandoned|overflow|left|
                     callback_failed|callback_cancelled), talk_s (answered calls); `left`: the
@@ -34,6 +35,16 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+WITHHELD_NUMBERS: frozenset[str] = frozenset({"", "anonymous", "unknown", "restricted"})
+
+
+def caller_number(raw: str | None) -> str:
+    """A caller ID as the router records it: a withheld number (Asterisk reports 'anonymous',
+    'unknown', 'restricted' or nothing) is no number, "" (out of FCR, never dialled back)."""
+    number = (raw or "").strip()
+    return "" if number.lower() in WITHHELD_NUMBERS else number
+
 
 EVENT_TYPES: frozenset[str] = frozenset({
     "call.arrived", "ivr.node", "ivr.input", "ivr.ended", "queue.joined", "queue.overflowed",

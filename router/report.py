@@ -67,6 +67,7 @@ QUEUE_COLUMNS: tuple[Column, ...] = (
     Column("CB acc.", "callbacks_accepted", _count),
     Column("CSAT", "csat_avg", _two_decimals),
     Column("NPS", "nps", _one_decimal),
+    Column("Match %", "routing_accuracy", _percent),
 )
 TEAM_COLUMNS: tuple[Column, ...] = (
     Column("Agents", "agents", _count),
@@ -76,6 +77,7 @@ TEAM_COLUMNS: tuple[Column, ...] = (
     Column("Occ. %", "occupancy", _percent),
     Column("No-ans.", "no_answers", _count),
     Column("CSAT", "csat_avg", _two_decimals),
+    Column("Match %", "routing_accuracy", _percent),
 )
 IVR_NODE_COLUMNS: tuple[Column, ...] = (
     Column("Entered", "entered", _count),
@@ -168,3 +170,39 @@ def kpi_csv(kpis: dict[str, Any]) -> str:
 def kpi_json(kpis: dict[str, Any]) -> str:
     """The KPI dict as indented JSON, keys in their natural order."""
     return json.dumps(kpis, indent=2, sort_keys=False, ensure_ascii=False)
+
+
+CALL_TABLE: tuple[tuple[str, str], ...] = (
+    ("Arrived", "arrived"), ("Queues", "queues"), ("Caller", "caller"), ("Wait s", "wait_s"),
+    ("Agent", "agent"), ("Talk s", "talk_s"), ("Outcome", "outcome"), ("IVR path", "ivr_path"),
+    ("CSAT", "csat"), ("NPS", "nps"),
+)
+
+
+def format_call_table(report: dict[str, Any]) -> str:
+    """The call detail report for a terminal: one line per call, then a count."""
+    grid = [[header for header, _ in CALL_TABLE]]
+    for call in report["calls"]:
+        cells = []
+        for _, key in CALL_TABLE:
+            value = call[key]
+            if key == "arrived":
+                value = _minute(value) + value[16:19]
+            cells.append(MISSING if value in (None, "") else str(value))
+        grid.append(cells)
+    widths = [max(len(line[i]) for line in grid) for i in range(len(grid[0]))]
+    lines = ["  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in grid]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.append(f"{len(report['calls'])} call(s), times in {report['timezone']}")
+    return "\n".join(lines)
+
+
+def calls_csv(report: dict[str, Any]) -> str:
+    """The call detail report as CSV, one row per call."""
+    from router.store.call_detail import COLUMNS
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(report["calls"])
+    return out.getvalue()

@@ -294,6 +294,20 @@ def test_relax_proficiency_after_n_seconds():
     assert offers(out) == [("c1", "junior")]
 
 
+def test_a_call_answered_after_a_relaxed_step_is_not_a_routing_match():
+    c = centre({"junior": {"billing": 3}, "senior": {"billing": 8, "en": 6}},
+               [queue("billing", {"billing": 7}, overflow=(step(after_s=30.0, relax={"billing": 2}),))])
+    e = Engine(c)
+    login(e, "junior")
+    e.handle(CallQueued("c1", "billing"), 0.0)
+    e.advance(30.0)                                           # relaxed: offered to the junior
+    connected = events(e.handle(AgentAnswered("c1", "junior"), 31.0), "call.connected")
+    assert connected[0].data["skills_met"] is False
+    login(e, "senior", now=35.0)
+    e.handle(CallQueued("c2", "billing", skills={"en": 5}), 40.0)       # the call's own need counts too
+    assert events(e.handle(AgentAnswered("c2", "senior"), 41.0), "call.connected")[0].data["skills_met"] is True
+
+
 def test_add_alternative_skill_set_keeps_call_language():
     c = centre({"gen-en": {"tech": 5, "en": 5}, "gen-es": {"tech": 5, "es": 5}},
                [queue("support", {"billing": 5}, overflow=(step(after_s=60.0, add_skills={"tech": 3}),))])

@@ -63,8 +63,8 @@ class Scenario:
                        team=team)
 
     def connected(self, call: str, queue: str, t: float, *, wait: float, agent: str,
-                  talk: float, wrap: float = 0, team: str = "blue") -> None:
-        self.event(t, "call.connected", call, queue, agent, wait_s=wait, team=team)
+                  talk: float, wrap: float = 0, team: str = "blue", skills_met: bool = True) -> None:
+        self.event(t, "call.connected", call, queue, agent, wait_s=wait, team=team, skills_met=skills_met)
         self.event(t + talk, "call.ended", call, queue, agent, outcome="answered", talk_s=talk)
         self.event(t + talk, "agent.state", call, None, agent, state="wrap_up",
                    previous="on_call", previous_s=talk, team=team)
@@ -115,12 +115,13 @@ def centre_scenario() -> Scenario:
     s.event(910, "callback.connected", "c5", "sales", number="555", attempt=1)
     s.event(280, "callback.offered", "c6", "sales", number="666", attempt=0)
     s.answered("c6", "sales", 270, wait=15, agent="a1", talk=50, wrap=10, caller="666")
-    # support: c7 moved to sales by overflow after 30 s, answered from sales at 45 s.
+    # support: c7 moved to sales by overflow after 30 s, answered from sales at 45 s by a2, who
+    # lacks support's own skills (routing accuracy: not a match).
     s.joined("c7", "support", 300, caller="777")
     s.event(330, "queue.overflowed", "c7", "support", step=0, action="move", to="sales",
             wait_s=30)
     s.joined("c7", "sales", 330, caller="777")
-    s.connected("c7", "sales", 345, wait=45, agent="a2", talk=80, team="red")
+    s.connected("c7", "sales", 345, wait=45, agent="a2", talk=80, team="red", skills_met=False)
     # idle time: a1 available 230 s, a2 available 120 s and paused 500 s (not staffed)
     s.agent_state("a1", 600, "available", 230)
     s.agent_state("a2", 600, "available", 120, team="red")
@@ -154,7 +155,8 @@ async def test_centre_totals(conn):
         "aht_s": 115.0,                 # (100+20 + 200 + 50+10 + 80) / 4 = 460 / 4
         "abandonment_rate": 0.1667,     # (2 - 1) / (7 - 1)
         "fcr_rate": 1.0,                # no caller joined the same queue again
-        "occupancy": 0.5679,            # busy 120+20+50+10 + 200+80 = 460 / (460 + 230 + 120)
+        "occupancy": 0.3042,            # busy 120+20+50+10 + 200+80 = 460 / (460 + 230 + 120 + 401 + 301):
+                                        # a1 available from 600, a2 from 700, to the end of the data (1001)
         "callbacks_offered": 2,         # c5 c6
         "callbacks_accepted": 1,        # c5
         "callbacks_completed": 1,       # c5
@@ -162,6 +164,7 @@ async def test_centre_totals(conn):
         "ivr_contained": 1,             # i1 (i2 hang-up, i3 timeout)
         "csat_avg": 3.67,               # (5 + 2 + 4) / 3
         "nps": 25.0,                    # 100 * (2 promoters - 1 detractor) / 4
+        "routing_accuracy": 0.75,       # c1 c2 c6 by agents meeting the entry queue's skills, c7 not: 3 / 4
     }
     assert k["run"] == s.run
     assert k["from"] == T0.isoformat()
@@ -190,6 +193,7 @@ async def test_centre_per_queue(conn):
     assert support["asa_s"] == 45.0 and support["aht_s"] == 80.0
     assert support["abandonment_rate"] == 0.0
     assert support["csat_avg"] == 4.0 and support["nps"] == 0.0   # one passive (7)
+    assert (sales["routing_accuracy"], support["routing_accuracy"]) == (1.0, 0.0)
     for figures in queues.values():             # centre-wide figures only
         assert figures["occupancy"] is None and figures["ivr_contained"] is None
 
@@ -201,12 +205,13 @@ async def test_centre_agents_and_teams(conn):
     assert k["agents"] == {
         "a1": {"team": "blue", "answered": 2, "talk_s": 150.0,   # c1 100 + c6 50
                "aht_s": 90.0,                                     # (120 + 60) / 2
-               "occupancy": 0.439,                                # 180 / (180 + 230)
-               "no_answers": 0, "csat_avg": 5.0},
+               "occupancy": 0.2219,                               # 180 / (180 + 230 + 401 open)
+               "no_answers": 0, "csat_avg": 5.0, "routing_accuracy": 1.0},
         "a2": {"team": "red", "answered": 2, "talk_s": 280.0,    # c2 200 + c7 80
                "aht_s": 140.0,                                    # (200 + 80) / 2
-               "occupancy": 0.7,                                  # 280 / (280 + 120); pause out
-               "no_answers": 1, "csat_avg": 3.0},                 # (2 + 4) / 2
+               "occupancy": 0.3994,                               # 280 / (280 + 120 + 301 open); pause out
+               "no_answers": 1, "csat_avg": 3.0,                  # (2 + 4) / 2
+               "routing_accuracy": 0.5},                          # c2 yes, c7 no
     }
     assert k["teams"] == {
         "blue": {key: v for key, v in k["agents"]["a1"].items() if key != "team"},
@@ -345,9 +350,10 @@ async def test_intervals_bucket_calls_by_first_join(conn):
     await s.save(conn)
     k = await compute_kpis(conn, run=s.run, start=at(7 * 60), end=at(90 * 60),
                            interval_minutes=30)
-    # window 09:07-10:30: c1 is before it; buckets aligned to the epoch: 09:00 09:30 10:00
+    # window 09:07-10:30: c1 is before it; buckets on the local clock: 09:00 09:30 10:00, the first
+    # labelled from the window's start, not as the whole half hour
     assert [i["start"] for i in k["intervals"]] == [
-        at(0).isoformat(), at(30 * 60).isoformat(), at(60 * 60).isoformat()]
+        at(7 * 60).isoformat(), at(30 * 60).isoformat(), at(60 * 60).isoformat()]
     assert k["intervals"][0]["end"] == at(30 * 60).isoformat()
     first, empty, last = k["intervals"]
     assert (first["offered"], first["answered"], first["abandoned"]) == (2, 1, 1)   # c2 c3
@@ -394,7 +400,7 @@ async def test_table_csv_and_json_show_the_figures(conn):
     assert sales_row["occupancy"] == "" and sales_row["asa_s"] == "18.33"
     agent_row = next(r for r in rows if r["scope"] == "agent" and r["id"] == "a2")
     assert (agent_row["answered"], agent_row["occupancy"], agent_row["offered"]) == (
-        "2", "0.7", "")
+        "2", "0.3994", "")
     assert any(r["scope"] == "team" and r["id"] == "blue" for r in rows)
     interval_rows = [r for r in rows if r["scope"] == "interval" and r["id"] == ""]
     assert [r["interval_start"] for r in interval_rows] == [at(0).isoformat()]
@@ -444,3 +450,22 @@ async def test_callback_kept_place_wait(conn):
     assert k["callback_kept_wait_s"] == 200.0                 # (300 + 100) / 2
     assert k["queues"]["sales"]["callback_kept_wait_s"] == 300.0
     assert k["callbacks_accepted"] == 2 and k["callbacks_completed"] == 2
+
+
+async def test_an_agent_first_callback_handle_time_is_the_agents_whole_leg_as_occupancy_counts_it(conn):
+    s = Scenario()
+    s.joined("k1", "sales", 0, caller="111")
+    s.event(10, "callback.accepted", "k1", "sales", number="111")
+    s.event(95, "callback.dialing", "k1", "sales", "a1", number="111", attempt=1)
+    s.event(100, "agent.state", "k1", None, "a1", state="on_call", previous="reserved", previous_s=5, team="blue")
+    s.event(125, "call.connected", "k1", "sales", "a1", wait_s=125, team="blue", skills_met=True)  # customer up
+    s.event(185, "call.ended", "k1", "sales", "a1", outcome="answered", talk_s=60)
+    s.event(185, "agent.state", "k1", None, "a1", state="wrap_up", previous="on_call", previous_s=85, team="blue")
+    s.event(200, "agent.state", "k1", None, "a1", state="available", previous="wrap_up", previous_s=15,
+            team="blue")
+    await s.save(conn)
+    k = await compute_kpis(conn, run=s.run, end=at(200))
+    # the agent's leg: 25 s dialling and ringing the customer + 60 s talk + 15 s wrap-up
+    assert k["aht_s"] == 100.0 and k["agents"]["a1"]["aht_s"] == 100.0
+    assert k["agents"]["a1"]["talk_s"] == 60.0                       # the customer's talk
+    assert k["busy_s"] == 100.0 == k["aht_s"] * k["answered"]         # occupancy counts the same time

@@ -273,8 +273,10 @@ class Engine:
 
     def _connect(self, call: CallRuntime, agent: AgentRuntime, now: float) -> None:
         call.connected_at = now
+        original = {**self._queue(call.entry_queue).skills, **call.extra_skills}
         self._emit(now, "call.connected", call, agent=agent.spec.id, data={
-            "wait_s": round(now - call.joined_at, 3), "team": agent.spec.team})
+            "wait_s": round(now - call.joined_at, 3), "team": agent.spec.team,
+            "skills_met": _meets(agent.spec.skills, original)})   # routing accuracy: no relaxed or widened step
         if call.callback is not None:
             self._emit(now, "callback.connected", call, agent=agent.spec.id, data={
                 "number": call.callback.number, "attempt": call.callback.attempts,

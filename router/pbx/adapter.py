@@ -92,7 +92,7 @@ from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, Agen
                                     AgentResume, CallbackAccepted, CallbackAnswered, CallbackFailed,
                                     CallbackWithdrawn, CallerHungUp, CallerLeft, CallFinished, CallQueued, CancelOffer, DialCallback, DivertCall,
                                     InvalidInput, OfferCall, OfferCallback)
-from router.events import Event
+from router.events import Event, caller_number
 from router.ivr.registry import FlowRegistry
 from router.ivr import session as ivr
 from router.ivr.session import Enqueue
@@ -258,7 +258,7 @@ class AsteriskAdapter:
             await agi.send('SET VARIABLE ROUTER_NEXT "hangup"')
             return
         call = LiveCall(call_id=str(uuid.uuid4()), channel=env.get("agi_channel", ""),
-                        uniqueid=env.get("agi_uniqueid", ""), caller_id=env.get("agi_callerid", ""))
+                        uniqueid=env.get("agi_uniqueid", ""), caller_id=caller_number(env.get("agi_callerid")))
         dnis = env.get("agi_extension", "")
         self.calls[call.call_id] = call
         self._by_channel[call.channel] = call

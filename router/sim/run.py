@@ -39,7 +39,7 @@ async def simulate_day(centre: Centre, dsn: str, *, hours: float = 8.0, seed: in
         progress.close()
     conn = await connect(dsn)
     try:
-        kpis = await compute_kpis(conn, run=run, short_abandon_s=centre.short_abandon_s)
+        kpis = await compute_kpis(conn, run=run, short_abandon_s=centre.short_abandon_s, timezone=centre.timezone)
     finally:
         await conn.close()
     kpis["simulation"] = {"run": run, "seed": seed, "hours": hours, "calls": len(sim.arrivals),
