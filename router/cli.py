@@ -101,6 +101,15 @@ def _parser() -> argparse.ArgumentParser:
     output.add_argument("--json", action="store_true", help="print one JSON object")
     output.add_argument("--csv", action="store_true", help="print CSV")
 
+    qlog = command("queue-log", _queue_log, "our events as Asterisk's queue_log (for QueueMetrics, Wazo's "
+                                            "statistics, qpanel)")
+    with_config(qlog)
+    qlog.add_argument("--run", default="live", help="'live' (default) or a simulation run label")
+    qlog.add_argument("--from", dest="start", type=_timestamp, metavar="TS",
+                      help="calls that joined from this ISO time (without an offset: the centre's local time)")
+    qlog.add_argument("--to", dest="end", type=_timestamp, metavar="TS", help="... until this one, exclusive")
+    qlog.add_argument("--output", metavar="FILE", help="write the lines here (default: standard output)")
+
     erl = command("erlang", _erlang, "staff needed for a service level (Erlang C; Erlang A with --patience)")
     erl.add_argument("--calls-per-hour", type=_positive, required=True)
     erl.add_argument("--aht", type=_positive, required=True, metavar="SECONDS")
@@ -249,6 +258,38 @@ def _kpi(args: argparse.Namespace) -> int:
         sys.stdout.write(kpi_csv(kpis))
     else:
         print(format_kpi_table(kpis))
+    return 0
+
+
+def _queue_log(args: argparse.Namespace) -> int:
+    from router.store.database import connect, ensure_schema
+    from router.store.queue_log import fetch_events, queue_log_lines
+
+    centre = load_config(args.config)
+    dsn, stop = _database(centre, args)
+
+    async def fetch() -> list[Any]:
+        await ensure_schema(dsn)
+        conn = await connect(dsn)
+        try:
+            return await fetch_events(conn, run=args.run, start=args.start, end=args.end,
+                                      timezone=centre.timezone)
+        finally:
+            await conn.close()
+
+    try:
+        events = asyncio.run(fetch())
+    finally:
+        if stop:
+            stop()
+    lines = queue_log_lines(events, centre)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as out:
+            count = sum(out.write(text + "\n") > 0 for text in lines)
+        print(f"{args.output}: {count} queue_log line(s)", file=sys.stderr)
+    else:
+        for text in lines:
+            print(text)
     return 0
 
 
