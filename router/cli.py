@@ -14,7 +14,7 @@ import re
 import sys
 import zoneinfo
 from datetime import datetime, time
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from router.config import ConfigError, check_config
 from router.config.model import Centre
@@ -224,30 +224,19 @@ def _simulate(args: argparse.Namespace) -> int:
 def _kpi(args: argparse.Namespace) -> int:
     from router.report import calls_csv, format_call_table, format_kpi_table, kpi_csv
     from router.store.call_detail import call_detail
-    from router.store.database import connect, ensure_schema
     from router.store.kpi import compute_kpis
 
     centre = load_config(args.config)
-    dsn, stop = _database(centre, args)
 
-    async def compute() -> dict[str, Any]:
-        await ensure_schema(dsn)
-        conn = await connect(dsn)
-        try:
-            if args.calls:
-                return await call_detail(conn, run=args.run, start=args.start, end=args.end,
-                                         timezone=centre.timezone, outcome=args.outcome)
-            return await compute_kpis(conn, run=args.run, start=args.start, end=args.end,
-                                      interval_minutes=args.interval,
-                                      short_abandon_s=centre.short_abandon_s, timezone=centre.timezone)
-        finally:
-            await conn.close()
+    async def compute(conn: Any) -> dict[str, Any]:
+        if args.calls:
+            return await call_detail(conn, run=args.run, start=args.start, end=args.end,
+                                     timezone=centre.timezone, outcome=args.outcome)
+        return await compute_kpis(conn, run=args.run, start=args.start, end=args.end,
+                                  interval_minutes=args.interval,
+                                  short_abandon_s=centre.short_abandon_s, timezone=centre.timezone)
 
-    try:
-        kpis = asyncio.run(compute())
-    finally:
-        if stop:
-            stop()
+    kpis = _read_store(centre, args, compute)
     if args.json:
         _print_json(kpis)
     elif args.calls and args.csv:
@@ -262,26 +251,11 @@ def _kpi(args: argparse.Namespace) -> int:
 
 
 def _queue_log(args: argparse.Namespace) -> int:
-    from router.store.database import connect, ensure_schema
     from router.store.queue_log import fetch_events, queue_log_lines
 
     centre = load_config(args.config)
-    dsn, stop = _database(centre, args)
-
-    async def fetch() -> list[Any]:
-        await ensure_schema(dsn)
-        conn = await connect(dsn)
-        try:
-            return await fetch_events(conn, run=args.run, start=args.start, end=args.end,
-                                      timezone=centre.timezone)
-        finally:
-            await conn.close()
-
-    try:
-        events = asyncio.run(fetch())
-    finally:
-        if stop:
-            stop()
+    events = _read_store(centre, args, lambda conn: fetch_events(conn, run=args.run, start=args.start,
+                                                                  end=args.end, timezone=centre.timezone))
     lines = queue_log_lines(events, centre)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as out:
@@ -388,6 +362,28 @@ def _flows_graph(args: argparse.Namespace) -> int:
 
 
 # --- helpers ----------------------------------------------------------------------------
+
+def _read_store(centre: Centre, args: argparse.Namespace, query: Callable[[Any], Awaitable[Any]]) -> Any:
+    """One read of the centre's store: the schema ensured, a connection for `query`, and an
+    embedded server (when no DSN is configured) started and stopped around it."""
+    from router.store.database import connect, ensure_schema
+
+    dsn, stop = _database(centre, args)
+
+    async def run() -> Any:
+        await ensure_schema(dsn)
+        conn = await connect(dsn)
+        try:
+            return await query(conn)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(run())
+    finally:
+        if stop:
+            stop()
+
 
 def _database(centre: Centre, args: argparse.Namespace):
     from router.store.database import resolve_dsn
