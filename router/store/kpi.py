@@ -470,7 +470,8 @@ async def compute_kpis(
 
 # A connection that computes KPIs again and again (a dashboard) reuses asyncpg's prepared
 # statements; from the sixth execution PostgreSQL may switch to a generic plan, which does not
-# see the run's size: measured minutes instead of 8 s on the 100,000-call day.
+# see the run's size.  Measured on a 30,000-call day with 30-minute intervals: five runs of
+# 2.2 s, then every run past a 60 s statement timeout; with custom plans all eight runs alike.
 _CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
 
 
