@@ -35,3 +35,16 @@ def database_url():
         yield _with_database(ADMIN_DSN, name)
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def conn(database_url):
+    """A connection to the session's database, its schema migrated."""
+    from router.store.migrate import migrate
+
+    connection = await asyncpg.connect(database_url)
+    await migrate(connection)
+    try:
+        yield connection
+    finally:
+        await connection.close()

@@ -12,7 +12,7 @@ import pytest
 
 from router.report import calls_csv, format_call_table
 from router.store.call_detail import call_detail
-from tests.test_kpi import Scenario, centre_scenario, conn  # noqa: F401  (the fixture)
+from tests.test_kpi import Scenario, centre_scenario
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 REPO = Path(__file__).resolve().parent.parent

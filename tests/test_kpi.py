@@ -17,7 +17,6 @@ import pytest
 
 from router.report import format_kpi_table, kpi_csv, kpi_json
 from router.store.kpi import PINNED_KEYS, compute_kpis
-from router.store.migrate import migrate
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -27,16 +26,6 @@ SL_THRESHOLD_S = 20
 
 def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
-
-
-@pytest.fixture
-async def conn(database_url):
-    connection = await asyncpg.connect(database_url)
-    await migrate(connection)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 class Scenario:

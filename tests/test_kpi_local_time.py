@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from router.events import caller_number
 from router.store.kpi import compute_kpis
-from tests.test_kpi import T0, Scenario, conn  # noqa: F401  (the fixture)
+from tests.test_kpi import T0, Scenario
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

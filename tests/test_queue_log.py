@@ -19,7 +19,7 @@ from router.store.call_detail import call_detail
 from router.store.kpi import compute_kpis
 from router.store.queue_log import NOT_ANSWERED, fetch_events, queue_log_lines
 from tests.factories import centre, queue
-from tests.test_kpi import Scenario, conn  # noqa: F401  (the fixture)
+from tests.test_kpi import Scenario
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 REPO = Path(__file__).resolve().parent.parent
