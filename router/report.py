@@ -114,7 +114,8 @@ def _minute(iso: str | None) -> str:
 
 def format_kpi_table(kpis: dict[str, Any]) -> str:
     """Human-readable report: queues + TOTAL, summary, teams, intervals."""
-    title = f"KPIs  run {kpis['run']}  {_minute(kpis['from'])} → {_minute(kpis['to'])} UTC"
+    zone = kpis.get("timezone", "UTC")
+    title = f"KPIs  run {kpis['run']}  {_minute(kpis['from'])} → {_minute(kpis['to'])} {zone}"
     queue_rows = [*kpis["queues"].items(), ("TOTAL", kpis)]
     summary = (
         f"Short abandons {_count(kpis['short_abandoned'])} · call-backs offered "
@@ -139,7 +140,7 @@ def format_kpi_table(kpis: dict[str, Any]) -> str:
         sections.append(render_table("Team", TEAM_COLUMNS, team_rows))
     if kpis.get("intervals"):
         interval_rows = [(_minute(i["start"]), i) for i in kpis["intervals"]]
-        sections.append(render_table("Interval (UTC)", INTERVAL_COLUMNS, interval_rows))
+        sections.append(render_table(f"Interval ({zone})", INTERVAL_COLUMNS, interval_rows))
     return "\n\n".join(sections) + "\n"
 
 

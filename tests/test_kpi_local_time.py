@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from router.events import caller_number
+from router.report import format_kpi_table
 from router.store.kpi import compute_kpis
 from tests.test_kpi import T0, Scenario
 
@@ -71,6 +72,10 @@ async def test_kathmandu_hours_start_on_local_edges_and_split_agent_time(conn):
     assert (second["offered"], second["answered"], second["abandoned"]) == (2, 1, 1)
     assert second["service_level"] == 0.0                    # c2 30 s > 20 s; c3 abandoned after 60 s
     assert (k["offered"], k["service_level"], k["abandonment_rate"]) == (3, 0.3333, 0.3333)
+    table = format_kpi_table(k).splitlines()
+    assert table[0].endswith("2024-03-04 17:00 → 2024-03-04 19:00 Asia/Kathmandu")
+    assert any(line.startswith("Interval (Asia/Kathmandu)") for line in table)
+    assert any(line.startswith("2024-03-04 18:00") for line in table)          # rows on the local clock
 
 
 async def test_st_johns_half_hours_a_window_inside_a_bucket_calls_not_judged_and_withheld_numbers(conn):
