@@ -265,10 +265,15 @@ contained AS (
 {_STATE_SPANS_CTE},
 span_parts AS (
     SELECT NULL::timestamptz AS bucket, 1 AS gb, state, extract(epoch FROM s1 - s0) AS secs FROM state_spans
+    UNION ALL      -- most spans lie inside one bucket; only those that cross an edge are cut
+    SELECT date_bin($4::interval, s0, $7::timestamptz), 0, state, extract(epoch FROM s1 - s0)
+    FROM state_spans
+    WHERE s1 <= date_bin($4::interval, s0, $7::timestamptz) + $4::interval
     UNION ALL
     SELECT b.bucket, 0, s.state,
            extract(epoch FROM least(s.s1, b.bucket + $4::interval) - greatest(s.s0, b.bucket))
     FROM state_spans s JOIN buckets b ON s.s0 < b.bucket + $4::interval AND s.s1 > b.bucket
+    WHERE s.s1 > date_bin($4::interval, s.s0, $7::timestamptz) + $4::interval
 ),
 occupancy_kpis AS (
     SELECT bucket, gb,
