@@ -113,9 +113,7 @@ async def call_detail(conn: asyncpg.Connection, *, run: str = "live", start: dat
     for record in records:
         row = {key: record[key] for key in COLUMNS}
         row["arrived"] = record["arrived"].astimezone(zone).isoformat()
-        for key in ("wait_s", "talk_s", "wrap_s"):
-            row[key] = None if row[key] is None else round(float(row[key]), 2)
-        for key in ("csat", "nps"):
+        for key in ("wait_s", "talk_s", "wrap_s", "csat", "nps"):
             row[key] = None if row[key] is None else round(float(row[key]), 2)
         calls.append(row)
     return {"run": run, "timezone": zone.key, "from": start.isoformat() if start else None,

@@ -32,6 +32,7 @@ What differs from app_queue, and why:
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Iterator
@@ -90,7 +91,6 @@ async def fetch_events(conn: asyncpg.Connection, *, run: str = "live", start: da
 
 
 def _data(value: Any) -> dict[str, Any]:
-    import json
     return json.loads(value) if isinstance(value, str) else dict(value or {})
 
 
