@@ -20,6 +20,7 @@ from router.config import ConfigError, check_config
 from router.config.model import Centre
 from router.ivr.registry import FlowError, flows_directory
 from router.store.call_detail import OUTCOMES as CALL_OUTCOMES
+from router.web.auth import TokenError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="log this agent in at start (repeatable; otherwise agents start logged out)")
     serve.add_argument("--drain-timeout", type=_positive, default=30.0, metavar="SECONDS",
                        help="on SIGTERM/SIGINT, how long calls in progress may go on (default 30)")
+    serve.add_argument("--web-host", metavar="ADDRESS",
+                       help="address of the dashboard, API and metrics (default: web.host, 127.0.0.1)")
+    serve.add_argument("--web-port", type=_port, metavar="PORT",
+                       help="their port (default: web.port, 8080; 0: any free port)")
 
     sim = command("simulate", _simulate, "simulate a day of the centre and print its KPIs")
     with_config(sim)
@@ -157,26 +162,45 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     centre = load_config(args.config)
-    if centre.ami is None:
-        from router.sim.realtime import run_demo
-        print(f"{centre.source}: no `ami:` section, serving the built-in simulated PBX in real time "
-              f"(speed x{args.speed:g}; events under run 'demo'; Ctrl-C stops)", file=sys.stderr)
-        start = args.start
-        if isinstance(start, time):
-            zone = zoneinfo.ZoneInfo(centre.timezone)
-            start = datetime.combine(datetime.now(zone).date(), start, tzinfo=zone)
-        asyncio.run(run_demo(centre, data_dir=args.data_dir, speed=args.speed, seed=args.seed, start=start))
-        return 0
-    from router.pbx.service import Service
-
     try:
-        service = Service(centre, data_dir=args.data_dir, auto_login=args.login,
-                          drain_timeout_s=args.drain_timeout)
-    except ValueError as exc:
+        if centre.ami is None:
+            from router.sim.realtime import run_demo
+            start = args.start
+            if isinstance(start, time):
+                zone = zoneinfo.ZoneInfo(centre.timezone)
+                start = datetime.combine(datetime.now(zone).date(), start, tzinfo=zone)
+            asyncio.run(run_demo(centre, data_dir=args.data_dir, speed=args.speed, seed=args.seed, start=start,
+                                 web_host=args.web_host, web_port=args.web_port, on_ready=_announce(centre, args)))
+            return 0
+        from router.pbx.service import Service
+
+        service = Service(centre, data_dir=args.data_dir, auto_login=args.login, drain_timeout_s=args.drain_timeout,
+                          web_host=args.web_host, web_port=args.web_port, on_ready=_announce(centre, args))
+        asyncio.run(service.run())
+    except (ValueError, TokenError) as exc:
         print(exc, file=sys.stderr)
         return 1
-    asyncio.run(service.run())
+    except OSError as exc:
+        print(f"cannot serve: {exc} (another router or demo on that port? --web-port chooses another)",
+              file=sys.stderr)
+        return 1
     return 0
+
+
+def _announce(centre: Centre, args: argparse.Namespace) -> Any:
+    """Prints the dashboard's address first, then how to sign in (never a token itself)."""
+    def ready(web: Any) -> None:
+        if web.token_file is not None:
+            how = f"sign in with the token in {web.token_file}"
+        elif len(web.tokens):
+            how = "sign in with a token of web.tokens or ACD_WEB_TOKENS"
+        else:
+            how = "no tokens configured (web.tokens or ACD_WEB_TOKENS): sign-in is refused"
+        print(f"Dashboard: {web.url}  ({how})", flush=True)
+        if centre.ami is None:
+            print(f"{centre.source}: no `ami:` section, serving the built-in simulated PBX in real time "
+                  f"(speed x{args.speed:g}; events under run 'demo'; Ctrl-C stops)", file=sys.stderr, flush=True)
+    return ready
 
 
 def _loadtest(args: argparse.Namespace) -> int:
@@ -392,6 +416,16 @@ def _database(centre: Centre, args: argparse.Namespace):
 
 def _print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, default=str) + "\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}")
+    return port
 
 
 def _positive(text: str) -> float:

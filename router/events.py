@@ -27,6 +27,11 @@ The KPI SQL (router/store/kpi.py) relies on these `data` fields:
   callback.*        call_id, queue; data: number, attempt
   survey.answered   call_id, queue, agent; data: question (csat|nps), score
   flow.reloaded     data: version, ok, errors
+  call.priority_changed / call.moved   call_id, queue (after); data: priority, previous /
+                    from, to, wait_s (a supervisor's action, see admin.action)
+  admin.action      data: action, by (token name), token (its fingerprint, never the token),
+                    role, target, result (ok or the error id), detail; agent/call_id/queue when
+                    the action names one: the audit trail of the web API
 """
 from __future__ import annotations
 
@@ -51,6 +56,7 @@ EVENT_TYPES: frozenset[str] = frozenset({
     "agent.offered", "agent.no_answer", "call.connected", "call.abandoned", "call.ended",
     "callback.offered", "callback.accepted", "callback.dialing", "callback.connected",
     "callback.failed", "callback.cancelled", "agent.state", "survey.answered", "flow.reloaded",
+    "call.priority_changed", "call.moved", "admin.action",
 })
 
 

@@ -23,6 +23,7 @@ appear in messages.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -35,18 +36,18 @@ from typing import Any
 from router.config.model import (STRATEGIES, TERMINAL_ACTIONS, WEEKDAYS, Agent, AgiSettings, AmiSettings,
                                  Break, CallbackPolicy, Centre, DatabaseSettings, Distribution, HoldPolicy, IvrTraffic,
                                  OverflowStep,
-                                 Queue, Schedule, Shift, Simulation, Skill)
+                                 Queue, Schedule, Shift, Simulation, Skill, WEB_ROLES, Webhook, WebSettings, WebToken)
 from router.yamlsrc import Mark, Node, Problem, ProblemList, describe, did_you_mean, load, read
 
 SAMPLE_PATH = Path(__file__).resolve().parent.parent / "samples" / "centre.yaml"
 DATABASE_URL_ENV = "ACD_DATABASE_URL"
 
 TOP_KEYS = ("skills", "agents", "queues", "schedules", "database", "ami", "agi", "flows",
-            "short_abandon_s", "timezone", "simulation")
+            "short_abandon_s", "timezone", "simulation", "web")
 SKILL_KEYS = ("id", "name", "kind")
 AGENT_KEYS = ("id", "name", "endpoint", "team", "skills")
 QUEUE_KEYS = ("id", "name", "skills", "strategy", "priority", "weight", "service_level", "wrap_up_s",
-              "ring_timeout_s", "rona_pause", "aht_estimate_s", "schedule", "overflow", "callback", "hold", "survey")
+              "ring_timeout_s", "rona_pause", "aht_estimate_s", "schedule", "overflow", "callback", "hold", "survey", "webhook")
 CALLBACK_KEYS = ("offer_ewt_s", "max_pending", "retry_s", "max_attempts", "customer_first", "prefixes",
                  "min_digits", "max_digits", "hours", "max_days_ahead", "dial", "whisper", "offer_flow")
 HOLD_KEYS = ("moh_class", "announce_s", "announce_position", "announce_ewt", "callback_key", "leave_key",
@@ -61,6 +62,12 @@ SCHEDULE_KEYS = ("id", "timezone", "hours", "holidays")
 DATABASE_KEYS = ("dsn", "data_dir")
 AMI_KEYS = ("host", "port", "username", "secret", "ping_interval_s", "ping_timeout_s", "action_timeout_s")
 AGI_KEYS = ("host", "port")
+WEB_KEYS = ("enabled", "host", "port", "tokens", "alarms", "push_interval_s", "kpi_refresh_s", "interval_minutes",
+            "session_hours")
+WEB_TOKEN_KEYS = ("name", "token", "sha256", "role", "queues")
+WEB_ALARM_KEYS = ("caller_wait_s", "agent_paused_min")
+WEBHOOK_KEYS = ("url", "timeout_s", "retries")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 SIMULATION_KEYS = ("start", "interval_minutes", "arrivals", "handle_time", "patience", "shifts",
                    "answer_delay_s", "no_answer_rate", "callback_acceptance", "rona_recovery_s", "ivr",
                    "callback_answer_rate")
@@ -323,6 +330,7 @@ class ConfigReader:
             "database": self.database(top.get("database")),
             "ami": self.ami(top.get("ami")),
             "agi": self.agi(top.get("agi")),
+            "web": self.web(top.get("web")),
             "flows": self.text(top["flows"], "'flows'", nullable=True) if "flows" in top else None,
         }
         if "short_abandon_s" in top:
@@ -518,6 +526,8 @@ class ConfigReader:
             if values["survey"] is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", values["survey"]):
                 self.error(f["survey"], f"'survey' of {owner}: expected a flow name of letters, digits, '_'"
                                         f" or '-', got {values['survey']!r}")
+        if "webhook" in f and f["webhook"].value is not None:
+            values["webhook"] = self.webhook(f["webhook"], f"'webhook' of {owner}")
         if "hold" in f and f["hold"].value is not None:
             hold = self.hold_policy(f["hold"], f"'hold' of {owner}")
             if hold is not None:
@@ -707,9 +717,9 @@ class ConfigReader:
                 values[key] = self.number(f[key], f"{key!r} of section 'ami'", lo=0, lo_open=True)
         return AmiSettings(**values)
 
-    def secret(self, node: Node) -> str | None:
-        """The AMI secret, literal or `${NAME}` from the environment; never quoted in messages."""
-        value = self.text(node, "'secret' of section 'ami'", secret=True)
+    def secret(self, node: Node, what: str = "'secret' of section 'ami'") -> str | None:
+        """A secret, literal or `${NAME}` from the environment; never quoted in messages."""
+        value = self.text(node, what, secret=True)
         if value is None:
             return None
         reference = _ENV_REF.match(value)
@@ -717,7 +727,7 @@ class ConfigReader:
             return value
         secret = self.environ.get(reference[1])
         if secret is None:
-            self.error(node, f"'secret' of section 'ami': environment variable {reference[1]!r} is not set")
+            self.error(node, f"{what}: environment variable {reference[1]!r} is not set")
         return secret
 
     def agi(self, node: Node | None) -> AgiSettings:
@@ -728,6 +738,99 @@ class ConfigReader:
         if "port" in f:
             values["port"] = self.integer(f["port"], "'port' of section 'agi'", 1, 65535)
         return AgiSettings(**values)
+
+    def webhook(self, node: Node, owner: str) -> Webhook | None:
+        f = self.fields(node, owner, WEBHOOK_KEYS, required=("url",))
+        if f is None or "url" not in f:
+            return None
+        url = self.text(f["url"], f"'url' of {owner}")
+        if url is not None and not re.match(r"^https?://[^\s/]+", url):
+            self.error(f["url"], f"'url' of {owner}: expected an http:// or https:// URL, got {url!r}")
+            url = None
+        values: dict[str, Any] = {}
+        if "timeout_s" in f:
+            values["timeout_s"] = self.number(f["timeout_s"], f"'timeout_s' of {owner}", lo=0, hi=60, lo_open=True)
+        if "retries" in f:
+            values["retries"] = self.integer(f["retries"], f"'retries' of {owner}", 0, 10)
+        return Webhook(url, **values) if url is not None else None
+
+    def web(self, node: Node | None) -> WebSettings:
+        f = self.section(node, "web", WEB_KEYS) or {}
+        values: dict[str, Any] = {}
+        if "enabled" in f:
+            values["enabled"] = self.flag(f["enabled"], "'enabled' of section 'web'")
+        if "host" in f:
+            values["host"] = self.text(f["host"], "'host' of section 'web'")
+        if "port" in f:
+            values["port"] = self.integer(f["port"], "'port' of section 'web'", 1, 65535)
+        for key, lo, hi in (("push_interval_s", 0.05, 10), ("kpi_refresh_s", 1, 3600), ("session_hours", 0.1, 720)):
+            if key in f:
+                values[key] = self.number(f[key], f"{key!r} of section 'web'", lo=lo, hi=hi)
+        if "interval_minutes" in f:
+            values["interval_minutes"] = self.choice_number(f["interval_minutes"], "'interval_minutes' of section 'web'")
+        alarms = self.fields(f.get("alarms"), "'alarms' of section 'web'", WEB_ALARM_KEYS) or {}
+        if "caller_wait_s" in alarms:
+            values["caller_wait_alarm_s"] = self.number(alarms["caller_wait_s"], "'caller_wait_s' of web alarms",
+                                                        lo=0, lo_open=True)
+        if "agent_paused_min" in alarms:
+            values["agent_pause_alarm_min"] = self.number(alarms["agent_paused_min"],
+                                                          "'agent_paused_min' of web alarms", lo=0, lo_open=True)
+        tokens = [self.web_token(item, index) for index, item in
+                  enumerate(self.items(f.get("tokens"), "'tokens' of section 'web'"))]
+        values["tokens"] = tuple(token for token in tokens if token is not None)
+        names = [token.name for token in values["tokens"]]
+        for name in {n for n in names if names.count(n) > 1}:
+            self.error(f["tokens"], f"'tokens' of section 'web': the name {name!r} is used twice")
+        return WebSettings(**{key: value for key, value in values.items() if value is not None})
+
+    def choice_number(self, node: Node, what: str) -> int | None:
+        value = self.integer(node, what)
+        if value is not None and value not in INTERVAL_MINUTES:
+            self.error(node, f"{what}: expected one of {', '.join(map(str, INTERVAL_MINUTES))}, got {value}")
+            return None
+        return value
+
+    def web_token(self, node: Node, index: int) -> WebToken | None:
+        """A token of the web API: `token` (literal or ${ENV}) or its `sha256`; never quoted back."""
+        owner = f"token #{index + 1} of section 'web'"
+        f = self.fields(node, owner, WEB_TOKEN_KEYS, required=("name", "role"))
+        if f is None:
+            return None
+        name = self.text(f["name"], f"'name' of {owner}") if "name" in f else None
+        owner = f"token {name!r} of section 'web'" if name else owner
+        role = self.text(f["role"], f"'role' of {owner}") if "role" in f else None
+        if role is not None and role not in WEB_ROLES:
+            agent = role.removeprefix("agent:") if role.startswith("agent:") else None
+            if agent is None:
+                self.error(f["role"], f"'role' of {owner}: expected viewer, supervisor, admin or agent:<agent id>, "
+                                      f"got {role!r}")
+                role = None
+            elif agent not in self.agent_ids:
+                self.error(f["role"], f"'role' of {owner}: unknown agent {agent!r}{did_you_mean(agent, self.agent_ids)}")
+                role = None
+        if ("token" in f) == ("sha256" in f):
+            self.error(node, f"{owner}: expected exactly one of 'token' or 'sha256'")
+            return None
+        digest = None
+        if "sha256" in f:
+            digest = self.text(f["sha256"], f"'sha256' of {owner}", secret=True)
+            if digest is not None and not _SHA256.match(digest.lower()):
+                self.error(f["sha256"], f"'sha256' of {owner}: expected 64 hexadecimal digits")
+                digest = None
+            digest = digest.lower() if digest else None
+        else:
+            secret = self.secret(f["token"], f"'token' of {owner}")
+            if secret is not None and len(secret) < 16:
+                self.error(f["token"], f"'token' of {owner}: too short, use at least 16 characters")
+                secret = None
+            digest = hashlib.sha256(secret.encode()).hexdigest() if secret else None
+        queues = None
+        if "queues" in f and f["queues"].value is not None:
+            queues = tuple(q for q in (self.reference(item, f"'queues' of {owner}", self.queue_ids, "queue")
+                                       for item in self.items(f["queues"], f"'queues' of {owner}")) if q)
+        if name is None or role is None or digest is None:
+            return None
+        return WebToken(name, digest, role, queues)
 
     # ---- simulation ------------------------------------------------------------------------
 

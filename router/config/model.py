@@ -110,6 +110,15 @@ class HoldPolicy:
 
 
 @dataclass(frozen=True)
+class Webhook:
+    """An HTTP POST (JSON) to a CRM when a call of the queue is offered to an agent, so the
+    CRM can pop the customer record; sent in the background, never delaying routing."""
+    url: str
+    timeout_s: float = 2.0
+    retries: int = 2                   # further attempts after a failure, with backoff
+
+
+@dataclass(frozen=True)
 class Queue:
     id: str
     name: str
@@ -128,6 +137,7 @@ class Queue:
     callback: CallbackPolicy | None = None  # None: this queue offers no call-backs
     hold: HoldPolicy = field(default_factory=HoldPolicy)
     survey: str | None = None          # IVR flow the caller is taken to when the agent hangs up
+    webhook: Webhook | None = None     # screen pop to a CRM on each offer
 
 
 @dataclass(frozen=True)
@@ -216,6 +226,33 @@ class AgiSettings:
     port: int = 4573
 
 
+WEB_ROLES: tuple[str, ...] = ("viewer", "supervisor", "admin")   # and "agent:<agent id>"
+
+
+@dataclass(frozen=True)
+class WebToken:
+    """A bearer token of the web API, kept only as its SHA-256 (hex)."""
+    name: str                          # who holds it, as the audit trail names them
+    sha256: str = field(repr=False)
+    role: str = "viewer"               # viewer | supervisor | admin | agent:<agent id>
+    queues: tuple[str, ...] | None = None   # the queues it may see and act on; None: all
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """The dashboard, admin API and metrics of `serve` (DESIGN §9)."""
+    enabled: bool = True
+    host: str = "127.0.0.1"            # loopback unless configured otherwise (TLS: a proxy in front)
+    port: int = 8080
+    tokens: tuple[WebToken, ...] = ()  # more from ACD_WEB_TOKENS
+    caller_wait_alarm_s: float = 120.0      # alarm: a caller has waited longer than this
+    agent_pause_alarm_min: float = 15.0     # alarm: an agent has been paused longer than this
+    push_interval_s: float = 0.25           # viewers get changes at most this often
+    kpi_refresh_s: float = 15.0             # "today" figures are read again from PostgreSQL this often
+    interval_minutes: int = 30              # width of the intraday chart's intervals
+    session_hours: float = 12.0             # a dashboard sign-in lasts this long
+
+
 @dataclass(frozen=True)
 class DatabaseSettings:
     dsn: str | None = field(default=None, repr=False)   # None: ACD_DATABASE_URL or embedded server
@@ -233,6 +270,7 @@ class Centre:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     ami: AmiSettings | None = None
     agi: AgiSettings = field(default_factory=AgiSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     flows: str | None = None            # directory of IVR flow files
     short_abandon_s: float = 5.0
     timezone: str = "UTC"               # the centre's IANA zone: shift times, intervals, "today"

@@ -58,8 +58,8 @@ from router.engine.agents import (BUSY_STATES, DEFERRABLE, IDLE_STATES, TRANSITI
 from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, AgentMissed, AgentPause,
                                     AgentResume, CallbackAccepted, CallbackAnswered, CallbackFailed,
                                     CallbackRestored, CallbackWithdrawn, CallerHungUp, CallerLeft, CallFinished,
-                                    CallQueued, CancelOffer,
-                                    DialCallback, DivertCall, InvalidInput, OfferCall, OfferCallback, Output,
+                                    CallQueued, CancelCallback, CancelOffer, DialCallback, DivertCall,
+                                    InvalidInput, MoveCall, OfferCall, OfferCallback, Output, SetCallPriority,
                                     WrapUpDone)
 from router.events import Event
 from router.schedules import is_open, next_open
@@ -184,6 +184,10 @@ class Engine:
         return 1 + sum(1 for other in self._waiting[call.queue].values()
                        if (other.priority, -other.joined_at, -other.seq)
                        > (call.priority, -call.joined_at, -call.seq))
+
+    def waiting(self, queue: str) -> list[CallRuntime]:
+        """The calls (and call-backs) waiting in `queue` in the order they would be served."""
+        return sorted(self._waiting[queue].values(), key=lambda c: (-c.priority, c.joined_at, c.seq))
 
     def snapshot(self) -> dict[str, Any]:
         """Live view for supervisors: per queue waiting calls, per state agent counts."""
@@ -545,6 +549,63 @@ class Engine:
                                                   "wait_s": round(now - call.joined_at, 3)})
         del self.calls[call.call_id]
 
+    # --- supervisor actions -------------------------------------------------
+
+    def _waiting_call(self, call_id: str) -> CallRuntime:
+        """A call a supervisor may change: waiting, or a call-back not being dialled."""
+        call = self.calls.get(call_id)
+        if call is None:
+            raise InvalidInput(f"unknown call {call_id!r}")
+        if call.agent is not None or call.connected_at is not None:
+            raise InvalidInput(f"call {call_id!r} is not waiting: it is ringing an agent or connected")
+        return call
+
+    def _on_set_call_priority(self, msg: SetCallPriority, now: float) -> None:
+        call = self._waiting_call(msg.call_id)
+        previous = call.priority
+        if msg.priority == previous:
+            return
+        waiting = call.slot is not None
+        self._unwait(call)
+        call.priority = msg.priority
+        self._emit(now, "call.priority_changed", call, data={"priority": msg.priority, "previous": previous})
+        if waiting:                     # a parked call-back takes it when it comes back
+            self._wait(call, now)
+            self._route_call(call, now)
+
+    def _on_move_call(self, msg: MoveCall, now: float) -> None:
+        call = self._waiting_call(msg.call_id)
+        target = self._queue(msg.queue)
+        if target.id == call.queue:
+            raise InvalidInput(f"call {msg.call_id!r} is already in queue {target.id!r}")
+        requirements = {**target.skills, **call.extra_skills}
+        if not any(_meets(agent.spec.skills, requirements) for agent in self.agents.values()):
+            raise InvalidInput(f"no agent has the skills queue {target.id!r} needs for call {msg.call_id!r}")
+        if call.callback is not None:
+            key = (target.id, call.callback.number)
+            if key in self._pending_callbacks:
+                raise InvalidInput(f"queue {target.id!r} already holds a call-back to this number")
+            del self._pending_callbacks[(call.queue, call.callback.number)]
+            self._pending_callbacks[key] = call.call_id
+        waiting = call.slot is not None
+        self._unwait(call)
+        previous = call.queue
+        call.queue, call.queue_joined_at, call.next_step = target.id, now, 0
+        call.requirement_sets = [requirements]
+        self._emit(now, "call.moved", call, data={"from": previous, "to": target.id,
+                                                  "wait_s": round(now - call.joined_at, 3)})
+        if waiting:                     # a parked call-back keeps its timer and waits there
+            call.token += 1             # the old queue's step and max-wait timers no longer apply
+            self._start_waiting(call, now)
+
+    def _on_cancel_callback(self, msg: CancelCallback, now: float) -> None:
+        call = self._waiting_call(msg.call_id)
+        if call.callback is None:
+            raise InvalidInput(f"call {msg.call_id!r} is not a call-back")
+        self._emit(now, "callback.cancelled", call, data={"number": call.callback.number,
+                                                          "reason": "supervisor"})
+        self._end_callback(call, "callback_cancelled", now)
+
     _handlers: dict[type, Callable[..., None]] = {
         CallQueued: _on_call_queued, CallerHungUp: _on_caller_hung_up,
         AgentAnswered: _on_agent_answered, AgentMissed: _on_agent_missed,
@@ -554,6 +615,7 @@ class Engine:
         CallbackAccepted: _on_callback_accepted, CallbackRestored: _on_callback_restored,
         CallbackAnswered: _on_callback_answered, CallbackFailed: _on_callback_failed,
         CallbackWithdrawn: _on_callback_withdrawn, CallerLeft: _on_caller_left,
+        SetCallPriority: _on_set_call_priority, MoveCall: _on_move_call, CancelCallback: _on_cancel_callback,
     }
 
     # --- timers -----------------------------------------------------------

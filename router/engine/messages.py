@@ -137,9 +137,33 @@ class CallbackFailed:
     reason: str = "no_answer"
 
 
+@dataclass(frozen=True, slots=True)
+class SetCallPriority:
+    """A supervisor sets a waiting call's priority (higher is served first); it keeps its
+    arrival order among the calls of its new priority."""
+    call_id: str
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class MoveCall:
+    """A supervisor moves a waiting call (or a call-back not being dialled) to `queue`: it
+    keeps its place (first join and arrival order), takes that queue's skill minimums and
+    starts its overflow steps from there."""
+    call_id: str
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelCallback:
+    """A supervisor cancels a pending call-back (not while it is being dialled)."""
+    call_id: str
+
+
 Input = Union[CallQueued, CallerHungUp, AgentAnswered, AgentMissed, CallFinished, AgentLogin,
               AgentLogout, AgentPause, AgentResume, WrapUpDone, CallbackAccepted, CallbackRestored,
-              CallbackAnswered, CallbackFailed, CallbackWithdrawn, CallerLeft]
+              CallbackAnswered, CallbackFailed, CallbackWithdrawn, CallerLeft, SetCallPriority, MoveCall,
+              CancelCallback]
 
 # --- commands -------------------------------------------------------------
 

@@ -78,7 +78,7 @@ import functools
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -102,6 +102,7 @@ from router.pbx.ami import (AmiError, AmiEvent, AmiLink, ContactStatus, DeviceSt
 from router.pbx.fastagi import AGIError, AGIHangup, AGISession
 from router.store.callback_store import CallbackStore
 from router.store.writer import EventWriter
+from router.web.operations import MonitorUnavailable
 
 log = structlog.get_logger("router.pbx.adapter")
 
@@ -176,6 +177,7 @@ class AsteriskAdapter:
         self._background: list[asyncio.Task[None]] = []
         self._epoch_offset = 0.0
         self._idle = asyncio.Event()
+        self.observers: list[Callable[[Event], None]] = []   # the web service's board and metrics
 
     # --- life cycle --------------------------------------------------------------------
 
@@ -236,6 +238,10 @@ class AsteriskAdapter:
 
     def _logged_in(self, agent: str) -> None:
         self._feed(AgentLogin(agent))
+        self._logged_in_device(agent)
+
+    def _logged_in_device(self, agent: str) -> None:
+        """A phone known to be unreachable pauses the agent who just logged in on it."""
         endpoint = self.centre.agents[agent].endpoint if agent in self.centre.agents else ""
         if endpoint in self.device_states:
             self._device_state(agent, self.device_states[endpoint])
@@ -248,6 +254,39 @@ class AsteriskAdapter:
 
     async def resume(self, agent: str) -> None:
         self._feed(AgentResume(agent))
+
+    # --- the web API's side (router.web.operations.Pbx) -------------------------------------
+
+    def submit(self, message: Any) -> None:
+        """A supervisor's input: applied now, or InvalidInput raised with nothing changed."""
+        self._apply(self.engine.handle(message, self.now()))
+        self._wake.set()
+        if isinstance(message, AgentLogin):
+            self._logged_in_device(message.agent)
+
+    async def monitor(self, agent: str, supervisor: str, flags: str) -> dict[str, Any]:
+        """Originate the supervisor's phone into ChanSpy on the agent's leg of its current call."""
+        call_id = self.engine.agents[agent].call_id
+        call = self.calls.get(call_id or "") or self.callbacks.get(call_id or "")
+        channel = None
+        if call is not None:
+            channel = call.agent_channel if call.call_id in self.calls else call.channel
+        if not channel:
+            raise MonitorUnavailable(f"agent {agent!r}: no channel of its call is known yet")
+        try:
+            originate_id = await self.ami.originate({
+                "Channel": supervisor, "Application": "ChanSpy", "Data": f"{channel},{flags}",
+                "CallerID": f"Monitor {agent} <monitor>"})
+        except AmiError as error:
+            raise MonitorUnavailable(f"Asterisk did not take the monitoring call: {error}") from None
+        log.info("adapter.monitor", agent=agent, channel=channel, flags=flags)
+        return {"channel": channel, "originate_id": originate_id}
+
+    async def reload_flows(self) -> dict[str, Any]:
+        result = self.registry.reload(self.now())
+        self.record(result.event)
+        return {"ok": result.ok, "version": result.version,
+                "errors": [str(p) for p in result.problems if p.severity == "error"]}
 
     # --- the IVR (FastAGI route) -------------------------------------------------------
 
@@ -725,6 +764,8 @@ class AsteriskAdapter:
         self._emit(event)
 
     def _emit(self, event: Event) -> None:
+        for observe in self.observers:
+            observe(event)
         if self.callback_store is not None:
             self.callback_store.follow(event)
         if self.writer is None:

@@ -6,7 +6,8 @@ Theory of operation
 (schema, then the writer, which replays any spool), the flows (a set with
 errors refuses to start; later reloads keep the running set), the engine, the
 adapter (which takes back the open call-backs from PostgreSQL, in place
-order), the AMI link (if Asterisk is not there yet the link keeps retrying in
+order), the web service (dashboard, admin API, metrics; it sees every event
+the adapter emits from then on), the AMI link (if Asterisk is not there yet the link keeps retrying in
 the background and the service still starts), and last the FastAGI server,
 so no call is accepted before everything it needs exists.  Agents start
 logged out; ``auto_login`` logs some in (tests, demos), feature codes and the
@@ -15,7 +16,7 @@ SIGHUP; each reload is recorded as ``flow.reloaded``.
 
 `Service.stop()` drains: new calls get ``ROUTER_NEXT=hangup`` from the IVR,
 calls in progress may finish for up to ``drain_timeout_s``, then the FastAGI
-server, the adapter (its last AMI actions and events), the AMI link and the
+server, the web service, the adapter (its last AMI actions and events), the AMI link and the
 writer (flushed) close, in that order.  `run()` does start, waits for SIGTERM
 or SIGINT, then stop.
 """
@@ -38,6 +39,7 @@ from router.pbx.fastagi import FastAGIServer
 from router.store.callback_store import CallbackStore
 from router.store.database import default_spool_dir, ensure_schema, resolve_dsn
 from router.store.writer import EventWriter
+from router.web.server import WebService
 
 log = structlog.get_logger("router.pbx.service")
 
@@ -48,7 +50,8 @@ class Service:
     """The production router for one centre with an `ami:` section."""
 
     def __init__(self, centre: Centre, *, data_dir: str | Path | None = None,
-                 auto_login: Sequence[str] = (), drain_timeout_s: float = 30.0) -> None:
+                 auto_login: Sequence[str] = (), drain_timeout_s: float = 30.0, web_host: str | None = None,
+                 web_port: int | None = None, on_ready: Callable[[WebService], None] | None = None) -> None:
         if centre.ami is None:
             raise ValueError(f"{centre.source}: no `ami:` section, so no Asterisk to serve")
         unknown = [agent for agent in auto_login if agent not in centre.agents]
@@ -65,6 +68,9 @@ class Service:
         self._server: FastAGIServer | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._stop_database: Callable[[], None] | None = None
+        self.web: WebService | None = None
+        self._web_address = (web_host, web_port)
+        self._on_ready = on_ready
 
     async def start(self) -> None:
         centre, ami = self.centre, self.centre.ami
@@ -88,6 +94,15 @@ class Service:
         self.adapter = AsteriskAdapter(centre, Engine(centre), registry, self._writer, self._link,
                                        callback_store=self._callbacks)
         await self.adapter.start()
+        if centre.web.enabled:
+            writer, link = self._writer, self._link
+            self.web = WebService(centre, self.adapter, mode="live", run="live", dsn=dsn, flush=writer.flush,
+                                  spooled=lambda: writer.backlog, link_up=lambda: link.connected,
+                                  host=self._web_address[0], port=self._web_address[1])
+            self.adapter.observers.append(self.web.observe)
+            await self.web.start()
+            if self._on_ready is not None:
+                self._on_ready(self.web)
         await self.adapter.restore_callbacks()
         try:
             await self._link.start()
@@ -126,6 +141,8 @@ class Service:
             log.info("service.drained", complete=drained)
         if self._server is not None:
             await self._server.close(grace_s=1.0)
+        if self.web is not None:
+            await self.web.close()
         asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         if self._watcher is not None:
             self._watcher.cancel()

@@ -5,79 +5,164 @@ runs the centre's simulated days against the wall clock instead: the simulator
 starts "now" (agents on the shifts under way, the arrival profile's interval of
 this time of day), runs for `hours` (a week by default), each happening
 waits for its moment (`speed` > 1 compresses time), events stream into the
-store under run 'demo' (`acd-router kpi --run demo` reads them), and a one-line status per queue is logged every few
-seconds.  The engine, the IVR and the store are the production ones; only the
-PBX is simulated, which is what lets a newcomer watch the whole system live.
+store under run 'demo' (`acd-router kpi --run demo` reads them) and to the
+dashboard, and a one-line status per queue is logged every few seconds.  The
+engine, the IVR, the store and the web service are the production ones; only
+the PBX is simulated, which is what lets a newcomer watch the whole system live.
+
+`SimulatedPbx` is that PBX as the web layer sees it (router.web.operations.Pbx):
+a supervisor's input is applied at the simulated "now", after everything due
+before it, and wakes the loop so that timers it set are kept.
 """
 from __future__ import annotations
 
 import asyncio
 import signal
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
 
 import structlog
 
 from router.config.model import Centre
-from router.ivr.registry import load_flowset
+from router.events import Event
+from router.ivr.registry import FlowRegistry, flows_directory, load_flowset
 from router.sim.simulator import Simulator
 from router.store.writer import EventWriter
+from router.web.operations import MonitorUnavailable
 
 log = structlog.get_logger("router.demo")
 DEMO_HOURS = 7 * 24.0
 
 
+class SimulatedPbx:
+    """The simulator on the wall clock, open to a supervisor's inputs."""
+
+    def __init__(self, centre: Centre, writer: EventWriter, *, hours: float = DEMO_HOURS, seed: int = 0,
+                 speed: float = 1.0, start: datetime | None = None) -> None:
+        if centre.simulation is None:
+            raise ValueError(f"{centre.source}: no `ami` section and no `simulation` section: "
+                             "nothing to serve (add one of them)")
+        flowset = load_flowset(centre) if centre.simulation.ivr is not None else None
+        self.sim = Simulator(centre, hours=hours, seed=seed, flowset=flowset,
+                             start=start or datetime.now(timezone.utc))
+        self.engine = self.sim.engine
+        self.centre, self.writer, self.speed = centre, writer, speed
+        self.observers: list[Callable[[Event], None]] = []
+        self._outbox: list[Event] = []
+        self._wake = asyncio.Event()
+        self._wall_start = time.monotonic()
+
+    def now(self) -> float:
+        """The simulated clock: epoch seconds, `speed` times as fast as the wall clock."""
+        return self.sim.start + (time.monotonic() - self._wall_start) * self.speed
+
+    def submit(self, message: Any) -> None:
+        """Apply a supervisor's input now; raises InvalidInput (changing nothing) if it does not fit."""
+        now = max(self.now(), self.sim.clock)
+        self._deliver(self.sim.run_until(now))
+        self._deliver(self.sim.apply(message, now))
+        self._wake.set()
+
+    def record(self, event: Event) -> None:
+        self._deliver([event])
+        self._wake.set()
+
+    async def monitor(self, agent: str, supervisor: str, flags: str) -> dict[str, Any]:
+        raise MonitorUnavailable("monitoring rings the supervisor's phone on Asterisk; "
+                                 "the demo's PBX is simulated (serve with an `ami:` section)")
+
+    async def reload_flows(self) -> dict[str, Any]:
+        registry = FlowRegistry(flows_directory(self.centre), known_queues=list(self.centre.queues),
+                                schedules=self.centre.schedules, known_skills=list(self.centre.skills))
+        result = await asyncio.to_thread(registry.reload, self.now())
+        if result.ok and self.sim.flowset is not None:
+            self.sim.flowset = registry.current
+        self.record(result.event)
+        return {"ok": result.ok, "version": result.version,
+                "errors": [str(p) for p in result.problems if p.severity == "error"]}
+
+    def _deliver(self, events: list[Event]) -> None:
+        for event in events:
+            for observe in self.observers:
+                observe(event)
+        self._outbox.extend(events)
+
+    async def _store(self) -> None:
+        outbox, self._outbox = self._outbox, []
+        for event in outbox:
+            await self.writer.put(event)
+
+    async def run(self, stop: asyncio.Event, *, status_every_s: float = 10.0) -> Simulator:
+        """Play the simulated days until they end or `stop` is set; returns the simulator."""
+        sim = self.sim
+        log.info("demo started", calls_planned=len(sim.arrivals), agents=len(self.centre.agents), speed=self.speed)
+        next_status = 0.0
+        while not stop.is_set():
+            await self._store()
+            at = sim.next_time()
+            if at is None:
+                break
+            due_in = (at - self.now()) / self.speed
+            if due_in > 0:
+                self._wake.clear()
+                waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+                await asyncio.wait(waits, timeout=min(due_in, status_every_s), return_when=asyncio.FIRST_COMPLETED)
+                for waiting in waits:
+                    waiting.cancel()
+                if stop.is_set():
+                    break
+            self._deliver(sim.run_until(self.now()))
+            if time.monotonic() >= next_status:
+                next_status = time.monotonic() + status_every_s
+                snapshot = self.engine.snapshot()
+                log.info("status", agents=snapshot["agents"], calls=snapshot["calls"],
+                         waiting={q: s["waiting"] for q, s in snapshot["queues"].items() if s["waiting"]},
+                         refused_inputs=sim.refused)
+        await self._store()
+        log.info("demo stopped", simulated_s=round(sim.clock - sim.start, 1), refused_inputs=sim.refused)
+        return sim
+
+
 async def serve_simulated(centre: Centre, writer: EventWriter, stop: asyncio.Event, *,
                           hours: float = DEMO_HOURS, seed: int = 0, speed: float = 1.0,
                           start: datetime | None = None, status_every_s: float = 10.0) -> Simulator:
-    """Run until the simulated day is over or `stop` is set; returns the simulator."""
-    if centre.simulation is None:
-        raise ValueError(f"{centre.source}: no `ami` section and no `simulation` section: "
-                         "nothing to serve (add one of them)")
-    flowset = load_flowset(centre) if centre.simulation.ivr is not None else None
-    sim = Simulator(centre, hours=hours, seed=seed, flowset=flowset, start=start or datetime.now(timezone.utc))
-    log.info("demo started", calls_planned=len(sim.arrivals), agents=len(centre.agents), speed=speed)
-    wall_start, next_status = time.monotonic(), 0.0
-    while not stop.is_set():
-        at = sim.next_time()
-        if at is None:
-            break
-        due_in = (at - sim.start) / speed - (time.monotonic() - wall_start)
-        if due_in > 0:
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=min(due_in, status_every_s))
-            except TimeoutError:
-                pass
-            if stop.is_set():
-                break
-        now = sim.start + (time.monotonic() - wall_start) * speed
-        for event in sim.run_until(now):
-            await writer.put(event)
-        if time.monotonic() >= next_status:
-            next_status = time.monotonic() + status_every_s
-            snapshot = sim.engine.snapshot()
-            log.info("status", agents=snapshot["agents"], calls=snapshot["calls"],
-                     waiting={q: s["waiting"] for q, s in snapshot["queues"].items() if s["waiting"]},
-                     refused_inputs=sim.refused)
-    log.info("demo stopped", simulated_s=round(sim.clock - sim.start, 1), refused_inputs=sim.refused)
-    return sim
+    """Run until the simulated days are over or `stop` is set (no web service); returns the simulator."""
+    pbx = SimulatedPbx(centre, writer, hours=hours, seed=seed, speed=speed, start=start)
+    return await pbx.run(stop, status_every_s=status_every_s)
 
 
 async def run_demo(centre: Centre, *, data_dir: str | None = None, speed: float = 1.0, seed: int = 0,
-                   hours: float = DEMO_HOURS, start: datetime | None = None) -> None:
-    """`acd-router serve` without `ami:`: the demo until the day ends or SIGTERM/SIGINT."""
-    from router.store.database import default_spool_dir, ensure_schema, resolve_dsn
+                   hours: float = DEMO_HOURS, start: datetime | None = None, web_host: str | None = None,
+                   web_port: int | None = None, on_ready: Callable[[Any], None] | None = None) -> None:
+    """`acd-router serve` without `ami:`: the demo and its dashboard until the days end or SIGTERM/SIGINT."""
+    from router.store.database import default_data_dir, default_spool_dir, ensure_schema, resolve_dsn
+    from router.web.server import WebService
 
     dsn, stop_database = await asyncio.to_thread(resolve_dsn, centre.database, data_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    web = None
     try:
         await ensure_schema(dsn)
         async with EventWriter(dsn, run="demo", spool_dir=default_spool_dir(centre.database, data_dir)) as writer:
-            await serve_simulated(centre, writer, stop, hours=hours, seed=seed, speed=speed, start=start)
+            pbx = SimulatedPbx(centre, writer, hours=hours, seed=seed, speed=speed, start=start)
+            if centre.web.enabled:
+                web = WebService(centre, pbx, mode="demo", run="demo", dsn=dsn, flush=writer.flush,
+                                 spooled=lambda: writer.backlog, speed=speed, host=web_host, port=web_port,
+                                 token_dir=Path(data_dir) if data_dir else default_data_dir())
+                pbx.observers.append(web.observe)
+                await web.start()
+                if on_ready is not None:
+                    on_ready(web)
+            await pbx.run(stop)
     finally:
+        if web is not None:
+            await web.close()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         if stop_database is not None:

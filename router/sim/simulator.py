@@ -21,8 +21,10 @@ is logged in at the start (on its break if one is under way), one that is over
 is skipped, one past midnight ends the next day.  The arrival profile keeps its
 phase: its intervals start where they would have started counting from
 `simulation.start`, so a run that starts at 14:50 plays the 14:30 interval.
-An input of the simulator's own that the engine refuses is a bug of the
-simulator: it is logged with its context, counted in `refused`, and the run
+A supervisor's input (`apply`, the demo's dashboard) changes the engine's
+state under the simulated people: a break of an agent a supervisor logged out
+is skipped.  An input of the simulator's own that the engine refuses is a bug
+of the simulator: it is logged with its context, counted in `refused`, and the run
 goes on.
 """
 from __future__ import annotations
@@ -38,6 +40,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from router.config.model import Centre, Simulation
+from router.engine.agents import AgentState
 from router.engine.engine import Engine
 from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, AgentPause, AgentResume,
                                     CallbackAccepted, CallbackAnswered, CallbackFailed, CallerHungUp,
@@ -117,6 +120,14 @@ class Simulator:
         events: list[Event] = []
         while (at := self.next_time()) is not None and at <= until:
             self._step(events)
+        return events
+
+    def apply(self, message: Any, now: float) -> list[Event]:
+        """An input from outside the simulated world (a supervisor) at `now`; call `run_until(now)`
+        first.  Raises InvalidInput, changing nothing, when it does not fit."""
+        events: list[Event] = []
+        self.clock = max(self.clock, now)
+        self._carry_out(self.engine.handle(message, self.clock), events)
         return events
 
     def run(self, max_events: int = 10_000) -> list[Event]:
@@ -221,6 +232,8 @@ class Simulator:
         if kind == "logout":
             return self._input(AgentLogout(payload), now)
         if kind == "pause":
+            if engine.agents[payload].state is AgentState.LOGGED_OUT:
+                return []                                  # a supervisor logged them out before the break
             return self._input(AgentPause(payload, "break"), now)
         if kind == "resume":
             return self._input(AgentResume(payload), now)

@@ -311,6 +311,11 @@ class EventWriter:
         return self._conn is not None
 
     @property
+    def backlog(self) -> int:
+        """Events this process spooled to disk that are not replayed yet (0: all in PostgreSQL)."""
+        return max(0, self.spooled - self.replayed)
+
+    @property
     def spool_dir(self) -> Path:
         return self._spool.directory
 

@@ -1,0 +1,155 @@
+"""The admin API's OpenAPI 3.0 description, served at /api/v1/openapi.json.
+
+Written out by hand from the handlers in router.web.app; tests/test_web_api.py
+holds the two together (every route documented, every documented route there,
+and schemathesis calls each operation against the running service).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    words = {400: "Malformed request", 401: "No valid token", 403: "Role or queue not allowed for this token",
+             404: "Unknown id", 409: "Not possible in the current state", 422: "A value out of its domain"}
+    return {str(code): {"description": words[code], **_json(ERROR)} for code in codes}
+
+
+def _list(name: str, item: str) -> dict[str, Any]:
+    return {"get": {
+        "summary": f"The {name} as the token may see them", "operationId": f"list_{name}",
+        "security": [{"bearer": []}],
+        "responses": {"200": {"description": "OK", **_json({
+            "type": "object", "required": [name],
+            "properties": {name: {"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}}}})},
+            **_errors(401, 403)}}}
+
+
+def _action(summary: str, operation: str, parameter: str, body: dict[str, Any] | None,
+            result: str, errors: tuple[int, ...], method: str = "post") -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "summary": summary, "operationId": operation, "security": [{"bearer": []}],
+        "parameters": [{"name": parameter, "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "Done", **_json({"$ref": f"#/components/schemas/{result}"})},
+                      **_errors(*errors)}}
+    if body is not None:
+        spec["requestBody"] = {"required": True, **_json(body)}
+    return {method: spec}
+
+
+AGENT_ERRORS = (400, 401, 403, 404, 409, 422)
+
+
+def openapi_spec() -> dict[str, Any]:
+    agent_path = "/api/v1/agents/{agent}"
+    paths: dict[str, Any] = {
+        "/api/v1/queues": _list("queues", "Queue"),
+        "/api/v1/agents": _list("agents", "Agent"),
+        "/api/v1/calls": _list("calls", "Call"),
+        "/api/v1/callbacks": _list("callbacks", "Callback"),
+        "/api/v1/alarms": _list("alarms", "Alarm"),
+        agent_path: {"get": {
+            "summary": "One agent", "operationId": "get_agent", "security": [{"bearer": []}],
+            "parameters": [{"name": "agent", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "OK", **_json({"$ref": "#/components/schemas/Agent"})},
+                          **_errors(401, 403, 404)}}},
+        "/api/v1/me": {"get": {
+            "summary": "Who the token belongs to", "operationId": "me", "security": [{"bearer": []}],
+            "responses": {"200": {"description": "OK", **_json({"type": "object"})}, **_errors(401, 403)}}},
+        f"{agent_path}/login": _action("Log the agent in", "agent_login", "agent", None, "AgentResult",
+                                       AGENT_ERRORS),
+        f"{agent_path}/logout": _action("Log the agent out (after its call, if on one)", "agent_logout", "agent",
+                                        None, "AgentResult", AGENT_ERRORS),
+        f"{agent_path}/pause": _action("Pause the agent with a reason", "agent_pause", "agent", {
+            "type": "object", "properties": {"reason": {"type": "string", "pattern": "^[A-Za-z0-9 _.-]{1,32}$"}}},
+            "AgentResult", AGENT_ERRORS),
+        f"{agent_path}/resume": _action("Resume a paused agent", "agent_resume", "agent", None, "AgentResult",
+                                        AGENT_ERRORS),
+        f"{agent_path}/ready": _action("Log in or resume (the agent view's Ready)", "agent_ready", "agent", None,
+                                       "AgentResult", AGENT_ERRORS),
+        f"{agent_path}/wrapup": _action("End the agent's wrap-up now", "agent_wrapup", "agent", None,
+                                        "AgentResult", AGENT_ERRORS),
+        f"{agent_path}/monitor": _action(
+            "Ring the supervisor's phone into ChanSpy on the agent's call", "agent_monitor", "agent", {
+                "type": "object", "required": ["supervisor"], "properties": {
+                    "supervisor": {"type": "string", "example": "PJSIP/2001"},
+                    "mode": {"type": "string", "enum": ["listen", "whisper", "barge"], "default": "listen"}}},
+            "MonitorResult", AGENT_ERRORS),
+        "/api/v1/calls/{call}/priority": _action("Set a waiting call's priority", "call_priority", "call", {
+            "type": "object", "required": ["priority"],
+            "properties": {"priority": {"type": "integer", "minimum": -100, "maximum": 100}}},
+            "CallResult", AGENT_ERRORS),
+        "/api/v1/calls/{call}/move": _action("Move a waiting call to another queue; it keeps its place",
+                                             "call_move", "call", {
+                                                 "type": "object", "required": ["queue"],
+                                                 "properties": {"queue": {"type": "string"}}},
+                                             "CallResult", AGENT_ERRORS),
+        "/api/v1/callbacks/{call}": _action("Cancel a pending call-back", "callback_cancel", "call", None,
+                                            "CallResult", (401, 403, 404, 409), method="delete"),
+        "/api/v1/flows/reload": {"post": {
+            "summary": "Reload the IVR flows from disk (kept only when they have no errors)",
+            "operationId": "flows_reload", "security": [{"bearer": []}],
+            "responses": {"200": {"description": "Reloaded, or refused with the errors", **_json({
+                "type": "object", "required": ["ok"], "properties": {
+                    "ok": {"type": "boolean"}, "version": {"type": "string", "nullable": True},
+                    "errors": {"type": "array", "items": {"type": "string"}}}})}, **_errors(401, 403)}}},
+    }
+    nullable_number = {"type": "number", "nullable": True}
+    nullable_string = {"type": "string", "nullable": True}
+    schemas = {
+        "Error": {"type": "object", "required": ["error", "message"], "properties": {
+            "error": {"type": "string", "description": "stable error id"}, "message": {"type": "string"}}},
+        "Queue": {"type": "object", "required": ["id", "waiting", "agents", "offered", "answered", "abandoned"],
+                  "properties": {"id": {"type": "string"}, "name": {"type": "string"},
+                                 "waiting": {"type": "integer"}, "oldest_joined_at": nullable_number,
+                                 "ewt_s": nullable_number, "agents": {"type": "object"},
+                                 "offered": {"type": "integer"}, "answered": {"type": "integer"},
+                                 "abandoned": {"type": "integer"}, "service_level": nullable_number,
+                                 "sl_target": {"type": "number"}, "sl_threshold_s": {"type": "number"},
+                                 "off_target": {"type": "boolean"}, "callbacks_pending": {"type": "integer"}}},
+        "Agent": {"type": "object", "required": ["id", "state"], "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "team": nullable_string,
+            "state": {"type": "string", "enum": ["logged_out", "available", "reserved", "on_call", "wrap_up",
+                                                 "paused"]},
+            "since": nullable_number, "reason": nullable_string, "call_id": nullable_string,
+            "queue": nullable_string, "calls_today": {"type": "integer"}, "aht_today_s": nullable_number}},
+        "Call": {"type": "object", "required": ["call_id", "queue", "state"], "properties": {
+            "call_id": {"type": "string"}, "queue": {"type": "string"}, "caller": {"type": "string"},
+            "place": {"type": "integer", "nullable": True}, "joined_at": {"type": "number"},
+            "priority": {"type": "integer"}, "state": {"type": "string", "enum": ["waiting", "ringing"]}}},
+        "Callback": {"type": "object", "required": ["call_id", "queue", "number", "state"], "properties": {
+            "call_id": {"type": "string"}, "queue": {"type": "string"}, "number": {"type": "string"},
+            "place": {"type": "integer", "nullable": True}, "joined_at": {"type": "number"},
+            "attempts": {"type": "integer"}, "due_at": nullable_number,
+            "state": {"type": "string", "enum": ["waiting", "scheduled", "dialing"]}}},
+        "Alarm": {"type": "object", "required": ["id", "kind", "text"], "properties": {
+            "id": {"type": "string"}, "kind": {"type": "string"}, "text": {"type": "string"},
+            "since": nullable_number}},
+        "AgentResult": {"type": "object", "required": ["ok", "agent", "state"], "properties": {
+            "ok": {"type": "boolean"}, "agent": {"type": "string"}, "state": {"type": "string"},
+            "reason": nullable_string, "pending": nullable_string}},
+        "CallResult": {"type": "object", "required": ["ok", "call_id"], "properties": {
+            "ok": {"type": "boolean"}, "call_id": {"type": "string"}, "queue": nullable_string,
+            "priority": {"type": "integer", "nullable": True}}},
+        "MonitorResult": {"type": "object", "required": ["ok", "agent", "mode"], "properties": {
+            "ok": {"type": "boolean"}, "agent": {"type": "string"}, "mode": {"type": "string"},
+            "channel": {"type": "string"}, "originate_id": {"type": "string"}}},
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "acd-router admin API", "version": "1",
+                 "description": "Read the live centre and act on it. Authorization: Bearer <token>; roles "
+                                "viewer (reads), supervisor (agent, call and call-back actions, monitoring), "
+                                "admin (everything), agent:<id> (its own agent). Every action is recorded as "
+                                "an admin.action event."},
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {"schemas": schemas,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }
