@@ -121,7 +121,7 @@ def test_serve_without_ami_runs_the_real_time_demo_until_interrupted(database_ur
     import asyncpg
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "ACD_DATABASE_URL": database_url}
-    process = subprocess.Popen([sys.executable, "-m", "router", "serve", "--speed", "600"], cwd=REPO, env=env,
+    process = subprocess.Popen([sys.executable, "-m", "router", "serve", "--speed", "600", "--web-port", "0"], cwd=REPO, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in process.stderr:                     # the first status follows the first happenings
         if '"status"' in line:                      # (agents log in at the first instant of the day)

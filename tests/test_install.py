@@ -102,7 +102,7 @@ def test_simulate_then_kpi_from_an_empty_directory_on_the_embedded_database(inst
 def test_the_demo_serves_from_an_empty_directory_until_interrupted(installed):
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "ACD_DATABASE_URL")}
     process = subprocess.Popen([str(installed["bin"] / "acd-router"), "serve", "--speed", "60",
-                                "--data-dir", str(installed["data"])],
+                                "--web-port", "0", "--data-dir", str(installed["data"])],
                                cwd=installed["work"], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                text=True)
     try:

@@ -148,7 +148,7 @@ def test_the_demo_runs_a_minute_at_600x_from_three_times_of_day(database_url):
     ten simulated hours each, side by side; each stops cleanly on SIGINT with nothing refused."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "ACD_DATABASE_URL": database_url}
     starts = ("06:40", "10:55", "21:30")
-    demos = [subprocess.Popen([sys.executable, "-m", "router", "serve", "--speed", "600", "--seed", str(n),
+    demos = [subprocess.Popen([sys.executable, "-m", "router", "serve", "--speed", "600", "--web-port", "0", "--seed", str(n),
                                "--start", start], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
              for n, start in enumerate(starts)]

@@ -59,10 +59,15 @@ class SimulatedPbx:
         """The simulated clock: epoch seconds, `speed` times as fast as the wall clock."""
         return self.sim.start + (time.monotonic() - self._wall_start) * self.speed
 
-    def submit(self, message: Any) -> None:
-        """Apply a supervisor's input now; raises InvalidInput (changing nothing) if it does not fit."""
+    def catch_up(self) -> float:
+        """Let everything due by now happen; returns now."""
         now = max(self.now(), self.sim.clock)
         self._deliver(self.sim.run_until(now))
+        return now
+
+    def submit(self, message: Any) -> None:
+        """Apply a supervisor's input now; raises InvalidInput (changing nothing) if it does not fit."""
+        now = self.catch_up()
         self._deliver(self.sim.apply(message, now))
         self._wake.set()
 
@@ -114,7 +119,7 @@ class SimulatedPbx:
                     waiting.cancel()
                 if stop.is_set():
                     break
-            self._deliver(sim.run_until(self.now()))
+            self.catch_up()
             if time.monotonic() >= next_status:
                 next_status = time.monotonic() + status_every_s
                 snapshot = self.engine.snapshot()

@@ -26,7 +26,7 @@ from router.web.auth import SESSION_COOKIE, Principal, TokenBook
 from router.web.hub import Hub
 from router.web.metrics import Metrics
 from router.web.openapi import openapi_spec
-from router.web.operations import ActionError, Operations
+from router.web.operations import ActionError, Operations, Target
 
 log = structlog.get_logger("router.web.app")
 
@@ -104,16 +104,19 @@ class WebApp:
                 raise ActionError(403, "cross_origin", "a request from another site may not use the session")
         return principal
 
-    def _require(self, request: web.Request, role: str | None = None, agent: str | None = None) -> Principal:
-        """The caller, who must hold `role` or higher, or be the agent `agent` (when given)."""
+    def _require(self, request: web.Request, role: str, agent: str | None = None, *,
+                 action: str | None = None, target: Target | None = None) -> Principal:
+        """The caller, who must hold `role` or higher, or be the agent `agent` (when given).
+        A refused `action` is recorded (who tried, what, on what)."""
         principal = self._principal(request)
         if principal is None:
             raise ActionError(401, "unauthenticated", "a valid bearer token or sign-in is required")
-        if agent is not None and principal.agent == agent:
+        if (agent is not None and principal.agent == agent) or principal.at_least(role):
             return principal
-        if role is not None and not principal.at_least(role):
-            raise ActionError(403, "forbidden", f"this action needs the {role} role")
-        return principal
+        message = f"this needs the {role} role" + (f" or the agent {agent!r}" if agent else "")
+        if action is not None:
+            raise self.operations.refuse(principal, action, target or Target(), 403, "forbidden_role", message)
+        raise ActionError(403, "forbidden_role", message)
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         if not request.can_read_body:
@@ -159,7 +162,7 @@ class WebApp:
         if principal is None:
             log.warning("web.sign_in_refused", peer=request.remote)
             raise web.HTTPSeeOther("/login?failed=1")
-        response = web.HTTPSeeOther("/agent" if principal.agent else "/")
+        response = web.Response(status=303, headers={"Location": "/agent" if principal.agent else "/"})
         response.set_cookie(SESSION_COOKIE, self.tokens.open_session(principal), httponly=True,
                             samesite="Strict", path="/", secure=request.secure,
                             max_age=int(self.tokens.session_s))
@@ -170,7 +173,7 @@ class WebApp:
         session = request.cookies.get(SESSION_COOKIE)
         if session:
             self.tokens.close_session(session)
-        response = web.HTTPSeeOther("/login")
+        response = web.Response(status=303, headers={"Location": "/login"})
         response.del_cookie(SESSION_COOKIE, path="/")
         return response
 
@@ -234,13 +237,14 @@ class WebApp:
         agent, verb = request.match_info["agent"], request.match_info["verb"]
         ops = self.operations
         if verb == "monitor":
-            principal = self._require(request, "supervisor")
+            principal = self._require(request, "supervisor", action="agent.monitor", target=Target(agent=agent))
             body = await self._body(request)
             return web.json_response(await ops.monitor(principal, agent, body.get("supervisor"),
                                                        body.get("mode", "listen")))
         if verb not in AGENT_VERBS:
             raise ActionError(404, "not_found", f"unknown agent action {verb!r}")
-        principal = self._require(request, "supervisor", agent=agent)
+        principal = self._require(request, "supervisor", agent=agent, action=f"agent.{verb}",
+                                  target=Target(agent=agent))
         body = await self._body(request)
         if verb == "pause":
             return web.json_response(ops.agent_pause(principal, agent, body.get("reason", "break")))
@@ -249,7 +253,8 @@ class WebApp:
         return web.json_response(actions[verb](principal, agent))
 
     async def _call_priority(self, request: web.Request) -> web.StreamResponse:
-        principal = self._require(request, "supervisor")
+        principal = self._require(request, "supervisor", action="call.priority",
+                                  target=Target(call_id=request.match_info["call"]))
         body = await self._body(request)
         if "priority" not in body:
             raise ActionError(422, "missing_field", "priority: required")
@@ -257,16 +262,18 @@ class WebApp:
                                                                body["priority"]))
 
     async def _call_move(self, request: web.Request) -> web.StreamResponse:
-        principal = self._require(request, "supervisor")
+        principal = self._require(request, "supervisor", action="call.move",
+                                  target=Target(call_id=request.match_info["call"]))
         body = await self._body(request)
         if "queue" not in body:
             raise ActionError(422, "missing_field", "queue: required")
         return web.json_response(self.operations.call_move(principal, request.match_info["call"], body["queue"]))
 
     async def _callback_cancel(self, request: web.Request) -> web.StreamResponse:
-        principal = self._require(request, "supervisor")
+        principal = self._require(request, "supervisor", action="callback.cancel",
+                                  target=Target(call_id=request.match_info["call"]))
         return web.json_response(self.operations.callback_cancel(principal, request.match_info["call"]))
 
     async def _reload(self, request: web.Request) -> web.StreamResponse:
-        principal = self._require(request, "admin")
+        principal = self._require(request, "admin", action="flows.reload")
         return web.json_response(await self.operations.reload_flows(principal))

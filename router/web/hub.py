@@ -56,7 +56,9 @@ class Hub:
             self._drop(viewer, count=False)
 
     def join(self, principal: Principal) -> tuple[Viewer, bytes]:
-        """A new viewer and its first message: the whole board as it may see it."""
+        """A new viewer and its first message: the whole board as it may see it (pushed to the
+        others first, so that the newcomer's snapshot and everyone's next delta start alike)."""
+        self.tick()
         viewer = Viewer(principal)
         self.viewers.add(viewer)
         snapshot = visible(principal, self.view, self._agent_queues())

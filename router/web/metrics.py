@@ -52,8 +52,8 @@ class Metrics:
         self.actions = Counter("acd_admin_actions", "Web API actions, by action and result", ["action", "result"],
                                registry=self.registry)
         for queue in centre.queues:
-            for counter in (self.offered, self.answered, self.abandoned):
-                counter.labels(queue)
+            for series in (self.offered, self.answered, self.abandoned, self.wait):
+                series.labels(queue)
         self.registry.register(_BoardCollector(board, now, spooled, link_up))
         self._lag_task: asyncio.Task[None] | None = None
         self.lag_samples: list[float] = []            # for benchmarks: the last 10,000 lags

@@ -83,18 +83,18 @@ class Operations:
 
     def agent_pause(self, who: Principal, agent: str, reason: Any) -> dict[str, Any]:
         if not isinstance(reason, str) or not PAUSE_REASON.match(reason):
-            raise self._refuse(who, "agent.pause", Target(agent=agent), 422, "invalid_reason",
+            raise self.refuse(who, "agent.pause", Target(agent=agent), 422, "invalid_reason",
                                "reason: expected 1 to 32 letters, digits, spaces, '_', '.' or '-'")
         runtime = self._agent(who, "agent.pause", agent)
         if runtime.state is AgentState.LOGGED_OUT:
-            raise self._refuse(who, "agent.pause", Target(agent=agent), 409, "agent_logged_out",
+            raise self.refuse(who, "agent.pause", Target(agent=agent), 409, "agent_logged_out",
                                f"agent {agent!r} is logged out and cannot pause")
         return self._agent_action(who, "agent.pause", agent, AgentPause(agent, reason), reason=reason)
 
     def agent_resume(self, who: Principal, agent: str) -> dict[str, Any]:
         runtime = self._agent(who, "agent.resume", agent)
         if runtime.state is not AgentState.PAUSED and not (runtime.deferred and runtime.deferred[0] == "pause"):
-            raise self._refuse(who, "agent.resume", Target(agent=agent), 409, "agent_not_paused",
+            raise self.refuse(who, "agent.resume", Target(agent=agent), 409, "agent_not_paused",
                                f"agent {agent!r} is {runtime.state.value}, not paused")
         return self._agent_action(who, "agent.resume", agent, AgentResume(agent))
 
@@ -107,7 +107,7 @@ class Operations:
     def wrap_up_done(self, who: Principal, agent: str) -> dict[str, Any]:
         runtime = self._agent(who, "agent.wrapup", agent)
         if runtime.state is not AgentState.WRAP_UP:
-            raise self._refuse(who, "agent.wrapup", Target(agent=agent), 409, "agent_not_in_wrap_up",
+            raise self.refuse(who, "agent.wrapup", Target(agent=agent), 409, "agent_not_in_wrap_up",
                                f"agent {agent!r} is {runtime.state.value}, not in wrap-up")
         return self._agent_action(who, "agent.wrapup", agent, WrapUpDone(agent))
 
@@ -115,18 +115,18 @@ class Operations:
         target = Target(agent=agent)
         runtime = self._agent(who, "agent.monitor", agent)
         if mode not in MONITOR_FLAGS:
-            raise self._refuse(who, "agent.monitor", target, 422, "invalid_mode",
+            raise self.refuse(who, "agent.monitor", target, 422, "invalid_mode",
                                "mode: expected listen, whisper or barge")
         if not isinstance(supervisor, str) or not ENDPOINT.match(supervisor):
-            raise self._refuse(who, "agent.monitor", target, 422, "invalid_endpoint",
+            raise self.refuse(who, "agent.monitor", target, 422, "invalid_endpoint",
                                "supervisor: expected the supervisor's phone as TECH/resource, e.g. PJSIP/2001")
         if runtime.state is not AgentState.ON_CALL:
-            raise self._refuse(who, "agent.monitor", target, 409, "agent_not_on_call",
+            raise self.refuse(who, "agent.monitor", target, 409, "agent_not_on_call",
                                f"agent {agent!r} is {runtime.state.value}: there is no call to monitor")
         try:
             result = await self.pbx.monitor(agent, supervisor, MONITOR_FLAGS[mode])
         except MonitorUnavailable as error:
-            raise self._refuse(who, "agent.monitor", target, 409, "monitor_unavailable", str(error)) from None
+            raise self.refuse(who, "agent.monitor", target, 409, "monitor_unavailable", str(error)) from None
         self._audit(who, "agent.monitor", target, "ok", {"mode": mode, "supervisor": supervisor, **result})
         return {"ok": True, "agent": agent, "mode": mode, **result}
 
@@ -136,7 +136,7 @@ class Operations:
         target = self._call_target(who, "call.priority", call_id)
         if isinstance(priority, bool) or not isinstance(priority, int) or not (
                 PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]):
-            raise self._refuse(who, "call.priority", target, 422, "invalid_priority",
+            raise self.refuse(who, "call.priority", target, 422, "invalid_priority",
                                f"priority: expected an integer from {PRIORITY_RANGE[0]} to {PRIORITY_RANGE[1]}")
         return self._call_action(who, "call.priority", target, SetCallPriority(call_id, priority),
                                  priority=priority)
@@ -144,16 +144,16 @@ class Operations:
     def call_move(self, who: Principal, call_id: str, queue: Any) -> dict[str, Any]:
         target = self._call_target(who, "call.move", call_id)
         if not isinstance(queue, str) or queue not in self.engine.centre.queues:
-            raise self._refuse(who, "call.move", target, 422, "unknown_queue", f"queue: unknown queue {queue!r}")
+            raise self.refuse(who, "call.move", target, 422, "unknown_queue", f"queue: unknown queue {queue!r}")
         if not who.sees_queue(queue):
-            raise self._refuse(who, "call.move", target, 403, "forbidden_queue",
+            raise self.refuse(who, "call.move", target, 403, "forbidden_queue",
                                f"this token may not act on queue {queue!r}")
         return self._call_action(who, "call.move", target, MoveCall(call_id, queue), to=queue)
 
     def callback_cancel(self, who: Principal, call_id: str) -> dict[str, Any]:
         target = self._call_target(who, "callback.cancel", call_id)
         if self.engine.calls[call_id].callback is None:
-            raise self._refuse(who, "callback.cancel", target, 404, "unknown_callback",
+            raise self.refuse(who, "callback.cancel", target, 404, "unknown_callback",
                                f"no pending call-back {call_id!r}")
         return self._call_action(who, "callback.cancel", target, CancelCallback(call_id))
 
@@ -169,7 +169,7 @@ class Operations:
         runtime = self.engine.agents.get(agent)
         if runtime is None or not (who.agent == agent or (who.agent is None and (
                 who.queues is None or runtime.queues & who.queues))):
-            raise self._refuse(who, action, Target(agent=agent), 404, "unknown_agent", f"unknown agent {agent!r}")
+            raise self.refuse(who, action, Target(agent=agent), 404, "unknown_agent", f"unknown agent {agent!r}")
         return runtime
 
     def _agent_action(self, who: Principal, action: str, agent: str, message: Any, **detail: Any) -> dict[str, Any]:
@@ -183,7 +183,7 @@ class Operations:
         call = self.engine.calls.get(call_id)
         if call is None or not who.sees_queue(call.queue):
             kind = "unknown_callback" if action.startswith("callback") else "unknown_call"
-            raise self._refuse(who, action, Target(call_id=call_id), 404, kind, f"unknown call {call_id!r}")
+            raise self.refuse(who, action, Target(call_id=call_id), 404, kind, f"unknown call {call_id!r}")
         return Target(call_id=call_id, queue=call.queue)
 
     def _call_action(self, who: Principal, action: str, target: Target, message: Any, **detail: Any) -> dict[str, Any]:
@@ -196,11 +196,12 @@ class Operations:
         try:
             self.pbx.submit(message)
         except InvalidInput as error:
-            raise self._refuse(who, action, target, 409, "refused", str(error)) from None
+            raise self.refuse(who, action, target, 409, "refused", str(error)) from None
         self._audit(who, action, target, "ok", detail)
 
-    def _refuse(self, who: Principal, action: str, target: Target, status: int, error: str,
-                message: str) -> ActionError:
+    def refuse(self, who: Principal, action: str, target: Target, status: int, error: str,
+               message: str) -> ActionError:
+        """Record a refused action and return the error to raise."""
         self._audit(who, action, target, error, {"message": message})
         return ActionError(status, error, message)
 

@@ -339,7 +339,7 @@ async def start_serve(tmp_path: Path, dsn: str, secret: str, *login: str) -> asy
     args = [arg for agent in login for arg in ("--login", agent)]
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "router", "serve", "--config", str(tmp_path / "router.yaml"),
-        "--data-dir", str(tmp_path / "data"), *args, env=env,
+        "--data-dir", str(tmp_path / "data"), "--web-port", "0", *args, env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     try:
         async with asyncio.timeout(CALL_TIMEOUT_S):
