@@ -82,9 +82,20 @@ class Board:
         elif kind == "callback.accepted" and event.call_id in self._calls:
             self._calls[event.call_id]["callback"] = True
         elif kind == "agent.state" and data.get("previous") in ("on_call", "wrap_up"):
-            self._count(event, self._delta_agents[event.agent], "handle_s", data.get("previous_s") or 0.0)
+            self._handled(event, data)
         elif kind == "call.ended":
             self._calls.pop(event.call_id, None)
+
+    def _handled(self, event: Event, data: dict[str, Any]) -> None:
+        """Handle time (talk + wrap-up) counts for AHT once the call's wrap-up is over, so a call
+        in progress does not lower an agent's AHT."""
+        counters = self._delta_agents[event.agent]
+        counters["open_handle_s"] += data.get("previous_s") or 0.0
+        if data["previous"] == "wrap_up" or data.get("state") != "wrap_up":   # done (or no wrap-up)
+            if data["previous"] == "wrap_up":
+                self._count(event, counters, "handled")
+                self._count(event, counters, "handle_s", counters["open_handle_s"])
+            counters["open_handle_s"] = 0.0
 
     def _count(self, event: Event, counters: dict[str, float], key: str, amount: float = 1.0) -> None:
         if self.kpi_as_of is None or event.ts > self.kpi_as_of:
@@ -181,13 +192,14 @@ class Board:
         for agent_id, agent in self.engine.agents.items():
             base, delta = base_agents.get(agent_id, {}), self._delta_agents.get(agent_id, {})
             answered = (base.get("answered") or 0) + delta.get("answered", 0)
+            handled = (base.get("answered") or 0) + delta.get("handled", 0)
             handle = (base.get("aht_s") or 0.0) * (base.get("answered") or 0) + delta.get("handle_s", 0.0)
             call = self.engine.calls.get(agent.call_id) if agent.call_id else None
             agents[agent_id] = {
                 "id": agent_id, "name": agent.spec.name, "team": agent.spec.team, "state": agent.state.value,
                 "since": agent.since, "reason": agent.reason, "call_id": agent.call_id,
                 "queue": call.queue if call is not None else None, "queues": sorted(agent.queues),
-                "calls_today": int(answered), "aht_today_s": round(handle / answered, 1) if answered else None,
+                "calls_today": int(answered), "aht_today_s": round(handle / handled, 1) if handled else None,
                 "pending": agent.deferred[0] if agent.deferred else None}
         return agents
 
