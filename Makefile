@@ -25,8 +25,11 @@ $(STAMP): pyproject.toml setup.py ext/matcher.pyx requirements.lock
 compile: $(STAMP)
 	$(PY) setup.py --quiet build_ext --inplace
 
+# The demo service: the sample centre's day from 08:00 on the simulated PBX at 10x,
+# with the dashboard (its address is the first line printed); Ctrl-C stops it.
+# `acd-router simulate` is the batch report of a simulated day.
 demo: $(STAMP)
-	$(VENV)/bin/acd-router simulate --hours 8 --seed 1
+	$(VENV)/bin/acd-router serve --speed 10 --start 08:00
 
 test: $(STAMP)
 	ACD_REQUIRE_COMPILED=1 $(PY) -m pytest -q

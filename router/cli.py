@@ -162,6 +162,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     centre = load_config(args.config)
+    port = centre.web.port if args.web_port is None else args.web_port
+    if centre.web.enabled and port != 0:
+        host = args.web_host or centre.web.host
+        print(f"Dashboard: http://{f'[{host}]' if ':' in host else host}:{port}/", flush=True)
     try:
         if centre.ami is None:
             from router.sim.realtime import run_demo
@@ -188,7 +192,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _announce(centre: Centre, args: argparse.Namespace) -> Any:
-    """Prints the dashboard's address first, then how to sign in (never a token itself)."""
+    """Once the web service listens: how to sign in (never a token itself), and the address when
+    the port was chosen at random (otherwise it was the first line printed)."""
     def ready(web: Any) -> None:
         if web.token_file is not None:
             how = f"sign in with the token in {web.token_file}"
@@ -196,7 +201,9 @@ def _announce(centre: Centre, args: argparse.Namespace) -> Any:
             how = "sign in with a token of web.tokens or ACD_WEB_TOKENS"
         else:
             how = "no tokens configured (web.tokens or ACD_WEB_TOKENS): sign-in is refused"
-        print(f"Dashboard: {web.url}  ({how})", flush=True)
+        if args.web_port == 0:
+            print(f"Dashboard: {web.url}", flush=True)
+        print(f"Dashboard ready: {how}", flush=True)
         if centre.ami is None:
             print(f"{centre.source}: no `ami:` section, serving the built-in simulated PBX in real time "
                   f"(speed x{args.speed:g}; events under run 'demo'; Ctrl-C stops)", file=sys.stderr, flush=True)

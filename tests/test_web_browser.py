@@ -55,9 +55,10 @@ def demo(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
     def read_stdout() -> None:                 # keeps draining stdout so the demo never blocks on it
         assert process.stdout is not None
-        for line in process.stdout:
-            if line.startswith("Dashboard: ") and not ready.is_set():
+        for line in process.stdout:              # the address comes first, then "ready" once it listens
+            if line.startswith("Dashboard: ") and not announced:
                 announced.append(line)
+            if line.startswith("Dashboard ready") and not ready.is_set():
                 ready.set()
         ready.set()
 

@@ -164,7 +164,8 @@ class WebApp:
             raise web.HTTPSeeOther("/login?failed=1")
         response = web.Response(status=303, headers={"Location": "/agent" if principal.agent else "/"})
         response.set_cookie(SESSION_COOKIE, self.tokens.open_session(principal), httponly=True,
-                            samesite="Strict", path="/", secure=request.secure,
+                            samesite="Strict", path="/",
+                            secure=request.secure or request.headers.get("X-Forwarded-Proto") == "https",
                             max_age=int(self.tokens.session_s))
         log.info("web.signed_in", by=principal.name, role=principal.role)
         return response
