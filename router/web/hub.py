@@ -3,7 +3,10 @@
 Every `push_interval_s` the hub builds the board's view once, diffs it with the
 previous one and, when something changed (or every few seconds, to keep the
 browser's clock in step), encodes the delta once per visibility scope and puts
-it in each viewer's bounded buffer.  A viewer whose buffer is full is too slow
+it in each viewer's bounded buffer, FAN_OUT_SLICE viewers per turn of the event
+loop, so that routing timers run between slices rather than after 200 socket
+writes.  A newcomer gets the board as last pushed (encoded once per scope), so
+its snapshot and the next delta fit together.  A viewer whose buffer is full is too slow
 (or gone): it is dropped, the events are not; its browser reconnects and gets
 a fresh snapshot.  Routing never waits for a viewer: building a view is a read
 of in-memory state, and handing out a message is a `put_nowait`.
@@ -13,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import structlog
@@ -25,6 +28,7 @@ log = structlog.get_logger("router.web.hub")
 
 VIEWER_BUFFER = 32                     # messages a viewer may lag behind before it is dropped
 HEARTBEAT_S = 5.0
+FAN_OUT_SLICE = 20                     # viewers handed a push between two turns of the event loop
 
 
 class Viewer:
@@ -42,6 +46,7 @@ class Hub:
         self.dropped_viewers = 0
         self.pushes = 0
         self._last_sent = 0.0
+        self._snapshots: dict[tuple[Any, ...], bytes] = {}   # per scope, for the board last pushed
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -56,13 +61,16 @@ class Hub:
             self._drop(viewer, count=False)
 
     def join(self, principal: Principal) -> tuple[Viewer, bytes]:
-        """A new viewer and its first message: the whole board as it may see it (pushed to the
-        others first, so that the newcomer's snapshot and everyone's next delta start alike)."""
-        self.tick()
+        """A new viewer and its first message: the last pushed board as it may see it (encoded
+        once per scope and push); the next delta is computed from that same board."""
         viewer = Viewer(principal)
         self.viewers.add(viewer)
-        snapshot = visible(principal, self.view, self._agent_queues())
-        return viewer, self._encode("snapshot", {"set": snapshot, "del": {}})
+        scope = (principal.agent, principal.queues)
+        snapshot = self._snapshots.get(scope)
+        if snapshot is None:
+            part = {"set": visible(principal, self.view, self._agent_queues()), "del": {}}
+            snapshot = self._snapshots[scope] = self._encode("snapshot", part)
+        return viewer, snapshot
 
     def leave(self, viewer: Viewer) -> None:
         self.viewers.discard(viewer)
@@ -75,35 +83,47 @@ class Hub:
         while True:
             await asyncio.sleep(self.push_interval_s)
             try:
-                self.tick()
+                for handed, _ in enumerate(self._deliveries(), 1):
+                    if handed % FAN_OUT_SLICE == 0:
+                        await asyncio.sleep(0)  # let routing run between slices of viewers
             except Exception:               # a bug in one push must not end the dashboard
                 log.exception("web.push_failed")
 
     def tick(self) -> None:
+        """One push, handed to every viewer at once (tests; the service pushes in slices)."""
+        for _ in self._deliveries():
+            pass
+
+    def _deliveries(self) -> Iterator[Viewer]:
+        """Build the board, diff it, and hand the delta to each viewer in turn (yielding each)."""
         new = self.board.view(self.now())
         delta = diff(self.view, new)
         self.view = new
+        first_event, self.board.first_unpushed = self.board.first_unpushed, None
         quiet = not delta["set"] and not delta["del"]
-        if quiet and time.monotonic() - self._last_sent < HEARTBEAT_S:
+        if not quiet:
+            self._snapshots.clear()
+        elif time.monotonic() - self._last_sent < HEARTBEAT_S:
             return
-        first_event = self.board.first_unpushed
-        self.board.first_unpushed = None
         self._last_sent = time.monotonic()
         self.pushes += 1
         encoded: dict[tuple[Any, ...], bytes] = {}
         agent_queues = self._agent_queues()
         for viewer in list(self.viewers):
+            if viewer not in self.viewers:
+                continue                    # left while an earlier slice was handed out
             principal = viewer.principal
             scope = (principal.agent, principal.queues)
             message = encoded.get(scope)
             if message is None:
                 part = {"set": visible(principal, delta["set"], agent_queues),
                         "del": visible(principal, delta["del"], agent_queues)}
-                message = encoded[scope] = self._encode("delta", part, first_event)
+                message = encoded[scope] = self._encode("delta", part, first_event if not quiet else None)
             try:
                 viewer.messages.put_nowait(message)
             except asyncio.QueueFull:
                 self._drop(viewer)
+            yield viewer
 
     def _drop(self, viewer: Viewer, *, count: bool = True) -> None:
         self.viewers.discard(viewer)

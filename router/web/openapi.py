@@ -1,6 +1,6 @@
 """The admin API's OpenAPI 3.0 description, served at /api/v1/openapi.json.
 
-Written out by hand from the handlers in router.web.app; tests/test_web_api.py
+Written out by hand from the handlers in router.web.app; tests/test_web_openapi.py
 holds the two together (every route documented, every documented route there,
 and schemathesis calls each operation against the running service).
 """

@@ -116,7 +116,8 @@ class WebService:
         """Read today's KPIs (and yesterday's once a day) into the board; returns yesterday's."""
         if self._flush is not None:
             try:
-                await asyncio.wait_for(self._flush(), timeout=5.0)
+                async with asyncio.timeout(5.0):    # not wait_for: in 3.11 it can swallow a cancel
+                    await self._flush()
             except TimeoutError:
                 pass                                # the writer is spooling: read what is there
         now = self.pbx.now()
