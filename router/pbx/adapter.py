@@ -65,8 +65,12 @@ left to its pending actions).
 
 Agents log in, out, pause and resume with feature codes (``UserEvent
 RouterAgent``; ``agent`` is the phone's number, matched to the agent whose
-endpoint ends in ``/<number>`` or whose id is that number) and with the async
-methods `login`, `logout`, `pause`, `resume`.
+endpoint ends in ``/<number>`` or whose id is that number), with the async
+methods `login`, `logout`, `pause`, `resume`, and from the web API: `submit`
+applies a supervisor's input (refusing it, unchanged, when it does not fit),
+`monitor` originates the supervisor's phone into ChanSpy on the agent's leg,
+`reload_flows` reloads the flow set; `observers` (the web service) see every
+event before it is stored.
 
 Events go to the `EventWriter` through a bounded local buffer drained by one
 task, so neither the AMI reader nor the AGI route ever waits for PostgreSQL.

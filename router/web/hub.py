@@ -28,7 +28,7 @@ log = structlog.get_logger("router.web.hub")
 
 VIEWER_BUFFER = 32                     # messages a viewer may lag behind before it is dropped
 HEARTBEAT_S = 5.0
-FAN_OUT_SLICE = 20                     # viewers handed a push between two turns of the event loop
+FAN_OUT_SLICE = 10                     # viewers handed a push per turn of the event loop (benchmarks/web.py)
 
 
 class Viewer:
