@@ -48,3 +48,15 @@ async def conn(database_url):
         yield connection
     finally:
         await connection.close()
+
+
+@pytest.fixture
+async def live(tmp_path, database_url):
+    """The web service over the demo's simulated PBX (tests/web_harness.py), on a free port."""
+    from tests.web_harness import start_live, stop_live
+
+    service = await start_live(tmp_path, database_url)
+    try:
+        yield service
+    finally:
+        await stop_live(service)

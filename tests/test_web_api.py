@@ -10,18 +10,9 @@ import pytest
 
 from router.engine.messages import AgentAnswered, CallbackAccepted, CallFinished
 from router.web.hub import VIEWER_BUFFER
-from tests.web_harness import TOKENS, Live, start_live, stop_live
+from tests.web_harness import TOKENS, Live
 
 pytestmark = [pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]   # the loop of the fixtures
-
-
-@pytest.fixture
-async def live(tmp_path, database_url):
-    service = await start_live(tmp_path, database_url)
-    try:
-        yield service
-    finally:
-        await stop_live(service)
 
 
 async def state_of(live: Live, agent: str) -> str:

@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
 from router.engine.messages import CallbackAccepted
 from router.web.app import AGENT_VERBS
 from router.web.openapi import openapi_spec
-from tests.web_harness import TOKENS, Live, start_live, stop_live
+from tests.web_harness import TOKENS, Live
 
 pytestmark = [pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]   # the loop of the fixtures
 
@@ -32,15 +32,6 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance]
 MAX_EXAMPLES = 25
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
-
-
-@pytest.fixture
-async def live(tmp_path, database_url):
-    service = await start_live(tmp_path, database_url)
-    try:
-        yield service
-    finally:
-        await stop_live(service)
 
 
 # --- the routes and the spec ---------------------------------------------------------

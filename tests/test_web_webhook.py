@@ -17,14 +17,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from router.config import load_config
 from router.engine.agents import AgentState
 from router.engine.messages import AgentAnswered, CallFinished
-from router.sim.realtime import SimulatedPbx
-from router.store.database import ensure_schema
-from router.store.writer import EventWriter
-from router.web.server import WebService
-from tests.web_harness import CENTRE, ENV_TOKENS, FLOW, Live, stop_live
+from tests.web_harness import CENTRE, Live, start_live, stop_live
 
 pytestmark = [pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]   # the loop of the fixtures
 
@@ -97,26 +92,12 @@ def centre_with_webhooks(hooks: dict[str, dict[str, Any]]) -> str:
 
 
 async def start_with_webhooks(directory: Path, dsn: str, hooks: dict[str, dict[str, Any]]) -> Live:
-    """What tests.web_harness.start_live does, over a centre whose `hooks` queues have webhooks."""
-    (directory / "flows").mkdir(exist_ok=True)
-    (directory / "flows" / "main.yaml").write_text(textwrap.dedent(FLOW))
-    path = directory / "router.yaml"
-    path.write_text(centre_with_webhooks(hooks))
-    centre = load_config(path, environ={})
-    assert {queue: centre.queues[queue].webhook.url for queue in hooks} == {
+    """tests.web_harness.start_live over a centre whose `hooks` queues have webhooks."""
+    live = await start_live(directory, dsn, run=f"webhook-{uuid.uuid4().hex[:8]}",
+                            centre_text=centre_with_webhooks(hooks))
+    assert {queue: live.web.centre.queues[queue].webhook.url for queue in hooks} == {
         queue: hook["url"] for queue, hook in hooks.items()}
-    await ensure_schema(dsn)
-    run = f"webhook-{uuid.uuid4().hex[:8]}"
-    writer = EventWriter(dsn, run=run, spool_dir=directory / "spool")
-    await writer.start()
-    pbx = SimulatedPbx(centre, writer, hours=24.0, speed=1.0)
-    service = WebService(centre, pbx, mode="demo", run=run, dsn=dsn, flush=writer.flush,
-                         spooled=lambda: writer.backlog, port=0, environ={"ACD_WEB_TOKENS": ENV_TOKENS},
-                         token_dir=directory)
-    pbx.observers.append(service.observe)
-    await service.start()
-    pbx.catch_up()                                   # every agent logs in at the start (no shifts)
-    return Live(service, pbx, writer, run, aiohttp.ClientSession())
+    return live
 
 
 async def until(condition: Callable[[], Any], timeout: float, what: str) -> None:

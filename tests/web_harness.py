@@ -95,16 +95,16 @@ class Live:
             return response.status, body
 
 
-def write_centre(directory: Path) -> Path:
+def write_centre(directory: Path, text: str = CENTRE) -> Path:
     (directory / "flows").mkdir(exist_ok=True)
     (directory / "flows" / "main.yaml").write_text(textwrap.dedent(FLOW))
     path = directory / "router.yaml"
-    path.write_text(textwrap.dedent(CENTRE))
+    path.write_text(textwrap.dedent(text))
     return path
 
 
-async def start_live(directory: Path, dsn: str, *, run: str | None = None) -> Live:
-    centre = load_config(write_centre(directory), environ={})
+async def start_live(directory: Path, dsn: str, *, run: str | None = None, centre_text: str = CENTRE) -> Live:
+    centre = load_config(write_centre(directory, centre_text), environ={})
     await ensure_schema(dsn)
     run = run or f"web-{uuid.uuid4().hex[:8]}"
     writer = EventWriter(dsn, run=run, spool_dir=directory / "spool")
