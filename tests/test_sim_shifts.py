@@ -88,12 +88,26 @@ def test_a_refused_input_of_the_simulator_is_counted_and_the_run_goes_on():
     c = mmc_centre(2, 10.0, 120.0)
     c = replace(c, simulation=replace(c.simulation, shifts=(Shift(("a0",), time(0, 0), time(2, 0)),)))
     sim = Simulator(c, hours=3, seed=1)
-    sim._at(sim.start + 60, "pause", "a1")                        # a1 has no shift: logged out
+    sim._at(sim.start + 60, "login", "nobody")                    # no such agent: a bug of ours
     events = []
     while not sim.done:
         events += sim.run(10_000)
     assert sim.refused == 1
     assert events[-1].ts > sim.start + 2 * 3600                   # the run went on to its end
+
+
+def test_a_supervisor_logs_an_agent_out_before_the_break_and_the_break_is_skipped():
+    from router.engine.messages import AgentLogout
+    c = mmc_centre(2, 10.0, 120.0)
+    shift = Shift(("a0", "a1"), time(0, 0), time(2, 0), breaks=(Break(time(1, 0), 15),))
+    c = replace(c, simulation=replace(c.simulation, shifts=(shift,)))
+    sim = Simulator(c, hours=3, seed=1)
+    sim.run_until(sim.start + 1800)
+    sim.apply(AgentLogout("a1"), sim.start + 1800)          # the supervisor's input, between happenings
+    while not sim.done:
+        sim.run(10_000)
+    assert sim.refused == 0
+    assert sim.engine.agents["a1"].state is AgentState.LOGGED_OUT
 
 
 def _sweep(zone_name: str, day: tuple[int, int, int], part: int) -> list[str]:

@@ -56,7 +56,7 @@ async def test_a_supervisor_listens_to_an_agents_call_through_the_api(
     agents = {"8001": {"sales": 5}}                     # 8xxx answers and stays on the line
     async with running_router(asterisk, schema, tmp_path, sales_and_support(), agents,
                               logged_in=("8001",)) as router, web_over(router, tmp_path) as (web, api):
-        caller = await router.call("1", hold_s=60)
+        caller = await router.call("1", hold_s=60, talk_s=60)      # the caller stays on for a minute
         await router.wait_for(caller, "call.connected")
         async with asyncio.timeout(CALL_TIMEOUT_S):
             while router.adapter.calls and not any(c.agent_channel for c in router.adapter.calls.values()):
