@@ -8,6 +8,7 @@ the API lets the call through.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -41,6 +42,11 @@ async def web_over(router: Router, tmp_path: Path) -> AsyncIterator[tuple[WebSer
         await web.close()
 
 
+def fresh_number() -> str:
+    """A caller number no other test of the session used (events are looked up by it)."""
+    return f"55{uuid.uuid4().int % 10**8:08d}"
+
+
 async def post(session: aiohttp.ClientSession, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
     async with session.post(path, json=body or {}) as response:
         return response.status, await response.json()
@@ -56,7 +62,7 @@ async def test_a_supervisor_listens_to_an_agents_call_through_the_api(
     agents = {"8001": {"sales": 5}}                     # 8xxx answers and stays on the line
     async with running_router(asterisk, schema, tmp_path, sales_and_support(), agents,
                               logged_in=("8001",)) as router, web_over(router, tmp_path) as (web, api):
-        caller = await router.call("1", hold_s=60, talk_s=60)      # the caller stays on for a minute
+        caller = await router.call("1", hold_s=60, talk_s=60, number=fresh_number())   # stays on a minute
         await router.wait_for(caller, "call.connected")
         async with asyncio.timeout(CALL_TIMEOUT_S):
             while router.adapter.calls and not any(c.agent_channel for c in router.adapter.calls.values()):
@@ -85,7 +91,7 @@ async def test_a_pause_from_the_api_stops_offers_and_metrics_show_the_waiting_ca
                               logged_in=("1001",)) as router, web_over(router, tmp_path) as (web, api):
         status, body = await post(api, "/api/v1/agents/1001/pause", {"reason": "coaching"})
         assert (status, body["state"]) == (200, "paused")
-        caller = await router.call("1", hold_s=60, talk_s=1)
+        caller = await router.call("1", hold_s=60, talk_s=1, number=fresh_number())
         await router.wait_for(caller, "queue.joined")
         await asyncio.sleep(2.0)                         # time enough for an offer, if one were made
         assert "agent.offered" not in types(await router.events(caller))
