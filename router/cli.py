@@ -169,6 +169,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         if centre.ami is None:
             from router.sim.realtime import run_demo
+            print(f"{centre.source}: no `ami:` section, serving the built-in simulated PBX in real time "
+                  f"(speed x{args.speed:g}; events under run 'demo'; Ctrl-C stops)", file=sys.stderr, flush=True)
             start = args.start
             if isinstance(start, time):
                 zone = zoneinfo.ZoneInfo(centre.timezone)
@@ -204,9 +206,6 @@ def _announce(centre: Centre, args: argparse.Namespace) -> Any:
         if args.web_port == 0:
             print(f"Dashboard: {web.url}", flush=True)
         print(f"Dashboard ready: {how}", flush=True)
-        if centre.ami is None:
-            print(f"{centre.source}: no `ami:` section, serving the built-in simulated PBX in real time "
-                  f"(speed x{args.speed:g}; events under run 'demo'; Ctrl-C stops)", file=sys.stderr, flush=True)
     return ready
 
 
