@@ -43,6 +43,7 @@ import structlog
 from router.events import Event
 from router.ivr.session import (Collect, Digits, Enqueue, FlowSession, Hangup, HungUp, NoInput, OfferCallback,
                                 Play, PromptDone, Say, Transfer, TransferResult, Voicemail)
+from router.pbx import dialplan as dp
 from router.pbx.fastagi import AGIHangup, AGIResponse, AGISession
 
 log = structlog.get_logger("router.pbx.agi_ivr")
@@ -128,7 +129,7 @@ class AgiFlowDriver:
             elif isinstance(command, Collect):
                 return await self._collect(command, typed)
             elif isinstance(command, Transfer):
-                await self._set("ROUTER_TARGET", command.target)
+                await self._set(dp.TARGET, command.target)
                 return TransferResult(True)       # the dialplan dials once the AGI ends
         return Digits(typed) if typed else PromptDone()
 
@@ -201,25 +202,25 @@ class AgiFlowDriver:
                 if not kept:
                     if kept is False:           # None: not needed, an agent takes the call now
                         await self._play(Play(("callback-refused",), False, self.session.language))
-                    await self._set("ROUTER_NEXT", "hold")
+                    await self._set(dp.NEXT, dp.NEXT_HOLD)
                     return
             for command in commands:
                 if isinstance(command, Play):
                     await self._play(Play(command.prompts, False, command.language))
                 elif isinstance(command, Enqueue):
                     extra = self.hold_variables(command.queue) if self.hold_variables else {}
-                    await self._enqueue(command, {**extra, "ROUTER_NEXT": "hold"})
+                    await self._enqueue(command, {**extra, dp.NEXT: dp.NEXT_HOLD})
                 elif isinstance(command, Voicemail):
-                    await self._set("ROUTER_MAILBOX", command.box)
-                    await self._set("ROUTER_NEXT", "voicemail")
+                    await self._set(dp.MAILBOX, command.box)
+                    await self._set(dp.NEXT, dp.NEXT_VOICEMAIL)
                 elif isinstance(command, Hangup):
                     if command.message:
                         await self._play(Play((command.message,), False, command.language))
-                    await self._set("ROUTER_NEXT", "hangup")
+                    await self._set(dp.NEXT, dp.NEXT_HANGUP)
                 elif isinstance(command, OfferCallback):
-                    await self._set("ROUTER_NEXT", "hangup")
+                    await self._set(dp.NEXT, dp.NEXT_HANGUP)
             if self.session.outcome == "transferred":
-                await self._set("ROUTER_NEXT", "transfer")
+                await self._set(dp.NEXT, dp.NEXT_TRANSFER)
         except CallerGone:
             log.info("ivr.caller_gone_at_end", outcome=self.session.outcome)
 

@@ -42,6 +42,7 @@ import structlog
 from panoramisk import Manager
 
 from router.config.model import AmiSettings, Centre
+from router.pbx import dialplan as dp
 from router.pbx.ami import AmiError, AmiLink
 
 log = structlog.get_logger("router.pbx.loadtest")
@@ -54,8 +55,8 @@ QueueMark = Callable[[Mapping[str, Any]], bool]
 
 def router_queued(event: Mapping[str, Any]) -> bool:
     """The router's IVR put the caller in a queue (``ROUTER_NEXT=hold`` set over AGI)."""
-    return (event.get("Event") == "VarSet" and event.get("Variable") == "ROUTER_NEXT"
-            and event.get("Value") == "hold")
+    return (event.get("Event") == "VarSet" and event.get("Variable") == dp.NEXT
+            and event.get("Value") == dp.NEXT_HOLD)
 
 
 def app_queue_queued(event: Mapping[str, Any]) -> bool:

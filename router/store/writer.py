@@ -163,9 +163,10 @@ class Spool:
     """Append-only, fsync'd JSON-lines files in one directory; name order is creation
     order (`<epoch ns, 20 digits>-<pid>.jsonl`).  Blocking I/O: call from a thread."""
 
-    def __init__(self, directory: Path, max_file_bytes: int = SPOOL_FILE_MAX_BYTES) -> None:
+    def __init__(self, directory: Path, max_file_bytes: int = SPOOL_FILE_MAX_BYTES, *, tag: str = "") -> None:
         self.directory = directory
         self._max_file_bytes = max_file_bytes
+        self._tag = tag                     # tells two spools of one process apart in file names
         self._file: io.BufferedWriter | None = None
         self._last_ns = 0
 
@@ -245,7 +246,7 @@ class Spool:
     def _open_new(self) -> io.BufferedWriter:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._last_ns = max(time.time_ns(), self._last_ns + 1)
-        path = self.directory / f"{self._last_ns:020d}-{os.getpid()}.jsonl"
+        path = self.directory / f"{self._last_ns:020d}-{os.getpid()}{self._tag}.jsonl"
         handle = open(path, "ab")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -287,6 +288,8 @@ class EventWriter:
         self._connect_timeout_s = connect_timeout_s
         self._write_timeout_s = write_timeout_s
         self._spool = Spool(spool_dir if spool_dir is not None else default_data_dir() / "spool")
+        self._spill = Spool(self._spool.directory, tag="-spill")   # `spill()`: the caller's thread
+        self._spilled = 0                   # rows spilled and not yet handed to a replay
         self._queue: asyncio.Queue[Row] = asyncio.Queue(max_queue)
         self._wake = asyncio.Event()
         self._conn: asyncpg.Connection | None = None
@@ -376,6 +379,17 @@ class EventWriter:
         self._accepted += 1
         self._nudge()
 
+    def spill(self, event: Event) -> None:
+        """Store an event for a caller that may neither wait nor drop it when the queue is full:
+        appended to a spool file of its own and fsync'd at once (blocking: the exception, not
+        the rule), then replayed with the other spool files once the queue has drained."""
+        row = encode_event(event, self._run)
+        self._ensure_open()
+        self._spill.append([row])
+        self.spooled += 1
+        self._spilled += 1
+        self._wake.set()
+
     async def flush(self) -> None:
         """Return once every event put so far is committed or spooled."""
         self._ensure_running()
@@ -400,6 +414,7 @@ class EventWriter:
                 await self._task
         finally:
             await asyncio.to_thread(self._spool.seal)
+            self._spill.seal()
             await self._disconnect()
 
     # -- background task -------------------------------------------------------
@@ -427,10 +442,14 @@ class EventWriter:
                     await self._reconnect()
                 batch = await self._collect()
                 if batch is None:
+                    if self._spilled and self._conn is not None:
+                        await self._replay_spilled()
                     return
                 if batch:
                     await self._store(batch)
                     self._settle(len(batch))
+                if self._spilled and self._conn is not None and self._queue.empty():
+                    await self._replay_spilled()
         except BaseException as exc:
             for _, waiter in self._flush_waiters:
                 if not waiter.done():
@@ -447,6 +466,8 @@ class EventWriter:
         while queue.empty():
             if self._closing and self._putting == 0:
                 return None
+            if self._spilled and self._conn is not None:
+                return []
             timeout = None if self._conn is not None else max(0.0, self._next_attempt - loop.time())
             if not await self._wait_wake(timeout):
                 return []
@@ -543,6 +564,15 @@ class EventWriter:
                         seconds=round(time.monotonic() - self._outage_started, 3),
                         spooled=self._outage_spooled, replayed_total=self.replayed)
             self._outage_started = None
+
+    async def _replay_spilled(self) -> None:
+        """The queue drained: hand what `spill()` wrote to the database like any spool file."""
+        self._spilled = 0
+        self._spill.seal()
+        try:
+            await self._replay(self._conn)  # type: ignore[arg-type]
+        except Exception as exc:
+            self._enter_outage(exc)     # the files stay; the reconnect replays them
 
     async def _replay(self, conn: asyncpg.Connection) -> None:
         """Replay every spool file not held by a live writer, oldest first."""

@@ -32,6 +32,7 @@ from router.engine.engine import Engine
 from router.ivr.registry import FlowRegistry
 from router.pbx.adapter import AsteriskAdapter
 from router.pbx.ami import AmiLink
+from router.pbx.calls import Phase
 from router.pbx.fastagi import FastAGIServer
 from router.store.callback_store import CallbackStore
 from router.store.database import connect
@@ -431,7 +432,7 @@ async def test_a_callback_offer_leaves_the_caller_waiting_until_answered(
         await router.wait_for(caller, "callback.offered")
         await asyncio.sleep(0.5)                 # give a (wrongly) scheduled divert task time to run
         [live] = [c for c in router.adapter.calls.values() if c.caller_id == caller]
-        assert live.state == "queued"            # still on hold, not taken for a divert
+        assert live.phase is Phase.WAITING       # still on hold, not taken for a divert
         await router.adapter.login("1001")
         events = await router.wait_for(caller, "call.ended")
     assert types(events) == ["call.arrived", "queue.joined", "callback.offered", "agent.offered",
