@@ -241,6 +241,36 @@ async def _put_waits_while_the_queue_is_full(dsn, run_label, proxy, tmp_path):
     assert sorted(row["id"] for row in rows) == sorted(event.id for event in events)
 
 
+async def test_events_spilled_when_the_queue_is_full_land_once(dsn, run_label, tmp_path):
+    """A caller that may neither wait nor drop (the Asterisk adapter) spills what the full
+    queue refuses: fsync'd to disk at once, in PostgreSQL once the queue has drained."""
+    async with tcp_proxy(dsn) as proxy:
+        writer = EventWriter(proxy.dsn(dsn), run=run_label, batch_size=10, max_queue=10,
+                             flush_interval_s=0.01, write_timeout_s=HANG_GUARD_S, spool_dir=tmp_path)
+        await writer.start()
+        try:
+            proxy.pause()                                # the queue fills and stays full
+            events = make_events(60)
+            spilled = 0
+            for event in events:
+                try:
+                    writer.put_nowait(event)
+                except WriterFull:
+                    writer.spill(event)
+                    spilled += 1
+            assert spilled >= 40 and writer.backlog == spilled
+            assert sum(1 for line in b"".join(p.read_bytes() for p in tmp_path.glob("*-spill.jsonl"))
+                       .splitlines()) == spilled         # on disk before anything was written
+            proxy.resume()
+            await asyncio.wait_for(writer.flush(), HANG_GUARD_S)
+            await wait_until(lambda: writer.backlog == 0, "the spilled events replayed")
+        finally:
+            await writer.close()
+    rows = await fetch_rows(dsn, run_label)
+    assert sorted(str(r["id"]) for r in rows) == sorted(str(e.id) for e in events)
+    assert not list(tmp_path.glob("*.jsonl"))
+
+
 async def test_bad_events_are_refused_at_put_and_do_not_poison_a_batch(dsn, run_label, tmp_path):
     good = make_events(3)
     bad = [
