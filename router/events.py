@@ -8,7 +8,8 @@ The KPI SQL (router/store/kpi.py) relies on these `data` fields:
 
   call.arrived      call_id; data: caller_id, dnis
   queue.joined      call_id, queue; data: caller_id, priority, position, ewt_s,
-                    sl_threshold_s (the queue's answer-within target, seconds)
+                    sl_threshold_s (the queue's answer-within target, seconds), skills (the
+                    call's extra skill minimums, when it has any: a restart restores them)
   queue.overflowed  call_id, queue (the queue the call was in); data: step (index),
                     action (relax|add_skills|copy|move|voicemail|transfer|callback|hangup),
                     to (queue, for copy/move), wait_s

@@ -16,7 +16,8 @@ from router import yamlsrc
 from router.config import ConfigError, check_config, default_config_path, load_config, parse_config
 from router.config.loader import SAMPLE_PATH
 from router.config.model import (STRATEGIES, Agent, AgiSettings, AmiSettings, Break, CallbackPolicy, DatabaseSettings,
-                                 Distribution, OverflowStep, Queue, Schedule, Shift, Skill)
+                                 Distribution, HaSettings, OverflowStep, Queue, Schedule, Shift, Skill)
+from router.ha import Leadership
 
 CASES = Path(__file__).parent / "config_cases"
 MINIMAL = """\
@@ -190,6 +191,7 @@ def test_defaults_come_from_the_model():
     assert centre.skills["en"].kind == "language" and centre.agents["a001"].name == "a001"
     assert centre.database == DatabaseSettings() and centre.ami is None and centre.agi == AgiSettings()
     assert centre.simulation is None and centre.schedules == {} and centre.flows is None
+    assert centre.ha == HaSettings() == HaSettings("acd-router", 0.5, 0.5, 1.0, 3.0)
 
 
 def test_the_centre_time_zone_is_utc_unless_named_and_a_wrong_name_is_an_error_with_a_hint():
@@ -205,6 +207,95 @@ def test_every_strategy_is_accepted():
     for strategy in STRATEGIES:
         text = MINIMAL.replace("{id: billing, skills: {en: 5}}", f"{{id: billing, strategy: {strategy}}}")
         assert parse_config(text, environ={}).queues["billing"].strategy == strategy
+
+
+# ---- ha: the active/standby group ---------------------------------------------------------------
+
+def test_ha_section_is_read_into_ha_settings():
+    text = MINIMAL + ("ha:\n  group: centre-2.prod_b\n  retry_s: 1\n  check_interval_s: 0.25\n"
+                      "  check_timeout_s: 0.75\n  server_idle_timeout_s: 5\n")
+    ha = parse_config(text, environ={}).ha
+    assert ha == HaSettings(group="centre-2.prod_b", retry_s=1.0, check_interval_s=0.25, check_timeout_s=0.75,
+                            server_idle_timeout_s=5.0)
+    assert all(isinstance(getattr(ha, key), float) for key in ("retry_s", "check_interval_s", "check_timeout_s",
+                                                               "server_idle_timeout_s"))
+    partial = parse_config(MINIMAL + "ha: {group: 2, server_idle_timeout_s: 10}\n", environ={}).ha
+    assert partial == HaSettings(group="2", server_idle_timeout_s=10.0)       # a number is its text
+    assert parse_config(MINIMAL + "ha: {group: " + "g" * 63 + "}\n", environ={}).ha.group == "g" * 63
+
+
+@pytest.mark.parametrize("section", ["", "ha:\n", "ha: {}\n", "ha: ~\n"])
+def test_ha_defaults_when_absent_empty_or_null(section):
+    assert parse_config(MINIMAL + section, environ={}).ha == HaSettings()
+
+
+@pytest.mark.parametrize("section, problems", [
+    ("ha: {group: " + "g" * 64 + "}", ["7:13: error: 'group' of section 'ha': expected a name of at most 63 letters, "
+                                       "digits, '-', '_' or '.', got string '" + "g" * 37 + "...'"]),
+    ("ha: {group: ''}", ["7:13: error: 'group' of section 'ha': must not be empty"]),
+    ('ha: {group: "abc\\n"}', ["7:13: error: 'group' of section 'ha': expected a name of at most 63 letters, "
+                              "digits, '-', '_' or '.', got string 'abc\\n'"]),
+    ("ha: {group: [a]}", ["7:13: error: 'group' of section 'ha': expected a string, got a list"]),
+    ("ha: {check_timeout_s: -1}", ["7:23: error: 'check_timeout_s' of section 'ha': "
+                                   "expected a number greater than 0, got -1"]),
+    ("ha: {retry_s: yes}", ["7:15: error: 'retry_s' of section 'ha': expected a number greater than 0, "
+                            "got boolean true"]),
+    ("ha: [1]", ["7:5: error: section 'ha': expected a mapping, got a list"]),
+    # the lease (interval + timeout) must end before the server frees the lock: equal is too late
+    ("ha: {check_interval_s: 1, check_timeout_s: 1, server_idle_timeout_s: 2}",
+     ["7:70: error: 'server_idle_timeout_s' of section 'ha': 'check_interval_s' + 'check_timeout_s' (1 + 1) must be "
+      "less than 'server_idle_timeout_s' (2): a leader cut off from the database must fence itself before the "
+      "server frees its lock"]),
+    # server_idle_timeout_s left at its default: reported at the section
+    ("ha:\n  group: g\n  check_interval_s: 2.5", [
+        "7:1: error: section 'ha': 'check_interval_s' + 'check_timeout_s' (2.5 + 1) must be less than "
+        "'server_idle_timeout_s' (3, the default): a leader cut off from the database must fence itself before the "
+        "server frees its lock"]),
+    ("ha: {retry_s: 3}", ["7:1: error: section 'ha': 'retry_s' (3) must be less than 'server_idle_timeout_s' "
+                          "(3, the default): the server would end a waiting standby's session between two tries"]),
+    ("ha: {retry_s: 2, server_idle_timeout_s: 1.5}", [
+        "7:41: error: 'server_idle_timeout_s' of section 'ha': 'check_interval_s' + 'check_timeout_s' (0.5 + 1) "
+        "must be less than 'server_idle_timeout_s' (1.5): a leader cut off from the database must fence itself "
+        "before the server frees its lock",
+        "7:41: error: 'server_idle_timeout_s' of section 'ha': 'retry_s' (2) must be less than "
+        "'server_idle_timeout_s' (1.5): the server would end a waiting standby's session between two tries"]),
+    # a broken timing is reported once, without follow-on comparisons
+    ("ha: {check_timeout_s: x, server_idle_timeout_s: 0.75}", [
+        "7:23: error: 'check_timeout_s' of section 'ha': expected a number greater than 0, got string 'x'"]),
+    ("ha: {retry_s: 9, server_idle_timeout_s: 0}", [
+        "7:41: error: 'server_idle_timeout_s' of section 'ha': expected a number greater than 0, got 0"]),
+    ("ha: {groups: x}", ["7:6: error: unknown key 'groups' in section 'ha'; did you mean 'group'?"]),
+])
+def test_ha_mistakes_are_reported_where_they_are(section, problems):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(MINIMAL + section + "\n", "c.yaml", environ={})
+    assert str(caught.value).splitlines() == [f"c.yaml:{line}" for line in problems]
+
+
+_TIMING = st.sampled_from([0.1, 0.25, 0.5, 1, 1.5, 2, 2.5, 3, 4, 6])
+
+
+@settings(max_examples=150, deadline=None)
+@given(retry=_TIMING, interval=_TIMING, timeout=_TIMING, idle=_TIMING)
+def test_ha_loader_accepts_exactly_what_leadership_accepts(retry, interval, timeout, idle):
+    """Whatever the config lets through, `router.ha.Leadership` starts with; whatever it refuses would
+    have made `serve` fail at start instead of at `check`."""
+    text = MINIMAL + (f"ha: {{retry_s: {retry}, check_interval_s: {interval}, check_timeout_s: {timeout}, "
+                      f"server_idle_timeout_s: {idle}}}\n")
+    try:
+        ha = parse_config(text, environ={}).ha
+    except ConfigError:
+        ha = None
+    try:
+        Leadership("postgresql://db.example/acd", group="g", retry_s=retry, check_interval_s=interval,
+                   check_timeout_s=timeout, server_idle_timeout_s=idle)
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert (ha is not None) == accepted
+    if ha is not None:
+        assert (ha.retry_s, ha.check_interval_s, ha.check_timeout_s, ha.server_idle_timeout_s) == (
+            retry, interval, timeout, idle)
 
 
 # ---- environment ---------------------------------------------------------------------------------
@@ -240,7 +331,7 @@ def test_there_is_a_case_per_mistake_class():
     assert {"unknown_key", "typo_strategy", "wrong_type", "bool_as_int", "out_of_range", "duplicate_id",
             "unknown_skill_ref", "unknown_queue_in_overflow", "unknown_schedule", "bad_time", "bad_timezone",
             "overlapping_hours", "alias_bomb", "deep_nesting", "duplicate_key", "syntax_error",
-            "several_errors"} <= names
+            "several_errors", "bad_web", "bad_ha"} <= names
 
 
 @pytest.mark.parametrize("path", CASE_FILES, ids=[p.stem for p in CASE_FILES])

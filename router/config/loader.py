@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from router.config.model import (STRATEGIES, TERMINAL_ACTIONS, WEEKDAYS, Agent, AgiSettings, AmiSettings,
-                                 Break, CallbackPolicy, Centre, DatabaseSettings, Distribution, HoldPolicy, IvrTraffic,
-                                 OverflowStep,
+                                 Break, CallbackPolicy, Centre, DatabaseSettings, Distribution, HaSettings, HoldPolicy,
+                                 IvrTraffic, OverflowStep,
                                  Queue, Schedule, Shift, Simulation, Skill, WEB_ROLES, Webhook, WebSettings, WebToken)
 from router.yamlsrc import Mark, Node, Problem, ProblemList, describe, did_you_mean, load, read
 
@@ -43,7 +43,7 @@ SAMPLE_PATH = Path(__file__).resolve().parent.parent / "samples" / "centre.yaml"
 DATABASE_URL_ENV = "ACD_DATABASE_URL"
 
 TOP_KEYS = ("skills", "agents", "queues", "schedules", "database", "ami", "agi", "flows",
-            "short_abandon_s", "timezone", "simulation", "web")
+            "short_abandon_s", "timezone", "simulation", "web", "ha")
 SKILL_KEYS = ("id", "name", "kind")
 AGENT_KEYS = ("id", "name", "endpoint", "team", "skills")
 QUEUE_KEYS = ("id", "name", "skills", "strategy", "priority", "weight", "service_level", "wrap_up_s",
@@ -67,6 +67,8 @@ WEB_KEYS = ("enabled", "host", "port", "tokens", "alarms", "push_interval_s", "k
 WEB_TOKEN_KEYS = ("name", "token", "sha256", "role", "queues")
 WEB_ALARM_KEYS = ("caller_wait_s", "agent_paused_min")
 WEBHOOK_KEYS = ("url", "timeout_s", "retries")
+HA_KEYS = ("group", "retry_s", "check_interval_s", "check_timeout_s", "server_idle_timeout_s")
+_HA_GROUP = re.compile(r"[A-Za-z0-9_.-]{1,63}")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 SIMULATION_KEYS = ("start", "interval_minutes", "arrivals", "handle_time", "patience", "shifts",
                    "answer_delay_s", "no_answer_rate", "callback_acceptance", "rona_recovery_s", "ivr",
@@ -331,6 +333,7 @@ class ConfigReader:
             "ami": self.ami(top.get("ami")),
             "agi": self.agi(top.get("agi")),
             "web": self.web(top.get("web")),
+            "ha": self.ha(top.get("ha"), root.keys.get("ha")),
             "flows": self.text(top["flows"], "'flows'", nullable=True) if "flows" in top else None,
         }
         if "short_abandon_s" in top:
@@ -782,6 +785,43 @@ class ConfigReader:
         for name in {n for n in names if names.count(n) > 1}:
             self.error(f["tokens"], f"'tokens' of section 'web': the name {name!r} is used twice")
         return WebSettings(**{key: value for key, value in values.items() if value is not None})
+
+    def ha(self, node: Node | None, at: Mark | None) -> HaSettings:
+        """`ha:` (router.ha.Leadership): timings positive, and the lease (`check_interval_s +
+        check_timeout_s`) and `retry_s` shorter than `server_idle_timeout_s`, so that a leader cut off
+        from the database fences itself before the server frees its lock.  Those two rules are reported
+        at `server_idle_timeout_s` (at `ha:` when it is left at its default), each only when the
+        timings it compares are valid."""
+        f = self.section(node, "ha", HA_KEYS) or {}
+        values: dict[str, Any] = {}
+        if "group" in f:
+            group = values["group"] = self.text(f["group"], "'group' of section 'ha'")
+            if group is not None and not _HA_GROUP.fullmatch(group):
+                self.error(f["group"], "'group' of section 'ha': expected a name of at most 63 letters, digits, "
+                                       f"'-', '_' or '.', got {describe(group)}")
+        for key in HA_KEYS[1:]:
+            if key in f:
+                values[key] = self.number(f[key], f"{key!r} of section 'ha'", lo=0, lo_open=True)
+        settings = HaSettings(**{key: value for key, value in values.items() if value is not None})
+        valid = [key for key in HA_KEYS[1:] if not (key in values and values[key] is None)]
+        idle_node = f.get("server_idle_timeout_s")
+        position = idle_node if idle_node is not None else at
+        if "server_idle_timeout_s" not in valid or position is None:
+            return settings
+        where, default = ("'server_idle_timeout_s' of section 'ha'", "") if idle_node is not None \
+            else ("section 'ha'", ", the default")
+        idle = settings.server_idle_timeout_s
+        interval, timeout = settings.check_interval_s, settings.check_timeout_s
+        if {"check_interval_s", "check_timeout_s"} <= set(valid) and interval + timeout >= idle:
+            self.error(position, f"{where}: 'check_interval_s' + 'check_timeout_s' ({_fmt(interval)} + "
+                                 f"{_fmt(timeout)}) must be less than 'server_idle_timeout_s' ({_fmt(idle)}{default}):"
+                                 f" a leader cut off from the database must fence itself before the server frees"
+                                 f" its lock")
+        if "retry_s" in valid and settings.retry_s >= idle:
+            self.error(position, f"{where}: 'retry_s' ({_fmt(settings.retry_s)}) must be less than"
+                                 f" 'server_idle_timeout_s' ({_fmt(idle)}{default}): the server would end a"
+                                 f" waiting standby's session between two tries")
+        return settings
 
     def choice_number(self, node: Node, what: str) -> int | None:
         value = self.integer(node, what)

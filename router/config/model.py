@@ -254,6 +254,22 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class HaSettings:
+    """Active/standby group of `serve` processes (DESIGN §10; router.ha.Leadership).
+
+    The loader checks what `Leadership` requires: every timing positive,
+    `check_interval_s + check_timeout_s` (the lease) and `retry_s` each less than
+    `server_idle_timeout_s`, so a leader cut off from the database fences itself
+    before PostgreSQL ends its session and frees the lock.
+    """
+    group: str = "acd-router"          # processes with the same group (and database) form one group
+    retry_s: float = 0.5               # a standby tries the lock this often
+    check_interval_s: float = 0.5      # the leader proves its session this often ...
+    check_timeout_s: float = 1.0       # ... each check bounded by this (lease = interval + timeout)
+    server_idle_timeout_s: float = 3.0  # PostgreSQL ends a silent leader's session (and lock) after this
+
+
+@dataclass(frozen=True)
 class DatabaseSettings:
     dsn: str | None = field(default=None, repr=False)   # None: ACD_DATABASE_URL or embedded server
     data_dir: str | None = None                         # embedded server's data directory
@@ -271,6 +287,7 @@ class Centre:
     ami: AmiSettings | None = None
     agi: AgiSettings = field(default_factory=AgiSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    ha: HaSettings = field(default_factory=HaSettings)
     flows: str | None = None            # directory of IVR flow files
     short_abandon_s: float = 5.0
     timezone: str = "UTC"               # the centre's IANA zone: shift times, intervals, "today"

@@ -65,6 +65,7 @@ class AgentRuntime:
     busy_s: float = 0.0                 # time on call + wrap-up since log-in
     idle_s: float = 0.0                 # time available + reserved since log-in
     wrap_token: int = 0
+    wrap_until: float | None = None     # when the wrap-up timer ends the current wrap-up
     queues: set[str] = field(default_factory=set)   # queues whose base requirements it meets
 
     @property

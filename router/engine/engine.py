@@ -43,10 +43,31 @@ Overflow steps are per queue and run per call: timed steps relax or widen the
 call's requirements or move/copy it; conditional steps divert it (voicemail,
 transfer, callback, hang-up) on maximum wait, on arrival when the queue is too
 long or its EWT too high, or when no logged-in agent can serve the queue.
+
+Timers fire in the order of their deadlines, but never before the latest `now`
+the engine was given: one whose deadline had passed when it was armed (a step
+re-armed after a ring-no-answer, one of a call restored after an outage) fires
+at that `now`, so that what follows from it (an offer, its ring timeout) runs on
+the real clock instead of a past one.
+
+Restore: a router that restarts rebuilds its state, from Asterisk and the store,
+through silent inputs that emit no events of their own (the store has them):
+AgentRestored puts a logged-out agent straight into available, paused or wrap-up;
+CallRestored brings back a waiting call at its original place (joined_at and
+sequence, later calls sort after it) with its overflow clock counting from when
+it joined its queue (steps and max-wait due during the outage fire, in order, at
+the next `advance`), or a call ringing (its ring timer restarts, no new offer) or
+connected to an agent restored just before; CallbackRestored a pending call-back.
+Routing that follows (an agent available with calls waiting, a call that starts
+waiting) is reported as usual, so the agents and the calls that hold one go first,
+the waiting calls after.  `call_view`, `call_views` and `agent_view(s)` are the
+read-only picture adapters use instead of the engine's internals; a CallView holds
+all a CallRestored of the same call needs.
 """
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -56,11 +77,11 @@ from router.engine import matcher as matcher_module
 from router.engine.agents import (BUSY_STATES, DEFERRABLE, IDLE_STATES, TRANSITIONS, AgentRuntime,
                                   AgentState)
 from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, AgentMissed, AgentPause,
-                                    AgentResume, CallbackAccepted, CallbackAnswered, CallbackFailed,
-                                    CallbackRestored, CallbackWithdrawn, CallerHungUp, CallerLeft, CallFinished,
-                                    CallQueued, CancelCallback, CancelOffer, DialCallback, DivertCall,
-                                    InvalidInput, MoveCall, OfferCall, OfferCallback, Output, SetCallPriority,
-                                    WrapUpDone)
+                                    AgentRestored, AgentResume, CallbackAccepted, CallbackAnswered,
+                                    CallbackFailed, CallbackRestored, CallbackWithdrawn, CallerHungUp, CallerLeft,
+                                    CallFinished, CallQueued, CallRestored, CancelCallback, CancelOffer,
+                                    DialCallback, DivertCall, InvalidInput, MoveCall, OfferCall, OfferCallback,
+                                    Output, SetCallPriority, WrapUpDone)
 from router.events import Event
 from router.schedules import is_open, next_open
 
@@ -74,6 +95,9 @@ STRATEGY_CODES = {
 }
 CALL_STATES = frozenset({AgentState.RESERVED, AgentState.ON_CALL, AgentState.WRAP_UP})
 UNSTAFFED_STATES = frozenset({AgentState.LOGGED_OUT, AgentState.PAUSED})
+RESTORED_STATES = {"available": AgentState.AVAILABLE, "paused": AgentState.PAUSED,
+                   "wrap_up": AgentState.WRAP_UP}
+RESTORED_CALL_STATES = ("waiting", "ringing", "connected")
 AHT_SMOOTHING = 0.2          # weight of the newest handle time in a queue's AHT estimate
 MAX_MOVES = 8                # a call moved this often stops following move_to steps
 
@@ -111,6 +135,40 @@ class CallRuntime:
     callback_offered: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class CallView:
+    """A read-only copy of one live call (see Engine.call_view); it holds what a
+    CallRestored of the same call needs (priority is the total, the queue's included)."""
+    call_id: str
+    queue: str                    # where it waits now
+    entry_queue: str              # where it first joined
+    caller_id: str
+    priority: int
+    joined_at: float              # its place (and wait) ...
+    queue_joined_at: float        # ... and when it entered `queue` (its overflow clock)
+    seq: int                      # arrival order among calls that joined at the same instant
+    waiting: bool                 # among the waiting calls (False: ringing, connected, a parked call-back)
+    agent: str | None             # offered to (ringing) or connected with
+    connected: bool
+    callback_number: str | None   # a call-back (restored by CallbackRestored, not CallRestored)
+    next_step: int
+    moves: int
+    skills: dict[str, int]        # the call's extra requirements (a copy)
+    connected_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentView:
+    """A read-only copy of one agent (see Engine.agent_view)."""
+    agent: str
+    state: AgentState
+    reason: str | None            # pause reason
+    call_id: str | None           # reserved for, talking on, wrapping up
+    endpoint: str
+    since: float | None           # when the state began (None: never logged in)
+    wrap_until: float | None = None   # when a wrap-up ends by itself (wrap_up only)
+
+
 class Engine:
     def __init__(self, centre: Centre, *, seed: int = 0, call_capacity: int = 20_000,
                  matcher_factory: Callable[..., Any] | None = None) -> None:
@@ -140,6 +198,7 @@ class Engine:
         self._call_seq = 0
         self._pending_callbacks: dict[tuple[str, str], str] = {}   # (queue, number) -> call id
         self._woken: list[CallRuntime] = []     # call-backs back in line this instant, not yet routed
+        self._clock = -math.inf                 # the latest `now` given: no timer fires before it
         self._out: list[Output] = []
 
     # --- public API -------------------------------------------------------
@@ -150,16 +209,26 @@ class Engine:
         if handler is None:
             raise InvalidInput(f"unknown input {type(message).__name__}")
         handler(self, message, now)
+        if now > self._clock:
+            self._clock = now
         self._route_woken(now)
         return self._take_output()
 
     def advance(self, now: float) -> list[Output]:
-        """Fire every timer due at or before `now`, each at its own deadline."""
-        while self._timers and self._timers[0][0] <= now:
-            when, _, kind, key, token = heapq.heappop(self._timers)
+        """Fire every timer due at or before `now`, each at its own deadline, or at the latest
+        time already given when that deadline had passed (a late timer does not go back in time)."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            when, _, kind, key, token = heapq.heappop(timers)
+            if when < self._clock:
+                when = self._clock
+            else:
+                self._clock = when
             self._fire(kind, key, token, when)
-            if not (self._timers and self._timers[0][0] == when):
+            if not (timers and max(timers[0][0], self._clock) == when):
                 self._route_woken(when)
+        if now > self._clock:
+            self._clock = now
         return self._take_output()
 
     def next_deadline(self) -> float | None:
@@ -167,7 +236,7 @@ class Engine:
         timers = self._timers
         while timers and not self._timer_live(*timers[0][2:]):
             heapq.heappop(timers)
-        return timers[0][0] if timers else None
+        return max(timers[0][0], self._clock) if timers else None
 
     def ewt(self, queue: str, position: int | None = None) -> float | None:
         """Estimated wait for `position` (default: one more caller) in `queue`; None if nobody serves it."""
@@ -198,6 +267,24 @@ class Engine:
         for agent in self.agents.values():
             states[agent.state.value] = states.get(agent.state.value, 0) + 1
         return {"queues": queues, "agents": states, "calls": len(self.calls)}
+
+    def call_view(self, call_id: str) -> CallView | None:
+        """A read-only copy of a live call; None when the engine does not know it (any more)."""
+        call = self.calls.get(call_id)
+        return None if call is None else _call_view(call)
+
+    def call_views(self) -> list[CallView]:
+        """Every live call (waiting, ringing, connected, call-backs), in arrival order."""
+        return [_call_view(call) for call in sorted(self.calls.values(), key=lambda c: (c.joined_at, c.seq))]
+
+    def agent_view(self, agent_id: str) -> AgentView | None:
+        """A read-only copy of an agent; None for an agent the centre does not have."""
+        agent = self.agents.get(agent_id)
+        return None if agent is None else _agent_view(agent)
+
+    def agent_views(self) -> list[AgentView]:
+        """Every agent of the centre, logged out too, in the centre's order."""
+        return [_agent_view(agent) for agent in self._agent_by_slot]
 
     # --- inputs -----------------------------------------------------------
 
@@ -232,7 +319,7 @@ class Engine:
         self._emit(now, "queue.joined", call, data={
             **msg.data, "caller_id": msg.caller_id, "priority": call.priority,
             "position": position, "ewt_s": None if ewt is None else round(ewt, 1),
-            "sl_threshold_s": queue.sl_threshold_s})
+            "sl_threshold_s": queue.sl_threshold_s, **({"skills": dict(msg.skills)} if msg.skills else {})})
         return call, position, ewt
 
     def _start_waiting(self, call: CallRuntime, now: float) -> None:
@@ -307,9 +394,12 @@ class Engine:
         agent = self._agent(msg.agent)
         if agent.state is not AgentState.LOGGED_OUT:
             return                      # already logged in: log-in is idempotent
-        self.matcher.set_agent(agent.slot, [(self._skill_index[s], p) for s, p in agent.spec.skills.items()])
+        self._set_matcher_skills(agent)
         agent.busy_s = agent.idle_s = 0.0
         self._transition(agent, "login", now)
+
+    def _set_matcher_skills(self, agent: AgentRuntime) -> None:
+        self.matcher.set_agent(agent.slot, [(self._skill_index[s], p) for s, p in agent.spec.skills.items()])
 
     def _on_agent_logout(self, msg: AgentLogout, now: float) -> None:
         agent = self._agent(msg.agent)
@@ -467,6 +557,115 @@ class Engine:
         self._pending_callbacks[(queue.id, msg.number)] = call.call_id
         self._callback_due(call, now)
 
+    # --- restore after a restart ---------------------------------------------
+
+    def _on_agent_restored(self, msg: AgentRestored, now: float) -> None:
+        """A logged-out agent straight into available, paused or wrap-up, without an event."""
+        agent = self._agent(msg.agent)
+        state = RESTORED_STATES.get(msg.state)
+        if state is None:
+            raise InvalidInput(f"agent {msg.agent!r} cannot be restored {msg.state!r}: "
+                               f"only {', '.join(RESTORED_STATES)}")
+        if agent.state is not AgentState.LOGGED_OUT:
+            raise InvalidInput(f"agent {msg.agent!r} is {agent.state.value}: only a logged-out agent is restored")
+        since = now if msg.since is None else _instant(msg.since, f"agent {msg.agent!r}: since")
+        wrap_until = (now if msg.wrap_until is None
+                      else _instant(msg.wrap_until, f"agent {msg.agent!r}: wrap_until"))
+        self._set_matcher_skills(agent)
+        agent.busy_s = agent.idle_s = 0.0
+        agent.deferred = None
+        self._restore_agent_state(agent, state, since, reason=msg.reason,
+                                  call_id=msg.call_id if state is AgentState.WRAP_UP else None)
+        if state is AgentState.WRAP_UP:
+            agent.wrap_token += 1
+            agent.wrap_until = wrap_until
+            self._schedule(wrap_until, "wrap", agent.spec.id, agent.wrap_token)
+        elif state is AgentState.AVAILABLE:
+            self._route_agent(agent, now)   # as after a log-in: it takes a waiting call
+
+    def _restore_agent_state(self, agent: AgentRuntime, state: AgentState, since: float, *,
+                             reason: str | None = None, call_id: str | None = None) -> None:
+        """`_enter` without the event, the time accounting and the routing."""
+        self._count_staffing(agent, agent.state, state)
+        agent.state, agent.since = state, since
+        agent.reason = reason if state is AgentState.PAUSED else None
+        agent.call_id = call_id if state in CALL_STATES else None
+        self.matcher.set_agent_counters(agent.slot, agent.calls_handled, agent.occupancy)
+        self.matcher.set_agent_available(agent.slot, state is AgentState.AVAILABLE, since)
+
+    def _on_call_restored(self, msg: CallRestored, now: float) -> None:
+        """A waiting, ringing or connected call back in the engine, without an event; every
+        check comes before the first change, so a refused restore changes nothing."""
+        queue = self._queue(msg.queue)
+        self._queue(msg.entry_queue)
+        what = f"call {msg.call_id!r}"
+        if msg.call_id in self.calls:
+            raise InvalidInput(f"{what} is already known")
+        for skill in msg.skills:
+            if skill not in self._skill_index:
+                raise InvalidInput(f"{what} asks for unknown skill {skill!r}")
+        if msg.state not in RESTORED_CALL_STATES:
+            raise InvalidInput(f"{what} cannot be restored {msg.state!r}: only {', '.join(RESTORED_CALL_STATES)}")
+        joined_at = _instant(msg.joined_at, f"{what}: joined_at")
+        queue_joined_at = _instant(msg.queue_joined_at, f"{what}: queue_joined_at")
+        if msg.seq is not None and (not isinstance(msg.seq, int) or msg.seq < 0):
+            raise InvalidInput(f"{what}: seq must be a whole number from 0, not {msg.seq!r}")
+        if not (isinstance(msg.next_step, int) and 0 <= msg.next_step <= len(queue.overflow)):
+            raise InvalidInput(f"{what}: next_step {msg.next_step!r} is not a step of queue {queue.id!r} "
+                               f"(0 to {len(queue.overflow)})")
+        if not (isinstance(msg.moves, int) and msg.moves >= 0):
+            raise InvalidInput(f"{what}: moves must be a whole number from 0, not {msg.moves!r}")
+        agent: AgentRuntime | None = None
+        if msg.state == "waiting":
+            if msg.agent is not None:
+                raise InvalidInput(f"{what} is waiting: it has no agent ({msg.agent!r} given)")
+            if not self._free_slots:
+                raise InvalidInput("call capacity exhausted")
+        else:
+            if msg.agent is None:
+                raise InvalidInput(f"{what} is {msg.state}: say which agent")
+            agent = self._agent(msg.agent)
+            if agent.state is not AgentState.AVAILABLE:
+                raise InvalidInput(f"{what} is {msg.state} with agent {msg.agent!r}, which is "
+                                   f"{agent.state.value}: restore the agent available first")
+        if msg.state == "connected":
+            if msg.connected_at is None:
+                raise InvalidInput(f"{what} is connected: say since when (connected_at)")
+            connected_at: float | None = _instant(msg.connected_at, f"{what}: connected_at")
+        elif msg.connected_at is not None:
+            raise InvalidInput(f"{what} is {msg.state}: connected_at is for a connected call")
+        else:
+            connected_at = None
+        call = CallRuntime(
+            call_id=msg.call_id, entry_queue=msg.entry_queue, queue=queue.id, caller_id=msg.caller_id,
+            priority=msg.priority, extra_skills=dict(msg.skills), joined_at=joined_at,
+            queue_joined_at=queue_joined_at, seq=-1, requirement_sets=[{**queue.skills, **msg.skills}],
+            next_step=msg.next_step, moves=msg.moves)
+        for step in queue.overflow[:msg.next_step]:     # what the steps already run did to its requirements
+            if step.after_s is not None and not step.move_to:
+                self._apply_timed_step(call, step)
+        if len(call.requirement_sets) > matcher_module.MAX_SETS_PER_CALL:
+            raise InvalidInput(f"{what}: its steps give more than {matcher_module.MAX_SETS_PER_CALL} skill sets")
+        # checked: from here on nothing fails
+        if msg.seq is None:
+            self._call_seq += 1
+            call.seq = self._call_seq
+        else:
+            call.seq = msg.seq
+            self._call_seq = max(self._call_seq, msg.seq)
+        self.calls[call.call_id] = call
+        if agent is None:
+            self._start_waiting(call, now)      # at its place, steps due, routed
+            return
+        call.agent = agent.spec.id
+        since = now if agent.since is None else agent.since     # as AgentRestored left it
+        if connected_at is None:                # ringing: Asterisk rings already, the timeout restarts
+            self._restore_agent_state(agent, AgentState.RESERVED, since, call_id=call.call_id)
+            self._schedule(now + queue.ring_timeout_s, "ring", call.call_id, call.token)
+        else:
+            call.connected_at = connected_at
+            self._restore_agent_state(agent, AgentState.ON_CALL, since, call_id=call.call_id)
+
     def _callback_due(self, call: CallRuntime, now: float) -> None:
         """A call-back may be dialled from now: back at its original place (routed with the others
         due this instant, in place order), or parked again until it may."""
@@ -613,6 +812,7 @@ class Engine:
         AgentLogout: _on_agent_logout, AgentPause: _on_agent_pause,
         AgentResume: _on_agent_resume, WrapUpDone: _on_wrap_up_done,
         CallbackAccepted: _on_callback_accepted, CallbackRestored: _on_callback_restored,
+        AgentRestored: _on_agent_restored, CallRestored: _on_call_restored,
         CallbackAnswered: _on_callback_answered, CallbackFailed: _on_callback_failed,
         CallbackWithdrawn: _on_callback_withdrawn, CallerLeft: _on_caller_left,
         SetCallPriority: _on_set_call_priority, MoveCall: _on_move_call, CancelCallback: _on_cancel_callback,
@@ -749,7 +949,8 @@ class Engine:
         agent.wrap_token += 1
         self._transition(agent, "hangup", now, call_id=call.call_id)
         wrap_s = self._queue(call.queue).wrap_up_s
-        self._schedule(now + wrap_s, "wrap", agent.spec.id, agent.wrap_token)
+        agent.wrap_until = now + wrap_s
+        self._schedule(agent.wrap_until, "wrap", agent.spec.id, agent.wrap_token)
 
     # --- overflow -----------------------------------------------------------
 
@@ -946,6 +1147,28 @@ def _callback_schedule(centre: Centre, queue: Queue) -> Schedule | None:
     if name not in centre.schedules:
         raise ValueError(f"queue {queue.id!r}: unknown schedule {name!r}")
     return centre.schedules[name]
+
+
+def _call_view(call: CallRuntime) -> CallView:
+    return CallView(
+        call_id=call.call_id, queue=call.queue, entry_queue=call.entry_queue, caller_id=call.caller_id,
+        priority=call.priority, joined_at=call.joined_at, queue_joined_at=call.queue_joined_at, seq=call.seq,
+        waiting=call.slot is not None, agent=call.agent, connected=call.connected_at is not None,
+        callback_number=None if call.callback is None else call.callback.number,
+        next_step=call.next_step, moves=call.moves, skills=dict(call.extra_skills), connected_at=call.connected_at)
+
+
+def _agent_view(agent: AgentRuntime) -> AgentView:
+    return AgentView(agent=agent.spec.id, state=agent.state, reason=agent.reason, call_id=agent.call_id,
+                     endpoint=agent.spec.endpoint, since=agent.since,
+                     wrap_until=agent.wrap_until if agent.state is AgentState.WRAP_UP else None)
+
+
+def _instant(value: float, what: str) -> float:
+    """A finite time (epoch seconds) from a restore input, else InvalidInput."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidInput(f"{what} must be a time in epoch seconds, not {value!r}")
+    return float(value)
 
 
 def _moment(epoch_s: float) -> datetime:

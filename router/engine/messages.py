@@ -3,6 +3,11 @@
 Adapters (the Asterisk adapter, the simulated PBX, tests) translate their world
 into these inputs and carry out the commands.  Domain events (router.events.Event)
 come out beside the commands, in the same list, in the order they happened.
+
+The restore inputs (AgentRestored, CallRestored, CallbackRestored) rebuild the state
+of a router that restarted; they emit no events of their own, since those are in the
+store already.  Restore the agents first, then the calls that hold an agent (ringing,
+connected), then the waiting calls and call-backs.
 """
 from __future__ import annotations
 
@@ -125,6 +130,70 @@ class CallbackRestored:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentRestored:
+    """A logged-in agent rebuilt after a restart (from Asterisk and the store): straight from
+    logged_out into `state`, silently (no agent.state event: the store has it already).
+
+    `state` is "available", "paused" (with its `reason`) or "wrap_up"; an agent that was
+    logged out is simply not restored, and one that was ringing or talking is restored
+    "available" and then taken by the CallRestored of its call.  `since` (default: now)
+    is when the state began (time in state; the longest-idle order of available agents);
+    the CallRestored keeps it, so for an agent ringing or talking give when that began.
+    A wrap-up ends at `wrap_until` (default: now, i.e. at the next `advance`); `call_id` is
+    the call being wrapped up, kept only for "wrap_up".  Busy and idle times start from
+    zero.  An available agent takes a waiting call at once, as after a log-in: restore the
+    agents and their ringing and connected calls before the waiting calls.  InvalidInput
+    for an unknown agent, one not logged out, or another state."""
+    agent: str
+    state: str
+    reason: str | None = None
+    since: float | None = None
+    wrap_until: float | None = None
+    call_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallRestored:
+    """A live call (not a call-back: CallbackRestored) rebuilt after a restart, silently:
+    no event for the restore itself (the store has queue.joined, agent.offered ... already);
+    routing that follows from it (a waiting call offered to a free agent) is reported as usual.
+
+    The fields are those of router.engine.engine.CallView.  `priority` is the call's total
+    priority as it was, the queue's priority INCLUDED (unlike CallQueued.priority);
+    `skills` the call's extra requirements.  `joined_at` and `seq` give it back its
+    original place (seq None: after every call known so far; later calls always come after
+    it); `queue_joined_at`, `next_step` and `moves` where it is in its current queue's
+    overflow steps (the requirements those steps relaxed or widened are re-applied).
+    `state`:
+      "waiting"   back among the waiting calls at its place, its step and max-wait timers
+                  counting from `queue_joined_at`: those that fell due during the outage
+                  fire, in their order, at the next `advance`; then routed like a call
+                  that starts waiting.
+      "ringing"   Asterisk is ringing `agent`, which must be available (restored just
+                  before): it becomes reserved for the call and the queue's ring timeout
+                  runs from now; no OfferCall (the phone is ringing already).
+      "connected" `agent` (available, restored just before) is on the call since
+                  `connected_at`.
+    InvalidInput (nothing changed) for an unknown queue, skill or agent, a call id already
+    known, an agent missing, unavailable or given for a waiting call, a connected call
+    without `connected_at`, or a `next_step` beyond the queue's steps."""
+    call_id: str
+    queue: str
+    entry_queue: str
+    caller_id: str
+    priority: int
+    skills: dict[str, int]
+    joined_at: float
+    queue_joined_at: float
+    seq: int | None = None
+    state: str = "waiting"
+    agent: str | None = None
+    connected_at: float | None = None
+    next_step: int = 0
+    moves: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class CallbackAnswered:
     """The customer leg of a call-back answered: agent and customer are bridged."""
     call_id: str
@@ -162,8 +231,8 @@ class CancelCallback:
 
 Input = Union[CallQueued, CallerHungUp, AgentAnswered, AgentMissed, CallFinished, AgentLogin,
               AgentLogout, AgentPause, AgentResume, WrapUpDone, CallbackAccepted, CallbackRestored,
-              CallbackAnswered, CallbackFailed, CallbackWithdrawn, CallerLeft, SetCallPriority, MoveCall,
-              CancelCallback]
+              AgentRestored, CallRestored, CallbackAnswered, CallbackFailed, CallbackWithdrawn, CallerLeft,
+              SetCallPriority, MoveCall, CancelCallback]
 
 # --- commands -------------------------------------------------------------
 

@@ -61,10 +61,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -79,16 +80,20 @@ from router.ivr import session as ivr
 from router.ivr.registry import FlowRegistry
 from router.ivr.session import Enqueue
 from router.pbx import dialplan as dp
+from router.pbx import recovery
 from router.pbx.agi_ivr import AgiFlowDriver
 from router.pbx.ami import AmiError, AmiEvent, AmiLink, LinkDown, LinkUp, Resync
 from router.pbx.calls import (Action, Connect, Divert, HangupChannel, OriginateCallback, PbxCall, Phase, Redirect,
                               Step, Switchboard)
 from router.pbx.fastagi import AGIError, AGIHangup, AGISession
 from router.store.callback_store import CallbackStore
+from router.store.recovery import Recovered
 from router.store.writer import EventWriter, WriterFull
 from router.web.operations import MonitorUnavailable
 
 log = structlog.get_logger("router.pbx.adapter")
+
+_CALL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")   # uuid4 text
 
 
 class AsteriskAdapter:
@@ -115,6 +120,10 @@ class AsteriskAdapter:
         self._epoch_offset = 0.0
         self._idle = asyncio.Event()
         self.observers: list[Callable[[Event], None]] = []   # the web service's board and metrics
+        self._arrivals_stored: set[str] = set()   # calls in the IVR when the last router died (recovery)
+        self.leading = True                 # False: a standby or a fenced leader, which acts on nothing
+        self.may_act: Callable[[], bool] = lambda: True   # the HA lease, checked before every action
+        self._held: list[AmiEvent] | None = None   # AMI events held back while a take-over recovers
 
     @property
     def calls(self) -> dict[str, PbxCall]:
@@ -152,7 +161,8 @@ class AsteriskAdapter:
                     self._idle.clear()
                     await self._idle.wait()
         except TimeoutError:
-            log.warning("adapter.drain_timeout", calls=self.board.live(), timeout_s=timeout_s)
+            log.warning("adapter.drain_timeout", calls=self.board.live(), timeout_s=timeout_s,
+                        phases=sorted(c.phase.value for c in (*self.board.calls.values(), *self.board.legs.values())))
             return False
         return True
 
@@ -163,6 +173,60 @@ class AsteriskAdapter:
         if self._timer_task is not None:
             self._timer_task.cancel()
             await asyncio.gather(self._timer_task, return_exceptions=True)
+
+    # --- leadership: take-over with recovery, and fencing --------------------------------------
+
+    async def take_over(self, stored: Callable[[], Awaitable[Recovered]]) -> recovery.Plan:
+        """Become the acting router: rebuild the state from Asterisk's live channels and the
+        store (`stored` loads it) and carry out the plan (router.pbx.recovery).  AMI events
+        that arrive meanwhile are held back and handled after, in order."""
+        self._held = []
+        try:
+            channels = await self.ami.channels(recovery.VARIABLES)
+            plan = recovery.plan(self.centre, channels, await stored(), self.now())
+        except BaseException:
+            self._held = None
+            raise
+        self.leading = True
+        for event in plan.events:
+            self._emit(event)
+        self._arrivals_stored = set(plan.in_ivr)
+        self._run(plan.agents)
+        for restored, record in plan.calls:
+            self.board.adopt(record)
+            try:
+                self._apply(restored)
+            except InvalidInput as error:
+                self.board.forget(record)
+                log.warning("adapter.recovery_refused", call_id=restored.call_id, reason=str(error))
+        for channel in plan.hangups:
+            self._execute(HangupChannel("", channel))
+        self._run(self.board.check_devices())
+        held, self._held = self._held, None
+        for event in held:
+            self._dispatch(event)
+        log.info("adapter.took_over", channels=len(channels), **plan.summary())
+        return plan
+
+    def _acting(self) -> bool:
+        if self.leading and not self.may_act():
+            self.stand_down()                # the lease ran out before the loss was reported
+        return self.leading
+
+    def stand_down(self) -> None:
+        """Fencing: from now on act on nothing (no engine input, no AMI action); `reset` then
+        leaves an empty state for the next take-over."""
+        if self.leading:
+            self.leading = False
+            log.warning("adapter.fenced", calls=self.board.live())
+
+    def reset(self) -> None:
+        """A fresh engine and switchboard (the old state is stale once another router led)."""
+        self.engine = Engine(self.centre)
+        self.board = Switchboard(self.centre, self.engine)
+        self._locks.clear()
+        self._arrivals_stored = set()
+        self._wake.set()
 
     # --- agents ---------------------------------------------------------------------------
 
@@ -192,9 +256,14 @@ class AsteriskAdapter:
 
     def submit(self, message: Any) -> None:
         """A supervisor's input: applied now, or InvalidInput raised with nothing changed."""
+        if not self.leading:
+            raise InvalidInput("this router is not the leader of its group")
+        self._apply(message)
+
+    def _apply(self, message: Any) -> None:
+        """Feed one input; InvalidInput raised (nothing changed) if the engine refuses it."""
         now = self.now()
-        outputs = self.engine.handle(message, now)
-        self._run(self._outputs(outputs, now))
+        self._run(self._outputs(self.engine.handle(message, now), now))
 
     async def monitor(self, agent: str, supervisor: str, flags: str) -> dict[str, Any]:
         """Originate the supervisor's phone into ChanSpy on the agent's leg of its current call."""
@@ -220,7 +289,9 @@ class AsteriskAdapter:
     # --- the one loop: steps in, engine fed, actions carried out ------------------------------
 
     def _run(self, steps: Iterable[Step]) -> None:
-        """Carry out `steps` in order, with what each one leads to after it."""
+        """Carry out `steps` in order, with what each one leads to after it (nothing unless leading)."""
+        if not self._acting():
+            return
         pending: deque[Step] = deque(steps)
         while pending:
             step = pending.popleft()
@@ -247,6 +318,8 @@ class AsteriskAdapter:
 
     def _execute(self, action: Action) -> None:
         """Carry out an action as a task, after the call's earlier ones (the call's lock)."""
+        if not self._acting():
+            return
         task = asyncio.create_task(self._locked(action))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -264,7 +337,7 @@ class AsteriskAdapter:
             self._drop_lock(action.call_id)
 
     async def _carry_out_if_current(self, action: Action) -> None:
-        if not self.board.action_begins(action):
+        if not self._acting() or not self.board.action_begins(action):   # fenced while it waited
             return
         try:
             follow_up = await self._carry_out(action)
@@ -338,18 +411,22 @@ class AsteriskAdapter:
             log.info("adapter.refused_draining", channel=env.get("agi_channel"))
             await agi.send(f'SET VARIABLE {dp.NEXT} "{dp.NEXT_HANGUP}"')
             return
-        call = self.board.ivr_started(str(uuid.uuid4()), env.get("agi_channel", ""), env.get("agi_uniqueid", ""),
-                                      caller_number(env.get("agi_callerid")))
+        args = agi.args             # [router-inbound] passes the DID and the call id a router gave it before
+        dnis = args[0] if args and args[0] else env.get("agi_extension", "")
+        resumed = args[1] if len(args) > 1 and _CALL_ID.fullmatch(args[1]) and args[1] not in self.board.calls \
+            else None
+        call = self.board.ivr_started(resumed or str(uuid.uuid4()), env.get("agi_channel", ""),
+                                      env.get("agi_uniqueid", ""), caller_number(env.get("agi_callerid")))
         try:
-            await self._ivr(agi, call, env.get("agi_extension", ""))
+            await self._ivr(agi, call, dnis, resumed=resumed is not None)
         finally:
             self._drop_lock(call.call_id)
 
-    async def _ivr(self, agi: AGISession, call: PbxCall, dnis: str) -> None:
+    async def _ivr(self, agi: AGISession, call: PbxCall, dnis: str, *, resumed: bool) -> None:
         with structlog.contextvars.bound_contextvars(call_id=call.call_id):
             async with self._lock(call.call_id):
                 try:
-                    final, dialing = await self._run_ivr(agi, call, dnis)
+                    final, dialing = await self._run_ivr(agi, call, dnis, resumed=resumed)
                 except BaseException:
                     self._forget(call)
                     raise
@@ -361,6 +438,7 @@ class AsteriskAdapter:
                     # a refused call-back: the engine queued the call, the driver set no hold variables
                     await self._hold_settings(agi, view.queue)
                 if not dialing:
+                    await self._mark_place(agi, view)
                     await agi.close()           # the dialplan goes on to [router-hold]
                     if call.phase is Phase.ENDED:   # hung up meanwhile
                         self._forget(call)
@@ -405,6 +483,16 @@ class AsteriskAdapter:
             call.dialing_in_agi = False
             await agi.close()
 
+    async def _mark_place(self, agi: AGISession, view: Any) -> None:
+        """Where the caller stands, on their channel: a router that takes over after this one
+        puts them back there even if the store has not got their ``queue.joined`` yet."""
+        values = {dp.QUEUE: view.queue, dp.JOINED_AT: f"{view.joined_at:.6f}", dp.SEQ: str(view.seq),
+                  dp.PRIORITY: str(view.priority), dp.SKILLS: ";".join(f"{k}:{v}" for k, v in view.skills.items())}
+        try:
+            await agi.send('EXEC MSet "{}"'.format(",".join(f"{k}={v}" for k, v in values.items())))
+        except AGIError:
+            log.info("adapter.place_not_marked")       # the caller hung up: the Hangup event follows
+
     def _hold_variables(self, queue_id: str) -> dict[str, str]:
         """What [router-hold] needs to know of the queue: music class, announcement period."""
         hold = self.centre.queues[queue_id].hold
@@ -424,12 +512,19 @@ class AsteriskAdapter:
                                      language=agi.env.get("agi_language") or None,
                                      **({"context": context} if context is not None else {}))
 
-    async def _run_ivr(self, agi: AGISession, call: PbxCall, dnis: str) -> tuple[list[Any], bool]:
+    async def _run_ivr(self, agi: AGISession, call: PbxCall, dnis: str, *,
+                       resumed: bool) -> tuple[list[Any], bool]:
         """The DID's flow, to its end: the commands it ended with, and whether a Dial to a free
-        agent is under way on the AGI."""
-        self._emit(Event(self.now(), "call.arrived", call_id=call.call_id,
-                         data={"caller_id": call.caller_id, "dnis": dnis}))
-        await agi.send(f'SET VARIABLE {dp.CALL_ID} "{call.call_id}"')
+        agent is under way on the AGI.  A resumed call (its router went away during the IVR)
+        keeps its call id and starts the flow again; its arrival is not recorded twice."""
+        if not resumed or call.call_id not in self._arrivals_stored:
+            self._emit(Event(self.now(), "call.arrived", call_id=call.call_id,
+                             data={"caller_id": call.caller_id, "dnis": dnis}))
+        else:
+            log.info("adapter.ivr_resumed", call_id=call.call_id)
+        self._arrivals_stored.discard(call.call_id)
+        if not resumed:
+            await agi.send(f'SET VARIABLE {dp.CALL_ID} "{call.call_id}"')
         session = self._flow_session(agi, self.flows_by_dnis.get(dnis, self.default_flow), call, dnis)
 
         async def on_callback(offer: ivr.OfferCallback) -> bool | None:
@@ -511,7 +606,8 @@ class AsteriskAdapter:
         if holding is not None:
             call, view = holding
             with structlog.contextvars.bound_contextvars(call_id=call.call_id):
-                await self._on_hold_key(agi, call, view.queue, agi.env.get("agi_extension", ""))
+                key = agi.args[0] if agi.args else agi.env.get("agi_extension", "")
+                await self._on_hold_key(agi, call, view.queue, key)
 
     async def _on_hold_key(self, agi: AGISession, call: PbxCall, queue_id: str, key: str) -> None:
         queue = self.centre.queues[queue_id]
@@ -607,6 +703,15 @@ class AsteriskAdapter:
         if isinstance(event, (LinkDown, LinkUp)):
             log.info("adapter.ami_link", state=type(event).__name__)
             return
+        if self._held is not None:
+            self._held.append(event)        # a take-over is reading Asterisk's channels
+            return
+        if not self.leading:
+            self.board.note_devices(event)  # a standby keeps device states warm, nothing else
+            return
+        self._dispatch(event)
+
+    def _dispatch(self, event: AmiEvent) -> None:
         unknown = self.board.unknown_phone(event)
         if unknown is not None:
             log.warning("adapter.unknown_agent_phone", number=unknown)

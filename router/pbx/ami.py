@@ -152,6 +152,19 @@ class ChannelInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelStatus:
+    """One live channel as the Status action lists it, with the channel variables asked for."""
+    channel: str
+    uniqueid: str
+    linkedid: str
+    context: str
+    exten: str
+    application: str
+    bridge_id: str | None
+    variables: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class Resync:
     """After a login: every live channel and every device state."""
     channels: tuple[ChannelInfo, ...]
@@ -335,6 +348,14 @@ class AmiLink:
         except TimeoutError:
             raise AmiError(f"AMI {action.get('Action')}: link down for {timeout_s} s") from None
         return await self._request(action, max(0.0, deadline - loop.time()))
+
+    async def channels(self, variables: Sequence[str]) -> list[ChannelStatus]:
+        """Every live channel with the values of `variables` (one AMI ``Status`` action)."""
+        reply = await self.action({"Action": "Status", "Variables": ",".join(variables)})
+        return [ChannelStatus(_value(m, "Channel") or "", _value(m, "Uniqueid") or "", _value(m, "Linkedid") or "",
+                              _value(m, "Context") or "", _value(m, "Exten") or "",
+                              _value(m, "Application") or "", _value(m, "BridgeID") or None, _variables(m))
+                for m in _listed(reply, "Status")]
 
     async def pipeline(self, actions: Sequence[Mapping[str, Any]], *, timeout_s: float | None = None) -> list[Any]:
         """Send several actions back to back, then wait for every response.
@@ -585,6 +606,13 @@ class AmiLink:
                 callback(event)
             except Exception:
                 log.exception("ami.subscriber_failed", event_type=type(event).__name__)
+
+
+def _variables(message: Message) -> dict[str, str]:
+    """The ``Variable: NAME=value`` headers of a Status event (one or several)."""
+    raw = message["Variable"] if "Variable" in message else []
+    pairs = raw if isinstance(raw, list) else [raw]
+    return dict(str(pair).partition("=")[::2] for pair in pairs if "=" in str(pair))
 
 
 def _listed(reply: Any, event_name: str) -> list[Message]:

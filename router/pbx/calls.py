@@ -232,6 +232,13 @@ class Switchboard:
 
     # --- the AGI side -------------------------------------------------------------------
 
+    def adopt(self, call: PbxCall) -> None:
+        """Follow a call a router before this one handled (recovery on start)."""
+        self.calls[call.call_id] = call
+        self._by_channel[call.channel] = call
+        if call.agent_channel:
+            self._by_agent_channel[call.agent_channel] = call
+
     def ivr_started(self, call_id: str, channel: str, uniqueid: str, caller_id: str) -> PbxCall:
         call = PbxCall(call_id, channel, uniqueid, caller_id)
         self.calls[call_id] = call
@@ -549,6 +556,18 @@ class Switchboard:
             number = event.fields.get("agent", "")
             return None if number in self._agents_by_number else number
         return None
+
+    def note_devices(self, event: AmiEvent) -> None:
+        """Only remember device states (a standby acts on nothing)."""
+        if isinstance(event, DeviceStateChange):
+            self.device_states[event.device or ""] = event.state or ""
+        elif isinstance(event, Resync):
+            self.device_states.update(event.devices)
+
+    def check_devices(self) -> list[Step]:
+        """Pause or resume every agent by what is known of their phone (after a take-over)."""
+        return [step for device, agent in self._agents_by_device.items() if device in self.device_states
+                for step in self._device_state(agent, self.device_states[device])]
 
     def _device_state(self, agent_id: str, state: str) -> list[Step]:
         """An agent whose phone is unreachable is paused (reason ``unreachable``) instead of

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 # --- contexts ---------------------------------------------------------------------------
 INBOUND_CONTEXT = "router-inbound"       # answer, IVR over FastAGI, then ROUTER_NEXT
+AGI_CONTEXT = "router-agi"               # Gosub: a FastAGI route on the first router that answers
 HOLD_CONTEXT = "router-hold"             # music on hold until the router's Redirect
 HOLD_OFFER_EXTEN = "offer"               # ... its extension that runs the call-back offer AGI
 CONNECT_CONTEXT = "router-connect"       # Dial(ROUTER_TARGET), then survey or hang-up
@@ -31,6 +32,8 @@ ANNOUNCE_S = "ROUTER_ANNOUNCE_S"
 QUEUE = "ROUTER_QUEUE"                   # the queue the caller joined first
 JOINED_AT = "ROUTER_JOINED_AT"           # epoch seconds of the first queue.joined
 SEQ = "ROUTER_SEQ"                       # arrival sequence (ties at the same instant)
+PRIORITY = "ROUTER_PRIORITY"             # the call's priority, the queue's included
+SKILLS = "ROUTER_SKILLS"                 # its extra skill minimums: skill:level;skill:level
 CB_NUMBER = "ROUTER_CB_NUMBER"
 CB_AGENT = "ROUTER_CB_AGENT"
 CB_CUSTOMER = "ROUTER_CB_CUSTOMER"

@@ -4,13 +4,24 @@ Theory of operation
 -------------------
 `Service.start()` brings the router up from the inside out: the event store
 (schema, then the writer, which replays any spool), the flows (a set with
-errors refuses to start; later reloads keep the running set), the engine, the
-adapter (which takes back the open call-backs from PostgreSQL, in place
-order), the web service (dashboard, admin API, metrics; it sees every event
-the adapter emits from then on), the AMI link (if Asterisk is not there yet the link keeps retrying in
-the background and the service still starts), and last the FastAGI server,
-so no call is accepted before everything it needs exists.  Agents start
-logged out; ``auto_login`` logs some in (tests, demos), feature codes and the
+errors refuses to start; later reloads keep the running set), the engine and
+the adapter (as a standby: it acts on nothing yet), the web service
+(dashboard, admin API, metrics; it sees every event the adapter emits), the
+AMI link (kept warm; if Asterisk is not there yet it keeps retrying), and then
+competes for the leadership of its HA group (router.ha: a PostgreSQL advisory
+lock; ``ha:`` in the config).  `start` returns once the process leads or knows
+that another one does.
+
+Leading (`_lead`, a loop for the process's life): once the lock is held, the
+adapter takes over (router.pbx.recovery: the live channels and the stored
+events give back every waiting, ringing and connected call and every agent's
+log-in and pause), the open call-backs come back from PostgreSQL, and last the
+FastAGI server listens, so no call reaches the IVR before the state exists.  A
+leader that loses the lock or its database stops acting at once (the adapter
+checks the lease before every action; fencing), closes its FastAGI port (the
+dialplan moves on to the next router of ``ROUTER_AGI``), drops its state and
+competes again as a standby.  Agents start logged out unless the store says
+otherwise; ``auto_login`` logs some in (tests, demos), feature codes and the
 adapter's API do the rest.  Flow files are watched (mtime) and reloaded on
 SIGHUP; each reload is recorded as ``flow.reloaded``.
 
@@ -23,21 +34,25 @@ or SIGINT, then stop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import asyncpg
 import structlog
 
 from router.config.model import Centre
 from router.engine.engine import Engine
+from router.ha import ROLE_LEADER, ROLE_STANDBY, Leadership
 from router.ivr.registry import FlowError, FlowRegistry, ReloadResult, flows_directory, sighup_handler, watch
 from router.pbx.adapter import AsteriskAdapter
 from router.pbx.ami import AmiError, AmiLink
 from router.pbx.fastagi import FastAGIServer
 from router.store.callback_store import CallbackStore
 from router.store.database import default_spool_dir, ensure_schema, resolve_dsn
+from router.store.recovery import load as load_recovered
 from router.store.writer import EventWriter
 from router.web.server import WebService
 
@@ -62,20 +77,31 @@ class Service:
         self.auto_login = tuple(auto_login)
         self.drain_timeout_s = drain_timeout_s
         self.adapter: AsteriskAdapter | None = None
+        self.leadership: Leadership | None = None
+        self.took_over: list[float] = []        # loop time of each take-over's end (benchmarks)
         self._writer: EventWriter | None = None
         self._callbacks: CallbackStore | None = None
         self._link: AmiLink | None = None
         self._server: FastAGIServer | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._leading: asyncio.Task[None] | None = None
+        self._serving = asyncio.Event()         # leader, recovered, FastAGI listening
+        self._stopping = False
+        self._dsn = ""
         self._stop_database: Callable[[], None] | None = None
         self.web: WebService | None = None
         self._web_address = (web_host, web_port)
         self._on_ready = on_ready
 
+    @property
+    def role(self) -> str:
+        return ROLE_LEADER if self.leadership is not None and self.leadership.is_leader else ROLE_STANDBY
+
     async def start(self) -> None:
         centre, ami = self.centre, self.centre.ami
         assert ami is not None
         dsn, self._stop_database = await asyncio.to_thread(resolve_dsn, centre.database, self.data_dir)
+        self._dsn = dsn
         await ensure_schema(dsn)
         self._writer = EventWriter(dsn, spool_dir=default_spool_dir(centre.database, self.data_dir))
         await self._writer.start()
@@ -91,32 +117,90 @@ class Service:
                              action_timeout_s=ami.action_timeout_s)
         self._callbacks = CallbackStore(dsn)
         await self._callbacks.start()
+        ha = centre.ha
+        self.leadership = Leadership(dsn, group=ha.group, retry_s=ha.retry_s, check_interval_s=ha.check_interval_s,
+                                     check_timeout_s=ha.check_timeout_s,
+                                     server_idle_timeout_s=ha.server_idle_timeout_s)
         self.adapter = AsteriskAdapter(centre, Engine(centre), registry, self._writer, self._link,
                                        callback_store=self._callbacks)
+        self.adapter.leading = False
+        self.adapter.may_act = lambda: self.leadership is not None and self.leadership.is_leader
         await self.adapter.start()
         if centre.web.enabled:
             writer, link = self._writer, self._link
             self.web = WebService(centre, self.adapter, mode="live", run="live", dsn=dsn, flush=writer.flush,
                                   spooled=lambda: writer.backlog, link_up=lambda: link.connected,
-                                  host=self._web_address[0], port=self._web_address[1])
+                                  host=self._web_address[0], port=self._web_address[1], role=lambda: self.role)
             self.adapter.observers.append(self.web.observe)
             await self.web.start()
             if self._on_ready is not None:
                 self._on_ready(self.web)
-        await self.adapter.restore_callbacks()
         try:
             await self._link.start()
         except AmiError as error:
             log.warning("service.ami_not_yet", reason=str(error), retrying=True)
-        for agent in self.auto_login:
-            await self.adapter.login(agent)
         self._watcher = asyncio.create_task(watch(registry, on_reload=self._reloaded), name="router.flows")
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, sighup_handler(registry, self._reloaded))
+        self._leading = asyncio.create_task(self._lead(), name="router.ha")
+        outranked = asyncio.ensure_future(self.leadership.outranked.wait())
+        serving = asyncio.ensure_future(self._serving.wait())
+        try:
+            await asyncio.wait({outranked, serving, self._leading}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            outranked.cancel()
+            serving.cancel()
+        if self._leading.done():
+            self._leading.result()              # a configuration error of the database: raised here
+        if not self._serving.is_set():
+            log.info("service.standby", group=ha.group, ami=f"{ami.host}:{ami.port}")
+
+    async def _lead(self) -> None:
+        """Compete for the lock; lead while it is held; fence and compete again when it is lost."""
+        assert self.leadership is not None
+        while True:
+            await self.leadership.acquire()
+            try:
+                await self._take_over()
+            except (AmiError, OSError, asyncpg.PostgresError) as error:
+                log.error("service.take_over_failed", reason=str(error))
+                await self._step_down("take-over failed")
+                await self.leadership.release()
+                await asyncio.sleep(self.leadership.retry_s)
+                continue
+            reason = await self.leadership.hold()
+            if self._stopping:
+                return                          # released by `stop`: no fencing, no new term
+            await self._step_down(reason)
+
+    async def _take_over(self) -> None:
+        assert self.adapter is not None and self._link is not None
+        centre = self.centre
+        started = asyncio.get_running_loop().time()
+        await self._link.wait_connected(centre.ami.action_timeout_s if centre.ami else 5.0)
+        await self.adapter.take_over(functools.partial(load_recovered, self._dsn, run="live"))
+        await self.adapter.restore_callbacks()
+        for agent in self.auto_login:
+            await self.adapter.login(agent)
         self._server = FastAGIServer(self.adapter.routes(), centre.agi.host, centre.agi.port)
         await self._server.start()
-        log.info("service.started", agi_port=centre.agi.port, ami=f"{ami.host}:{ami.port}",
-                 flows=registry.version, agents_logged_in=len(self.auto_login))
+        self.took_over.append(asyncio.get_running_loop().time())
+        self._serving.set()
+        log.info("service.started", role=ROLE_LEADER, agi_port=centre.agi.port,
+                 took_over_s=round(self.took_over[-1] - started, 3), agents_logged_in=len(self.auto_login))
+
+    async def _step_down(self, reason: str) -> None:
+        """Fencing: act on nothing from now on, stop taking calls, forget the stale state."""
+        assert self.adapter is not None
+        self._serving.clear()
+        self.adapter.stand_down()
+        if self._server is not None:
+            server, self._server = self._server, None
+            await server.close(grace_s=0.0)
+        self.adapter.reset()
+        if self.web is not None:
+            self.web.rebind()
+        log.warning("service.fenced", reason=reason, role=ROLE_STANDBY)
 
     def _check_queue_flows(self, registry: FlowRegistry) -> None:
         """Warn about survey and call-back offer flows the queues name but the flow set lacks."""
@@ -135,12 +219,19 @@ class Service:
                  errors=len([p for p in result.problems if p.severity == "error"]))
 
     async def stop(self) -> None:
-        """Drain, then close everything in the reverse order of `start`."""
-        if self.adapter is not None:
+        """Drain (a leader), give the lock back, then close everything in the reverse order of `start`."""
+        if self.adapter is not None and self._serving.is_set():
             drained = await self.adapter.drain(self.drain_timeout_s)
             log.info("service.drained", complete=drained)
+        self._stopping = True
         if self._server is not None:
             await self._server.close(grace_s=1.0)
+        if self.leadership is not None:
+            await self.leadership.release()     # a leader's `_lead` returns; a standby's is cancelled
+        if self._leading is not None:
+            if not self._serving.is_set():
+                self._leading.cancel()
+            await asyncio.gather(self._leading, return_exceptions=True)
         if self.web is not None:
             await self.web.close()
         asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)

@@ -179,7 +179,7 @@ class WebApp:
         return response
 
     async def _health(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response({"ok": True})
+        return web.json_response({"ok": True, "role": self.hub.board.role()})
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8",

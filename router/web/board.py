@@ -37,14 +37,17 @@ from router.events import Event
 from router.web.auth import Principal
 
 SECTIONS = ("meta", "queues", "agents", "calls", "callbacks", "offers", "alarms", "intraday")
-JOIN_KEYS = frozenset({"caller_id", "priority", "position", "ewt_s", "sl_threshold_s", "callback"})
+JOIN_KEYS = frozenset({"caller_id", "priority", "position", "ewt_s", "sl_threshold_s", "callback", "skills",
+                       "recovered"})
 View = dict[str, dict[str, Any]]
 
 
 class Board:
     def __init__(self, centre: Centre, engine: Engine, *, mode: str, speed: float = 1.0,
-                 link_up: Callable[[], bool] = lambda: True, spooled: Callable[[], int] = lambda: 0) -> None:
+                 link_up: Callable[[], bool] = lambda: True, spooled: Callable[[], int] = lambda: 0,
+                 role: Callable[[], str] = lambda: "leader") -> None:
         self.centre, self.engine, self.mode, self.speed = centre, engine, mode, speed
+        self.role = role                                # leader | standby (router.ha)
         self.settings = centre.web
         self.zone = ZoneInfo(centre.timezone)
         self.day: str | None = None
@@ -180,7 +183,7 @@ class Board:
         link_up, spooled = self.link_up(), self.spooled()
         return {
             "meta": {"board": {"mode": self.mode, "day": self.day, "timezone": self.centre.timezone,
-                               "speed": self.speed, "kpi_as_of": self.kpi_as_of, "link_up": link_up,
+                               "speed": self.speed, "kpi_as_of": self.kpi_as_of, "link_up": link_up, "role": self.role(),
                                "spooled": spooled, "interval_minutes": self.settings.interval_minutes}},
             "queues": queues, "agents": self._agents(), "calls": calls, "callbacks": callbacks,
             "offers": self._offers(), "alarms": self._alarms(now, queues, link_up, spooled),

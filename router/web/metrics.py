@@ -120,5 +120,7 @@ class _BoardCollector:
         yield from (waiting, oldest, agents, callbacks)
         yield GaugeMetricFamily("acd_events_spooled", "Events spooled to disk while PostgreSQL is away",
                                 value=self.spooled())
+        yield GaugeMetricFamily("acd_router_leader", "1 while this router leads its group, 0 as a standby",
+                                value=1.0 if view["meta"]["board"]["role"] == "leader" else 0.0)
         yield GaugeMetricFamily("acd_ami_up", "1 when the link to the PBX is up (the demo's simulated PBX: 1)",
                                 value=1.0 if self.link_up() else 0.0)

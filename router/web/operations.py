@@ -71,7 +71,10 @@ class Target:
 class Operations:
     def __init__(self, pbx: Pbx) -> None:
         self.pbx = pbx
-        self.engine = pbx.engine
+
+    @property
+    def engine(self) -> Any:
+        return self.pbx.engine          # the PBX side may start over with a new one (HA take-over)
 
     # --- agents ---------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ class WebService:
                  flush: Callable[[], Any] | None = None, spooled: Callable[[], int] = lambda: 0,
                  link_up: Callable[[], bool] = lambda: True, speed: float = 1.0,
                  environ: Mapping[str, str] = os.environ, host: str | None = None, port: int | None = None,
-                 token_dir: Path | None = None) -> None:
+                 token_dir: Path | None = None, role: Callable[[], str] = lambda: "leader") -> None:
         self.centre, self.pbx, self.mode, self.run, self.dsn = centre, pbx, mode, run, dsn
         self.settings = centre.web
         self.host = host or self.settings.host
@@ -57,7 +57,7 @@ class WebService:
         if not tokens and not environ.get("ACD_WEB_TOKENS") and mode == "demo":
             tokens.append(self._demo_token(token_dir or default_data_dir()))
         self.tokens = TokenBook.for_centre(tokens, environ, centre.agents, self.settings.session_hours * 3600.0)
-        self.board = Board(centre, pbx.engine, mode=mode, speed=speed, link_up=link_up, spooled=spooled)
+        self.board = Board(centre, pbx.engine, mode=mode, speed=speed, link_up=link_up, spooled=spooled, role=role)
         self.hub = Hub(self.board, pbx.now, self.settings.push_interval_s)
         self.metrics = Metrics(centre, self.board, pbx.now, spooled, link_up)
         self.webhooks = Webhooks(centre)
@@ -66,6 +66,10 @@ class WebService:
         self._runner: web.AppRunner | None = None
         self._refresher: asyncio.Task[None] | None = None
         self.kpi_reads = 0
+
+    def rebind(self) -> None:
+        """The PBX side started over with a new engine (an HA take-over): read that one."""
+        self.board.engine = self.pbx.engine
 
     @property
     def url(self) -> str:

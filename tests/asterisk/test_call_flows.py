@@ -354,7 +354,8 @@ async def start_serve(tmp_path: Path, dsn: str, secret: str, *login: str) -> asy
 
 
 async def test_serve_routes_a_call_and_drains_it_on_sigterm(
-        asterisk: Sandbox, schema: str, tmp_path: Path) -> None:
+        asterisk: Sandbox, own_schema: str, tmp_path: Path) -> None:
+    schema = own_schema
     (tmp_path / "flows").mkdir()
     (tmp_path / "flows" / "main.yaml").write_text(FLOW)
     (tmp_path / "flows" / "prompts.yaml").write_text(PROMPTS)

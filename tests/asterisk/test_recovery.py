@@ -1,0 +1,181 @@
+"""Restart-proof routing on the real Asterisk: `acd-router serve` killed with SIGKILL while
+callers are in the IVR, waiting, ringing and talking, then started again (DESIGN §10).
+
+Each test runs real `serve` processes on a database of its own (`own_schema`), places
+scripted callers through the sandbox and reads the outcome from the events table."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from router.pbx.ami import AmiLink
+from router.store.database import connect
+from router.store.writer import EventWriter
+from tests.asterisk.harness import Sandbox
+from tests.asterisk.test_call_flows import FLOW, PROMPTS, Router, types
+
+pytestmark = [pytest.mark.asterisk, pytest.mark.asyncio(loop_scope="session")]
+
+REPO = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 60.0          # guards against a hang, not a speed assertion
+END_TIMEOUT_S = 120.0
+
+CONFIG = textwrap.dedent("""\
+    skills:
+      - {id: sales, name: Sales}
+      - {id: support, name: Support}
+    agents:
+      - {id: "1001", name: Talks, endpoint: Local/1001@agents, skills: {sales: 5}}
+      - {id: "1003", name: Pauses, endpoint: Local/1003@agents, skills: {sales: 5}}
+      - {id: "1004", name: Comes later, endpoint: Local/1004@agents, skills: {sales: 5}}
+      - {id: "9001", name: Never answers, endpoint: Local/9001@agents, skills: {sales: 5}}
+    queues:
+      - {id: sales, name: Sales, skills: {sales: 1}, wrap_up_s: 1, ring_timeout_s: 20}
+      - {id: support, name: Support, skills: {support: 1}}
+      - {id: overflow, name: Overflow, skills: {sales: 1}}
+    ami: {host: 127.0.0.1, port: 5038, username: acd-router, secret: "${ACD_AMI_SECRET}"}
+    agi: {host: 127.0.0.1, port: AGI_PORT}
+    flows: flows
+    """)
+
+
+class Serve:
+    """One `acd-router serve` process; its log (stderr) goes to a file the test reads."""
+
+    def __init__(self, tmp_path: Path, name: str, dsn: str, secret: str, agi_port: int = 4573) -> None:
+        self.dir = tmp_path / name
+        (self.dir / "flows").mkdir(parents=True)
+        (self.dir / "flows" / "main.yaml").write_text(FLOW)
+        (self.dir / "flows" / "prompts.yaml").write_text(PROMPTS)
+        (self.dir / "router.yaml").write_text(CONFIG.replace("AGI_PORT", str(agi_port)))
+        self.env = {**os.environ, "PYTHONPATH": str(REPO), "ACD_DATABASE_URL": dsn, "ACD_AMI_SECRET": secret}
+        self.log = self.dir / "serve.log"
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self, *login: str, until: bytes = b"service.started") -> None:
+        args = [arg for agent in login for arg in ("--login", agent)]
+        with open(self.log, "ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "router", "serve", "--config", str(self.dir / "router.yaml"),
+                "--data-dir", str(self.dir / "data"), "--web-port", "0", *args, env=self.env,
+                stdout=asyncio.subprocess.DEVNULL, stderr=log)
+        await self.wait_log(until)
+
+    async def wait_log(self, marker: bytes, *, after: int = 0) -> int:
+        """Wait until the log holds `marker` past byte `after`; the end of the log then."""
+        async with asyncio.timeout(START_TIMEOUT_S):
+            while True:
+                text = self.log.read_bytes()
+                if marker in text[after:]:
+                    return len(text)
+                assert self.process is not None
+                if self.process.returncode is not None:
+                    raise AssertionError(f"serve exited ({self.process.returncode}):\n{text[-3000:].decode()}")
+                await asyncio.sleep(0.1)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), 40)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+
+async def feature_code(link: AmiLink, code: str, phone: str) -> None:
+    await link.originate({"Channel": f"Local/{code}@agent-features", "Application": "Wait", "Data": "1",
+                          "CallerID": f"Agent <{phone}>"})
+
+
+async def run_events(dsn: str) -> list[asyncpg.Record]:
+    conn = await connect(dsn)
+    try:
+        return await conn.fetch("SELECT id, ts, call_id, type, queue, agent, data FROM events "
+                                "WHERE run = 'live' ORDER BY ts, id")
+    finally:
+        await conn.close()
+
+
+async def wait_until_ended(router: Router, numbers: list[str]) -> dict[str, list[asyncpg.Record]]:
+    async with asyncio.timeout(END_TIMEOUT_S):
+        while True:
+            calls = {number: await router.events(number) for number in numbers}
+            if all(any(e["type"] == "call.ended" for e in events) for events in calls.values()):
+                return calls
+            await asyncio.sleep(0.5)
+
+
+async def test_a_router_killed_mid_shift_picks_every_caller_up_again(
+        asterisk: Sandbox, own_schema: str, tmp_path: Path) -> None:
+    """SIGKILL with a caller ringing an agent who never answers, one talking, two waiting and
+    one in the IVR's menu, and an agent paused by feature code; then a new process.  Every
+    caller is served, each event happens once, the waiting callers keep their order, and the
+    paused agent stays paused."""
+    link = AmiLink(asterisk.host, asterisk.ami_port, asterisk.ami_username, asterisk.ami_secret)
+    writer = EventWriter(own_schema, spool_dir=tmp_path / "spool")
+    first = Serve(tmp_path, "first", own_schema, asterisk.ami_secret)
+    second = Serve(tmp_path, "second", own_schema, asterisk.ami_secret)
+    try:
+        await link.start()
+        await writer.start()
+        router = Router(None, link, writer, own_schema)        # type: ignore[arg-type]
+        await first.start("9001")
+        ringing = await router.call("1", hold_s=120, talk_s=2)
+        await router.wait_for(ringing, "agent.offered")
+        await feature_code(link, "*45", "1001")
+        talking = await router.call("1", hold_s=120, talk_s=25)
+        await router.wait_for(talking, "call.connected")
+        await feature_code(link, "*45", "1003")
+        await feature_code(link, "*4742", "1003")
+        waiting = [await router.call("1", hold_s=120, talk_s=2) for _ in range(2)]
+        for number in waiting:
+            await router.wait_for(number, "queue.joined")
+        in_ivr = await router.call("", hold_s=120, talk_s=2)   # silent: the menu waits 6 s for a key
+        await router.wait_for(in_ivr, "call.arrived")
+        paused = [e for e in await run_events(own_schema) if e["type"] == "agent.state" and e["agent"] == "1003"]
+        assert paused and paused[-1]["data"]["state"] == "paused"
+        first.kill()
+        await first.process.wait()                             # type: ignore[union-attr]
+        await second.start()
+        await feature_code(link, "*45", "1004")
+        callers = [ringing, talking, *waiting, in_ivr]
+        calls = await wait_until_ended(router, callers)
+        events = await run_events(own_schema)
+    finally:
+        for serve in (first, second):
+            await serve.stop()
+        await link.close()
+        await writer.close()
+    log = second.log.read_text()
+    assert "adapter.took_over" in log and '"waiting": 2' in log and '"ringing": 1' in log \
+        and '"connected": 1' in log, log[-3000:]
+    for number, call in calls.items():
+        counts = Counter(types(call))
+        assert counts["call.arrived"] == counts["queue.joined"] == counts["call.connected"] == 1, (number, call)
+        assert counts["call.ended"] == 1, (number, types(call))
+        ended = next(e for e in call if e["type"] == "call.ended")
+        assert ended["data"]["outcome"] == "answered", (number, types(call))
+    connected_at = {number: next(e["ts"] for e in events if e["type"] == "call.connected"
+                                 and e["call_id"] == calls[number][0]["call_id"]) for number in waiting}
+    assert connected_at[waiting[0]] < connected_at[waiting[1]]           # their places kept
+    assert calls[talking][-1]["agent"] == "1001"                         # the talk went on to its end
+    offered_to_1003 = [e for e in events if e["type"] == "agent.offered" and e["agent"] == "1003"]
+    logins_1003 = [e for e in events if e["type"] == "agent.state" and e["agent"] == "1003"
+                   and e["data"]["previous"] == "logged_out"]
+    assert offered_to_1003 == [] and len(logins_1003) == 1                # still paused, never logged in again
+    joined = Counter(e["call_id"] for e in events if e["type"] == "queue.joined")
+    ended_ids = Counter(e["call_id"] for e in events if e["type"] == "call.ended")
+    assert joined == ended_ids and set(joined.values()) == {1}          # offered = ended, once each
