@@ -179,3 +179,154 @@ async def test_a_router_killed_mid_shift_picks_every_caller_up_again(
     joined = Counter(e["call_id"] for e in events if e["type"] == "queue.joined")
     ended_ids = Counter(e["call_id"] for e in events if e["type"] == "call.ended")
     assert joined == ended_ids and set(joined.values()) == {1}          # offered = ended, once each
+
+
+AGI_PAIR = "agi://127.0.0.1:4573,agi://127.0.0.1:4574"
+
+
+async def set_router_agi(link: AmiLink, value: str) -> None:
+    """The dialplan's list of routers (a global variable, as [globals] sets it)."""
+    await link.action({"Action": "Setvar", "Variable": "ROUTER_AGI", "Value": value})
+
+
+def check_served_once(calls: dict[str, list[asyncpg.Record]], events: list[asyncpg.Record]) -> None:
+    """Every caller answered, each of its events once; nothing offered twice at a time."""
+    for number, call in calls.items():
+        counts = Counter(types(call))
+        assert counts["call.arrived"] == counts["queue.joined"] == counts["call.connected"] == 1, (number, call)
+        assert counts["call.ended"] == 1, (number, types(call))
+        assert next(e for e in call if e["type"] == "call.ended")["data"]["outcome"] == "answered"
+    joined = Counter(e["call_id"] for e in events if e["type"] == "queue.joined")
+    ended = Counter(e["call_id"] for e in events if e["type"] == "call.ended")
+    assert joined == ended and set(joined.values()) == {1}
+    ringing: dict[str, str] = {}                       # call -> agent offered and not yet settled
+    for event in events:
+        if event["type"] == "agent.offered":
+            assert event["call_id"] not in ringing, f"{event['call_id']} offered twice at once"
+            ringing[event["call_id"]] = event["agent"]
+        elif event["type"] in ("agent.no_answer", "call.connected", "call.abandoned"):
+            ringing.pop(event["call_id"], None)
+
+
+async def test_the_standby_of_a_pair_takes_over_when_the_leader_is_killed(
+        asterisk: Sandbox, own_schema: str, tmp_path: Path) -> None:
+    """Two serve processes on one config: the second stands by with its FastAGI port closed;
+    SIGKILL of the leader mid-traffic; the standby leads and every caller is served once."""
+    link = AmiLink(asterisk.host, asterisk.ami_port, asterisk.ami_username, asterisk.ami_secret)
+    writer = EventWriter(own_schema, spool_dir=tmp_path / "spool")
+    leader = Serve(tmp_path, "leader", own_schema, asterisk.ami_secret, agi_port=4573)
+    standby = Serve(tmp_path, "standby", own_schema, asterisk.ami_secret, agi_port=4574)
+    try:
+        await link.start()
+        await writer.start()
+        await set_router_agi(link, AGI_PAIR)
+        router = Router(None, link, writer, own_schema)        # type: ignore[arg-type]
+        await leader.start()
+        await standby.start(until=b"service.standby")
+        await feature_code(link, "*45", "1001")
+        talking = await router.call("1", hold_s=120, talk_s=12)
+        await router.wait_for(talking, "call.connected")
+        waiting = [await router.call("1", hold_s=120, talk_s=2) for _ in range(2)]
+        for number in waiting:
+            await router.wait_for(number, "queue.joined")
+        in_ivr = await router.call("", hold_s=120, talk_s=2)
+        await router.wait_for(in_ivr, "call.arrived")
+        leader.kill()
+        await leader.process.wait()                            # type: ignore[union-attr]
+        await standby.wait_log(b"service.started")
+        await feature_code(link, "*45", "1004")
+        calls = await wait_until_ended(router, [talking, *waiting, in_ivr])
+        events = await run_events(own_schema)
+    finally:
+        await set_router_agi(link, "agi://127.0.0.1:4573")
+        for serve in (leader, standby):
+            await serve.stop()
+        await link.close()
+        await writer.close()
+    check_served_once(calls, events)
+    log = standby.log.read_text()
+    assert log.index("service.standby") < log.index("ha.leader") < log.index("adapter.took_over")
+    assert '"waiting": 2' in log and '"connected": 1' in log, log[-3000:]
+    served_by_standby = {e["agent"] for e in events if e["type"] == "call.connected" and e["agent"] == "1004"}
+    assert served_by_standby == {"1004"}
+
+
+async def test_a_leader_cut_from_postgresql_stops_acting_and_the_standby_leads(
+        asterisk: Sandbox, own_schema: str, tmp_path: Path) -> None:
+    """Fencing: the leader reaches PostgreSQL through a TCP proxy that is cut.  It stops
+    acting at once (no AMI action, its FastAGI port closed); the standby takes the lock and
+    the waiting callers over; no call is offered twice."""
+    from urllib.parse import urlsplit
+
+    from tests.tcp_proxy import TcpProxy
+    parts = urlsplit(own_schema)
+    proxy = TcpProxy("127.0.0.1", parts.port or 5432)
+    await proxy.start()
+    link = AmiLink(asterisk.host, asterisk.ami_port, asterisk.ami_username, asterisk.ami_secret)
+    writer = EventWriter(own_schema, spool_dir=tmp_path / "spool")
+    leader = Serve(tmp_path, "leader", proxy.dsn(own_schema), asterisk.ami_secret, agi_port=4573)
+    standby = Serve(tmp_path, "standby", own_schema, asterisk.ami_secret, agi_port=4574)
+    try:
+        await link.start()
+        await writer.start()
+        await set_router_agi(link, AGI_PAIR)
+        router = Router(None, link, writer, own_schema)        # type: ignore[arg-type]
+        await leader.start()
+        await standby.start(until=b"service.standby")
+        waiting = [await router.call("1", hold_s=120, talk_s=2) for _ in range(3)]
+        for number in waiting:
+            await router.wait_for(number, "queue.joined")
+        end_of_log = len(leader.log.read_bytes())
+        proxy.cut()
+        await leader.wait_log(b"service.fenced", after=end_of_log)
+        await standby.wait_log(b"service.started")
+        await feature_code(link, "*45", "1001")               # both hear it; only the new leader acts
+        calls = await wait_until_ended(router, waiting)
+        events = await run_events(own_schema)
+        fenced_log = leader.log.read_bytes()[end_of_log:].decode()
+    finally:
+        await set_router_agi(link, "agi://127.0.0.1:4573")
+        for serve in (leader, standby):
+            await serve.stop()
+        await proxy.close()
+        await link.close()
+        await writer.close()
+    check_served_once(calls, events)
+    assert "service.fenced" in fenced_log and "adapter.offered" not in fenced_log, fenced_log[-3000:]
+    connected_by = Counter(e["agent"] for e in events if e["type"] == "call.connected")
+    assert connected_by == {"1001": 3}
+
+
+async def test_postgresql_restarted_under_the_leader(
+        asterisk: Sandbox, own_schema: str, tmp_path: Path) -> None:
+    """The database restarts under a single router: it fences (its lock's session ended),
+    leads again once PostgreSQL is back, takes its own callers over, and serves them once."""
+    link = AmiLink(asterisk.host, asterisk.ami_port, asterisk.ami_username, asterisk.ami_secret)
+    writer = EventWriter(own_schema, spool_dir=tmp_path / "spool")
+    serve = Serve(tmp_path, "only", own_schema, asterisk.ami_secret)
+    try:
+        await link.start()
+        await writer.start()
+        router = Router(None, link, writer, own_schema)        # type: ignore[arg-type]
+        await serve.start()
+        waiting = [await router.call("1", hold_s=120, talk_s=2) for _ in range(2)]
+        for number in waiting:
+            await router.wait_for(number, "queue.joined")
+        end_of_log = len(serve.log.read_bytes())
+        restart = await asyncio.create_subprocess_exec(
+            "pg_ctlcluster", "--skip-systemctl-redirect", _cluster_version(), "main", "restart")
+        assert await restart.wait() == 0
+        await serve.wait_log(b"service.fenced", after=end_of_log)
+        await serve.wait_log(b"service.started", after=end_of_log)
+        await feature_code(link, "*45", "1001")
+        calls = await wait_until_ended(router, waiting)
+        events = await run_events(own_schema)
+    finally:
+        await serve.stop()
+        await link.close()
+        await writer.close()
+    check_served_once(calls, events)
+
+
+def _cluster_version() -> str:
+    return sorted(p.name for p in Path("/etc/postgresql").iterdir())[0]
