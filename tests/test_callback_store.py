@@ -32,7 +32,7 @@ def new_engine() -> Engine:
 
 async def accept(conn, engine, call_id, number, at):
     outputs = engine.handle(CallbackAccepted(call_id, number), at)
-    await save_accepted(conn, engine.calls[call_id])
+    await save_accepted(conn, engine.call_view(call_id))
     return outputs
 
 
@@ -63,7 +63,7 @@ async def test_duplicate_open_callback_is_refused_by_the_database_too(conn):
     other.handle(CallQueued("c9", "billing"), 2.0)
     other.handle(CallbackAccepted("c9", "+447700900104"), 3.0)
     with pytest.raises(DuplicateCallback):
-        await save_accepted(conn, other.calls["c9"])
+        await save_accepted(conn, other.call_view("c9"))
 
 
 async def test_status_follows_the_events(conn):
@@ -94,7 +94,7 @@ async def test_due_time_is_stored_restored_and_moved_on_by_a_retry(conn):
     engine.handle(CallQueued("c1", "billing"), 0.0)
     outputs = engine.handle(CallbackAccepted("c1", "+447700900106", at=7200.0), 10.0)   # a slot in 2 h
     assert engine.calls["c1"].callback.due_at == 7200.0
-    await save_accepted(conn, engine.calls["c1"])
+    await save_accepted(conn, engine.call_view("c1"))
     [restored] = await load_open(conn)
     assert restored.due_at == 7200.0
     after = new_engine()                                        # restart: parked until the slot

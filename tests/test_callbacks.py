@@ -172,6 +172,16 @@ def test_restored_callbacks_keep_their_original_order():
     assert dials(out)[0].call_id == "older" and dials(out)[0].attempt == 2
 
 
+def test_a_restored_callback_keeps_the_total_priority_it_was_saved_with():
+    e = Engine(centre({"ann": {"billing": 5}}, [queue("billing", {"billing": 1}, priority=3)]))
+    e.handle(CallQueued("saved", "billing", priority=4), 0.0)
+    saved = e.call_view("saved").priority                       # what the callbacks table stores: 7
+    e.handle(CallbackRestored("restored", "billing", "+447700900022", joined_at=0.0, accepted_at=0.0,
+                              priority=saved), 1.0)
+    e.handle(CallbackRestored("plain", "billing", "+447700900023", joined_at=0.0, accepted_at=0.0), 1.0)
+    assert (saved, e.call_view("restored").priority, e.call_view("plain").priority) == (7, 7, 3)
+
+
 def test_invalid_callback_inputs():
     e = engine()
     with pytest.raises(InvalidInput):

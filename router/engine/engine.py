@@ -155,6 +155,9 @@ class CallView:
     moves: int
     skills: dict[str, int]        # the call's extra requirements (a copy)
     connected_at: float | None = None
+    callback_accepted_at: float | None = None   # a call-back: when the caller took it ...
+    callback_attempts: int = 0                  # ... customer legs dialled so far ...
+    callback_due_at: float | None = None        # ... and not dialled before
 
 
 @dataclass(frozen=True, slots=True)
@@ -550,8 +553,8 @@ class Engine:
         self._call_seq += 1
         call = CallRuntime(
             call_id=msg.call_id, entry_queue=queue.id, queue=queue.id, caller_id=msg.caller_id,
-            priority=queue.priority + msg.priority, extra_skills=dict(msg.skills), joined_at=msg.joined_at,
-            queue_joined_at=msg.joined_at, seq=self._call_seq, requirement_sets=[{**queue.skills, **msg.skills}],
+            priority=queue.priority if msg.priority is None else msg.priority, extra_skills=dict(msg.skills),
+            joined_at=msg.joined_at, queue_joined_at=msg.joined_at, seq=self._call_seq, requirement_sets=[{**queue.skills, **msg.skills}],
             callback=CallbackState(msg.number, msg.accepted_at, msg.attempts, due_at=msg.due_at))
         self.calls[call.call_id] = call
         self._pending_callbacks[(queue.id, msg.number)] = call.call_id
@@ -1155,7 +1158,10 @@ def _call_view(call: CallRuntime) -> CallView:
         priority=call.priority, joined_at=call.joined_at, queue_joined_at=call.queue_joined_at, seq=call.seq,
         waiting=call.slot is not None, agent=call.agent, connected=call.connected_at is not None,
         callback_number=None if call.callback is None else call.callback.number,
-        next_step=call.next_step, moves=call.moves, skills=dict(call.extra_skills), connected_at=call.connected_at)
+        next_step=call.next_step, moves=call.moves, skills=dict(call.extra_skills), connected_at=call.connected_at,
+        **({} if call.callback is None else {"callback_accepted_at": call.callback.accepted_at,
+                                             "callback_attempts": call.callback.attempts,
+                                             "callback_due_at": call.callback.due_at}))
 
 
 def _agent_view(agent: AgentRuntime) -> AgentView:

@@ -116,7 +116,8 @@ class CallerLeft:
 
 @dataclass(frozen=True, slots=True)
 class CallbackRestored:
-    """A pending call-back loaded back from the database after a restart, in place order."""
+    """A pending call-back loaded back from the database after a restart, in place order.
+    `priority` is the total the call had (the queue's included, as stored); None: the queue's."""
     call_id: str
     queue: str
     number: str
@@ -124,7 +125,7 @@ class CallbackRestored:
     accepted_at: float
     attempts: int = 0
     caller_id: str = ""
-    priority: int = 0
+    priority: int | None = None
     skills: dict[str, int] = field(default_factory=dict)
     due_at: float | None = None                # not dialled before (CallbackState.due_at when saved)
 

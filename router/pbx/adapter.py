@@ -662,18 +662,18 @@ class AsteriskAdapter:
     async def _keep_callback(self, call: PbxCall) -> bool:
         """After CallbackAccepted: True once the call-back is committed to the database (the
         caller may hang up), False if the engine refused it or it could not be stored."""
-        runtime = self.engine.calls.get(call.call_id)
-        if runtime is None or runtime.callback is None:
+        view = self.engine.call_view(call.call_id)
+        if view is None or view.callback_number is None:
             return False
         if self.callback_store is not None:
             try:
-                await self.callback_store.save(runtime)
+                await self.callback_store.save(view)
             except Exception as error:      # the database is away, or a duplicate slipped through
                 log.error("adapter.callback_not_saved", reason=str(error))
                 self._run([CallbackWithdrawn(call.call_id)])
                 return False
         self.board.callback_kept(call)
-        log.info("adapter.callback_kept", number_digits=len(runtime.callback.number))
+        log.info("adapter.callback_kept", number_digits=len(view.callback_number))
         return True
 
     # --- events to the store -------------------------------------------------------------

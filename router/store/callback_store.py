@@ -26,7 +26,7 @@ from collections import deque
 import asyncpg
 import structlog
 
-from router.engine.engine import CallRuntime
+from router.engine.engine import CallView
 from router.engine.messages import CallbackRestored
 from router.events import Event
 from router.store import callbacks
@@ -63,7 +63,7 @@ class CallbackStore:
         if self._pool is not None:
             await self._pool.close()
 
-    async def save(self, call: CallRuntime) -> None:
+    async def save(self, call: CallView) -> None:
         """Commit the accepted call-back of `call`; raises on a database failure or a duplicate."""
         assert self._pool is not None, "start() first"
         async with self._pool.acquire() as conn:

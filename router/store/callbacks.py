@@ -19,7 +19,7 @@ from typing import Iterable
 
 import asyncpg
 
-from router.engine.engine import CallRuntime
+from router.engine.engine import CallView
 from router.engine.messages import CallbackRestored
 from router.events import Event
 
@@ -32,19 +32,19 @@ _STATUS_OF_EVENT = {"callback.dialing": "dialing", "callback.connected": "comple
                     "callback.cancelled": "cancelled"}
 
 
-async def save_accepted(conn: asyncpg.Connection, call: CallRuntime) -> None:
-    """Commit the accepted call-back of `call` (after the engine took CallbackAccepted)."""
-    if call.callback is None:
+async def save_accepted(conn: asyncpg.Connection, call: CallView) -> None:
+    """Commit the accepted call-back of `call` (the engine's view once it took CallbackAccepted)."""
+    if call.callback_number is None or call.callback_accepted_at is None:
         raise ValueError(f"call {call.call_id!r} has no call-back")
     try:
         await conn.execute(
             "INSERT INTO callbacks (call_id, queue, number, caller_id, priority, skills, joined_at,"
             " accepted_at, attempts, due_at) VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10)",
-            call.call_id, call.queue, call.callback.number, call.caller_id, call.priority,
-            json.dumps(call.extra_skills), _ts(call.joined_at), _ts(call.callback.accepted_at),
-            call.callback.attempts, _ts(call.callback.due_at))
+            call.call_id, call.queue, call.callback_number, call.caller_id, call.priority,
+            json.dumps(call.skills), _ts(call.joined_at), _ts(call.callback_accepted_at),
+            call.callback_attempts, _ts(call.callback_due_at))
     except asyncpg.UniqueViolationError as exc:
-        raise DuplicateCallback(f"an open call-back to {call.callback.number} waits in {call.queue}") from exc
+        raise DuplicateCallback(f"an open call-back to {call.callback_number} waits in {call.queue}") from exc
 
 
 async def apply_events(conn: asyncpg.Connection, events: Iterable[Event]) -> int:
