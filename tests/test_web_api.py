@@ -282,6 +282,17 @@ async def test_metrics_show_waiting_callers_and_sl_buckets_without_call_ids(live
     assert "secret-call-id-1" not in text and "+447700900999" not in text
 
 
+async def test_health_and_metrics_show_the_routers_role_in_its_group(live):
+    assert await live.call("GET", "/healthz") == (200, {"ok": True, "role": "leader"})
+    _, text = await live.call("GET", "/metrics")
+    assert "acd_router_leader 1.0" in text.splitlines()
+    live.web.board.role = lambda: "standby"              # what a waiting member of an HA group reports
+    assert await live.call("GET", "/healthz") == (200, {"ok": True, "role": "standby"})
+    _, text = await live.call("GET", "/metrics")
+    assert "acd_router_leader 0.0" in text.splitlines()
+    assert live.web.board.view(live.pbx.now())["meta"]["board"]["role"] == "standby"
+
+
 async def test_no_token_is_ever_stored_or_logged(live, capsys):
     await live.call("POST", "/api/v1/agents/bob/pause", "supervisor", json={})
     await live.call("POST", "/api/v1/agents/bob/pause", "viewer", json={})

@@ -53,6 +53,14 @@ unchanged, when it does not fit), `monitor` originates the supervisor's phone
 into ChanSpy on the agent's leg, `reload_flows` reloads the flow set;
 `observers` (the web service) see every event before it is stored.
 
+Leadership (router.ha, via router.pbx.service): an adapter starts as a standby
+that acts on nothing (``leading`` False; it only keeps device states).  `take_over`
+reads Asterisk's live channels and the store and carries out the recovery plan
+(router.pbx.recovery), holding back the AMI events that arrive meanwhile;
+`stand_down` (fencing: the lease ran out, checked before every action through
+``may_act``) stops every engine input and AMI action at once; `reset` leaves a
+fresh engine and switchboard for the next take-over.
+
 Events go to the `EventWriter` without waiting (its queue); when that queue is
 full an event is spilled to the writer's disk spool at once, never dropped, so
 neither the AMI reader nor the AGI route ever waits for PostgreSQL.

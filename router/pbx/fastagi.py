@@ -279,11 +279,16 @@ class FastAGIServer:
         log.info("fastagi.listening", host=self._host, port=self.port)
         return self
 
+    async def stop_accepting(self) -> None:
+        """Close the listening socket (Asterisk's next AGI() fails at once); sessions go on."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.close()
+            await server.wait_closed()
+
     async def close(self, *, grace_s: float = 0.0) -> None:
         """Stop accepting; give running sessions ``grace_s`` to finish, then cancel them."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        await self.stop_accepting()
         if self._sessions and grace_s > 0:
             await asyncio.wait(self._sessions, timeout=grace_s)
         for task in self._sessions:

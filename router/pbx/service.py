@@ -25,8 +25,9 @@ otherwise; ``auto_login`` logs some in (tests, demos), feature codes and the
 adapter's API do the rest.  Flow files are watched (mtime) and reloaded on
 SIGHUP; each reload is recorded as ``flow.reloaded``.
 
-`Service.stop()` drains: new calls get ``ROUTER_NEXT=hangup`` from the IVR,
-calls in progress may finish for up to ``drain_timeout_s``, then the FastAGI
+`Service.stop()` drains: the FastAGI port closes (new calls go on to the next
+router of ``ROUTER_AGI``, or wait in the dialplan for one), calls in progress may
+finish for up to ``drain_timeout_s``, then the FastAGI
 server, the web service, the adapter (its last AMI actions and events), the AMI link and the
 writer (flushed) close, in that order.  `run()` does start, waits for SIGTERM
 or SIGINT, then stop.
@@ -221,6 +222,8 @@ class Service:
     async def stop(self) -> None:
         """Drain (a leader), give the lock back, then close everything in the reverse order of `start`."""
         if self.adapter is not None and self._serving.is_set():
+            if self._server is not None:
+                await self._server.stop_accepting()   # new calls: the next router, or the dialplan's wait
             drained = await self.adapter.drain(self.drain_timeout_s)
             log.info("service.drained", complete=drained)
         self._stopping = True

@@ -131,7 +131,8 @@ SERVE_CONFIG = textwrap.dedent("""\
 
 
 async def test_callback_survives_a_router_kill_and_is_dialled_agent_first(
-        asterisk: Sandbox, schema: str, tmp_path: Path) -> None:
+        asterisk: Sandbox, own_schema: str, tmp_path: Path) -> None:
+    schema = own_schema                 # serve takes over what the store's "live" run holds
     flows = tmp_path / "flows"
     flows.mkdir()
     (flows / "main.yaml").write_text(FLOW)
