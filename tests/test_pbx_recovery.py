@@ -19,9 +19,9 @@ def row(ts, type_, call_id=None, queue=None, agent=None, **data):
     return {"ts": T0 + ts, "type": type_, "call_id": call_id, "queue": queue, "agent": agent, "data": data}
 
 
-def caller(call_id, channel, context, *, app="WaitExten", bridge=None, linkedid=None, **variables):
+def caller(call_id, channel, context, *, app="WaitExten", bridge=None, linkedid=None, number="", **variables):
     return ChannelStatus(channel, f"u-{call_id}", linkedid or f"u-{call_id}", context, "s", app, bridge,
-                         {dp.CALL_ID: call_id, **variables})
+                         {dp.CALL_ID: call_id, **variables}, number)
 
 
 def leg(channel, linkedid, bridge=None):
@@ -55,7 +55,7 @@ CHANNELS = [
     caller("talk", "PJSIP/t-2", dp.CONNECT_CONTEXT, app="Dial", bridge="B2", linkedid="L2"),
     leg("Local/a2@agents-02;1", "L2", bridge="B2"), leg("Local/a2@agents-02;2", "L2"),
     caller("wait2", "PJSIP/t-4", dp.HOLD_CONTEXT),
-    caller("wait1", "PJSIP/t-3", dp.AGI_CONTEXT, app="AGI", **{dp.QUEUE: "sales", dp.JOINED_AT: str(T0 + 8.5),
+    caller("wait1", "PJSIP/t-3", dp.AGI_CONTEXT, app="AGI", number="0603", **{dp.QUEUE: "sales", dp.JOINED_AT: str(T0 + 8.5),
                                                                dp.SEQ: "9", dp.PRIORITY: "2"}),
     caller("ivr", "PJSIP/t-6", dp.INBOUND_CONTEXT, app="AGI"),
 ]
@@ -77,7 +77,8 @@ def test_the_plan_puts_every_call_back_where_it_stood() -> None:
     assert agents == {"a1": ("available", None), "a2": ("available", None), "a3": ("paused", "lunch")}
     added = [(e.type, e.call_id) for e in result.events]
     assert added == [("queue.joined", "wait1"), ("call.abandoned", "gone"), ("call.ended", "gone")]
-    assert next(e for e in result.events if e.type == "queue.joined").ts == T0 + 8.5
+    joined = next(e for e in result.events if e.type == "queue.joined")
+    assert (joined.ts, joined.data["caller_id"]) == (T0 + 8.5, "0603")
 
 
 def test_carried_out_on_an_engine_the_calls_go_on_as_before() -> None:

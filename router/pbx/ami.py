@@ -162,6 +162,7 @@ class ChannelStatus:
     application: str
     bridge_id: str | None
     variables: Mapping[str, str]
+    caller_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,7 +355,8 @@ class AmiLink:
         reply = await self.action({"Action": "Status", "Variables": ",".join(variables)})
         return [ChannelStatus(_value(m, "Channel") or "", _value(m, "Uniqueid") or "", _value(m, "Linkedid") or "",
                               _value(m, "Context") or "", _value(m, "Exten") or "",
-                              _value(m, "Application") or "", _value(m, "BridgeID") or None, _variables(m))
+                              _value(m, "Application") or "", _value(m, "BridgeID") or None, _variables(m),
+                              _value(m, "CallerIDNum") or "")
                 for m in _listed(reply, "Status")]
 
     async def pipeline(self, actions: Sequence[Mapping[str, Any]], *, timeout_s: float | None = None) -> list[Any]:

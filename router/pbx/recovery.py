@@ -155,7 +155,7 @@ def _place(centre: Centre, call_id: str, status: ChannelStatus, last: CallLast |
     if queue not in centre.queues or joined_at is None:
         return None
     priority = _number(variables.get(dp.PRIORITY), int)
-    return {"queue": queue, "entry_queue": queue, "caller_id": last.caller_id if last else "",
+    return {"queue": queue, "entry_queue": queue, "caller_id": last.caller_id if last else status.caller_id,
             "priority": priority if priority is not None else centre.queues[queue].priority,
             "skills": skills, "joined_at": joined_at, "queue_joined_at": joined_at, "seq": seq,
             "next_step": 0, "moves": 0}
