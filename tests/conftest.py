@@ -4,8 +4,10 @@ session gets a database of its own, created here and dropped at the end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 
 import asyncpg
 import pytest
@@ -18,9 +20,9 @@ def _with_database(dsn: str, name: str) -> str:
     return f"{base}/{name}"
 
 
-@pytest.fixture(scope="session")
-def database_url():
-    """DSN of a fresh, empty database for this test session."""
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
+    """DSN of a new, empty database on the test server, dropped afterwards."""
     name = f"acd_test_{uuid.uuid4().hex[:12]}"
 
     async def admin(sql: str) -> None:
@@ -35,6 +37,13 @@ def database_url():
         yield _with_database(ADMIN_DSN, name)
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def database_url():
+    """DSN of a fresh, empty database for this test session."""
+    with fresh_database() as dsn:
+        yield dsn
 
 
 @pytest.fixture

@@ -462,9 +462,8 @@ class AsteriskAdapter:
         """The IVR put the caller in a queue (its ROUTER_NEXT=hold is on its way to Asterisk):
         tell the engine; if it offers the call at once, the Dial goes out over the same AGI
         right behind, without music, Redirect or AMI round trip."""
-        now = self.now()
-        self._run([self.board.queued_from_ivr(call, enqueue, now)])
-        command = self.board.take_agi_dial(call, now)
+        self._run([self.board.queued_from_ivr(call, enqueue, self.now())])
+        command = self.board.take_agi_dial(call, self.now())     # route time: the engine's included
         if command is not None:
             log.info("adapter.offered", agent=call.agent, endpoint=call.endpoint, via="agi")
         return command

@@ -15,14 +15,12 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
-import asyncpg
 import pytest
 
 from router.store.database import ensure_schema
-from tests.conftest import ADMIN_DSN
+from tests.conftest import fresh_database
 from tests.asterisk.harness import SCRIPT, Ami, Sandbox
 
 START_TIMEOUT_S = 900          # a first build downloads about 640 MB
@@ -64,22 +62,9 @@ async def ami(asterisk: Sandbox) -> AsyncIterator[Ami]:
 def own_schema() -> Iterator[str]:
     """A database of the test's own, with the router's tables: for `serve` processes, which
     take over whatever the store's "live" run says (agents still logged in, open calls)."""
-    name = f"acd_test_{uuid.uuid4().hex[:12]}"
-    dsn = f"{ADMIN_DSN.rpartition('/')[0]}/{name}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(ADMIN_DSN)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
+    with fresh_database() as dsn:
         asyncio.run(ensure_schema(dsn))
         yield dsn
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,10 @@ import signal
 import sys
 import textwrap
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -22,6 +25,7 @@ from router.store.kpi import compute_kpis
 from router.store.writer import EventWriter
 from tests.asterisk.harness import Sandbox
 from tests.asterisk.test_call_flows import FLOW, PROMPTS, Router, types
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.asyncio(loop_scope="session")]
 
@@ -127,20 +131,38 @@ async def wait_until_ended(router: Router, numbers: list[str]) -> dict[str, list
             await asyncio.sleep(0.5)
 
 
+@asynccontextmanager
+async def callers_of(asterisk: Sandbox, dsn: str, tmp_path: Path, *serves: Serve,
+                     pair: bool = False) -> AsyncIterator[Router]:
+    """The test's side: an AMI link placing callers and reading the events of `dsn`; at the
+    end the `serves` are stopped (and the dialplan's router list put back for a pair)."""
+    link = AmiLink(asterisk.host, asterisk.ami_port, asterisk.ami_username, asterisk.ami_secret)
+    writer = EventWriter(dsn, spool_dir=tmp_path / "spool")
+    try:
+        await link.start()
+        await writer.start()
+        if pair:
+            await set_router_agi(link, AGI_PAIR)
+        yield Router(None, link, writer, dsn)                 # type: ignore[arg-type]
+    finally:
+        if pair:
+            await set_router_agi(link, "agi://127.0.0.1:4573")
+        for serve in serves:
+            await serve.stop()
+        await link.close()
+        await writer.close()
+
+
 async def test_a_router_killed_mid_shift_picks_every_caller_up_again(
         asterisk: Sandbox, own_schema: str, tmp_path: Path) -> None:
     """SIGKILL with a caller ringing an agent who never answers, one talking, two waiting and
     one in the IVR's menu, and an agent paused by feature code; then a new process.  Every
     caller is served, each event happens once, the waiting callers keep their order, and the
     paused agent stays paused."""
-    link = AmiLink(asterisk.host, asterisk.ami_port, asterisk.ami_username, asterisk.ami_secret)
-    writer = EventWriter(own_schema, spool_dir=tmp_path / "spool")
     first = Serve(tmp_path, "first", own_schema, asterisk.ami_secret)
     second = Serve(tmp_path, "second", own_schema, asterisk.ami_secret)
-    try:
-        await link.start()
-        await writer.start()
-        router = Router(None, link, writer, own_schema)        # type: ignore[arg-type]
+    async with callers_of(asterisk, own_schema, tmp_path, first, second) as router:
+        link = router.link
         await first.start("9001")
         ringing = await router.call("1", hold_s=120, talk_s=2)
         await router.wait_for(ringing, "agent.offered")
@@ -164,11 +186,6 @@ async def test_a_router_killed_mid_shift_picks_every_caller_up_again(
         calls = await wait_until_ended(router, callers)
         events = await run_events(own_schema)
         kpis = await sales_kpis(own_schema)
-    finally:
-        for serve in (first, second):
-            await serve.stop()
-        await link.close()
-        await writer.close()
     log = second.log.read_text()
     assert "adapter.took_over" in log and '"waiting": 2' in log and '"ringing": 1' in log \
         and '"connected": 1' in log, log[-3000:]
@@ -215,18 +232,12 @@ async def test_the_standby_of_a_pair_takes_over_when_the_leader_is_killed(
         asterisk: Sandbox, own_schema: str, tmp_path: Path) -> None:
     """Two serve processes on one config: the second stands by with its FastAGI port closed;
     SIGKILL of the leader mid-traffic; the standby leads and every caller is served once."""
-    link = AmiLink(asterisk.host, asterisk.ami_port, asterisk.ami_username, asterisk.ami_secret)
-    writer = EventWriter(own_schema, spool_dir=tmp_path / "spool")
     leader = Serve(tmp_path, "leader", own_schema, asterisk.ami_secret, agi_port=4573)
     standby = Serve(tmp_path, "standby", own_schema, asterisk.ami_secret, agi_port=4574)
-    try:
-        await link.start()
-        await writer.start()
-        await set_router_agi(link, AGI_PAIR)
-        router = Router(None, link, writer, own_schema)        # type: ignore[arg-type]
+    async with callers_of(asterisk, own_schema, tmp_path, leader, standby, pair=True) as router:
         await leader.start()
         await standby.start(until=b"service.standby")
-        await feature_code(link, "*45", "1001")
+        await feature_code(router.link, "*45", "1001")
         talking = await router.call("1", hold_s=120, talk_s=12)
         await router.wait_for(talking, "call.connected")
         waiting = [await router.call("1", hold_s=120, talk_s=2) for _ in range(2)]
@@ -237,15 +248,9 @@ async def test_the_standby_of_a_pair_takes_over_when_the_leader_is_killed(
         leader.kill()
         await leader.process.wait()                            # type: ignore[union-attr]
         await standby.wait_log(b"service.started")
-        await feature_code(link, "*45", "1004")
+        await feature_code(router.link, "*45", "1004")
         calls = await wait_until_ended(router, [talking, *waiting, in_ivr])
         events = await run_events(own_schema)
-    finally:
-        await set_router_agi(link, "agi://127.0.0.1:4573")
-        for serve in (leader, standby):
-            await serve.stop()
-        await link.close()
-        await writer.close()
     check_served_once(calls, events)
     log = standby.log.read_text()
     assert log.index("service.standby") < log.index("ha.leader") < log.index("adapter.took_over")
@@ -259,41 +264,28 @@ async def test_a_leader_cut_from_postgresql_stops_acting_and_the_standby_leads(
     """Fencing: the leader reaches PostgreSQL through a TCP proxy that is cut.  It stops
     acting at once (no AMI action, its FastAGI port closed); the standby takes the lock and
     the waiting callers over; no call is offered twice."""
-    from urllib.parse import urlsplit
-
-    from tests.tcp_proxy import TcpProxy
     parts = urlsplit(own_schema)
     proxy = TcpProxy("127.0.0.1", parts.port or 5432)
     await proxy.start()
-    link = AmiLink(asterisk.host, asterisk.ami_port, asterisk.ami_username, asterisk.ami_secret)
-    writer = EventWriter(own_schema, spool_dir=tmp_path / "spool")
     leader = Serve(tmp_path, "leader", proxy.dsn(own_schema), asterisk.ami_secret, agi_port=4573)
     standby = Serve(tmp_path, "standby", own_schema, asterisk.ami_secret, agi_port=4574)
     try:
-        await link.start()
-        await writer.start()
-        await set_router_agi(link, AGI_PAIR)
-        router = Router(None, link, writer, own_schema)        # type: ignore[arg-type]
-        await leader.start()
-        await standby.start(until=b"service.standby")
-        waiting = [await router.call("1", hold_s=120, talk_s=2) for _ in range(3)]
-        for number in waiting:
-            await router.wait_for(number, "queue.joined")
-        end_of_log = len(leader.log.read_bytes())
-        proxy.cut()
-        await leader.wait_log(b"service.fenced", after=end_of_log)
-        await standby.wait_log(b"service.started")
-        await feature_code(link, "*45", "1001")               # both hear it; only the new leader acts
-        calls = await wait_until_ended(router, waiting)
-        events = await run_events(own_schema)
-        fenced_log = leader.log.read_bytes()[end_of_log:].decode()
+        async with callers_of(asterisk, own_schema, tmp_path, leader, standby, pair=True) as router:
+            await leader.start()
+            await standby.start(until=b"service.standby")
+            waiting = [await router.call("1", hold_s=120, talk_s=2) for _ in range(3)]
+            for number in waiting:
+                await router.wait_for(number, "queue.joined")
+            end_of_log = len(leader.log.read_bytes())
+            proxy.cut()
+            await leader.wait_log(b"service.fenced", after=end_of_log)
+            await standby.wait_log(b"service.started")
+            await feature_code(router.link, "*45", "1001")   # both hear it; only the new leader acts
+            calls = await wait_until_ended(router, waiting)
+            events = await run_events(own_schema)
+            fenced_log = leader.log.read_bytes()[end_of_log:].decode()
     finally:
-        await set_router_agi(link, "agi://127.0.0.1:4573")
-        for serve in (leader, standby):
-            await serve.stop()
         await proxy.close()
-        await link.close()
-        await writer.close()
     check_served_once(calls, events)
     assert "service.fenced" in fenced_log and "adapter.offered" not in fenced_log, fenced_log[-3000:]
     connected_by = Counter(e["agent"] for e in events if e["type"] == "call.connected")
@@ -304,13 +296,8 @@ async def test_postgresql_restarted_under_the_leader(
         asterisk: Sandbox, own_schema: str, tmp_path: Path) -> None:
     """The database restarts under a single router: it fences (its lock's session ended),
     leads again once PostgreSQL is back, takes its own callers over, and serves them once."""
-    link = AmiLink(asterisk.host, asterisk.ami_port, asterisk.ami_username, asterisk.ami_secret)
-    writer = EventWriter(own_schema, spool_dir=tmp_path / "spool")
     serve = Serve(tmp_path, "only", own_schema, asterisk.ami_secret)
-    try:
-        await link.start()
-        await writer.start()
-        router = Router(None, link, writer, own_schema)        # type: ignore[arg-type]
+    async with callers_of(asterisk, own_schema, tmp_path, serve) as router:
         await serve.start()
         waiting = [await router.call("1", hold_s=120, talk_s=2) for _ in range(2)]
         for number in waiting:
@@ -321,13 +308,9 @@ async def test_postgresql_restarted_under_the_leader(
         assert await restart.wait() == 0
         await serve.wait_log(b"service.fenced", after=end_of_log)
         await serve.wait_log(b"service.started", after=end_of_log)
-        await feature_code(link, "*45", "1001")
+        await feature_code(router.link, "*45", "1001")
         calls = await wait_until_ended(router, waiting)
         events = await run_events(own_schema)
-    finally:
-        await serve.stop()
-        await link.close()
-        await writer.close()
     check_served_once(calls, events)
 
 

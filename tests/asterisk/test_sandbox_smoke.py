@@ -119,7 +119,7 @@ async def test_call_round_trip_ivr_hold_connect_bridge_hangup(asterisk: Sandbox,
         channel = await call_into_hold(ami, route, digits="2", hold_s=60)
         session = route.session.result()
         assert session.script == "ivr"
-        assert session.env["agi_extension"] == "5000"
+        assert session.args[:1] == ["5000"]             # the DID ([router-agi] runs it at exten s)
         assert session.env["agi_callerid"] == "0612345678"
         assert route.digit.result() == "2"
 
@@ -193,12 +193,23 @@ async def test_feature_code_reports_agent_login(ami: Ami) -> None:
 
 
 @on_session_loop
-async def test_router_unreachable_caller_hears_no_service_and_is_hung_up(ami: Ami) -> None:
-    await originate_caller(ami)            # nothing listens on the FastAGI port
-    notice = await ami.wait_event(
-        named("Newexten", Context="router-inbound", Application="Playback")
-    )
+async def test_router_unreachable_caller_waits_then_hears_no_service_and_is_hung_up(ami: Ami) -> None:
+    """Nothing listens on the FastAGI port: the caller waits ROUTER_WAIT_S seconds on music
+    (the dialplan tries the routers again every second), then hears the notice."""
+    await ami.action({"Action": "Setvar", "Variable": "ROUTER_WAIT_S", "Value": "2"})
+    try:
+        await originate_caller(ami)
+        notice = await ami.wait_event(
+            named("Newexten", Context="router-inbound", Application="Playback")
+        )
+    finally:
+        await ami.action({"Action": "Setvar", "Variable": "ROUTER_WAIT_S", "Value": "30"})
     assert notice.get("AppData") == "ss-noservice"
+    tries = [e for e in ami.events if named("Newexten", Channel=notice.get("Channel"), Context="router-agi",
+                                            Application="AGI")(e)]
+    waits = [e for e in ami.events if named("Newexten", Channel=notice.get("Channel"),
+                                            Application="MusicOnHold")(e)]
+    assert len(tries) == 3 and len(waits) == 2      # tried at once, then after each of 2 waits
     await ami.wait_event(named("Hangup", Channel=notice.get("Channel")))
 
 
