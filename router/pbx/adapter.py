@@ -230,8 +230,10 @@ class AsteriskAdapter:
 
     def reset(self) -> None:
         """A fresh engine and switchboard (the old state is stale once another router led)."""
+        devices = self.board.device_states
         self.engine = Engine(self.centre)
         self.board = Switchboard(self.centre, self.engine)
+        self.board.device_states.update(devices)        # facts about phones stay true
         self._locks.clear()
         self._arrivals_stored = set()
         self._wake.set()
@@ -397,7 +399,7 @@ class AsteriskAdapter:
 
     async def _timers(self) -> None:
         while True:
-            deadline = self.engine.next_deadline()
+            deadline = self.engine.next_deadline() if self.leading else None   # a standby sleeps
             self._wake.clear()
             delay = None if deadline is None else max(0.0, deadline - self.now())
             try:
@@ -405,6 +407,8 @@ class AsteriskAdapter:
                     await self._wake.wait()
             except TimeoutError:
                 pass
+            if not self._acting():
+                continue                 # a standby's engine has no timers; a fenced one's are stale
             try:
                 now = self.now()
                 self._run(self._outputs(self.engine.advance(now), now))
