@@ -1,0 +1,472 @@
+"""Real SIP load on the sandbox Asterisk: the same SIPp callers through acd-router and through app_queue.
+
+    python benchmarks/sip_load.py [--calls 30] [--cps 3] [--talk-s 2] [--json]
+
+Needs SIPp (Debian's `sip-tester`) and the sandbox Asterisk (started with
+scripts/asterisk-sandbox if it is not running, and stopped again afterwards
+unless ACD_ASTERISK_KEEP=1).  Loopback only:
+
+* agents: two SIPp UAS processes at 127.0.0.3 — benchmarks/sip/agent.xml on
+  port 5070 answers for PJSIP/3001..3020 (rings ``--ring-ms``, talks
+  ``--talk-s``, hangs up), benchmarks/sip/no_answer.xml on 5071 rings for
+  3901/3902 and never answers.  Their contacts are static in
+  asterisk_conf/pjsip.conf; both answer OPTIONS, so after the UAS start every
+  endpoint is qualified (AMI PJSIPQualify) and the run waits until Asterisk's
+  device states say the agents are reachable.
+* callers: one SIPp UAC process from 127.0.0.2 (the `pstn` trunk) per side,
+  benchmarks/sip/queue.xml: INVITE, ACK, RTP (g711a.pcap), then wait for the
+  BYE Asterisk sends when the agent hangs up.
+* acd-router: DID 5000, the router in process (`Service`, as
+  router/pbx/loadtest.py's `run_loadtest` runs it) on benchmarks/sip_centre.yaml,
+  agents 3001-3020 logged in; the flow queues DID 5000 at once.
+* app_queue: DID 6000 → ``[bench-sip]`` → ``Queue(bench-sip)``, the same twenty
+  PJSIP agents, leastrecent, 14 s ring, 1 s wrap-up (asterisk_conf/queues.conf).
+
+Figures per side: ``calls`` and ``failed`` (SIPp's successful/failed calls),
+``answered`` (callers bridged to an agent, from AMI), ``post_dial_delay_ms``
+(INVITE → 200 OK, SIPp's response-time distance "pdd", per call from its
+-trace_rtt file), ``answer_to_agent_ms`` (the caller channel's ``Newstate`` Up
+→ its ``DialEnd`` ANSWER, Asterisk's event timestamps on this script's own AMI
+link: the same definition for both sides), ``asterisk_cpu_s_per_call``
+(utime+stime of the Asterisk process from /proc, over the side's run, per
+call) and ``process_cpu_s_per_call`` (this Python process: the router, its
+event writer and the AMI observer for acd_router; the observer alone for
+app_queue).  ``ratios`` are acd_router / app_queue.  PostgreSQL:
+ACD_DATABASE_URL, else the embedded server in --data-dir (or the router's
+default data directory).  stdout: one JSON object with --json (else a table);
+progress on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import glob
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from panoramisk import Manager  # noqa: E402
+
+from router.config import check_config  # noqa: E402
+from router.config.model import AmiSettings, Centre  # noqa: E402
+from router.logging import configure_logging  # noqa: E402
+from router.pbx.loadtest import percentiles  # noqa: E402
+
+SANDBOX = REPO / "scripts" / "asterisk-sandbox"
+SCENARIOS = REPO / "benchmarks" / "sip"
+CENTRE = REPO / "benchmarks" / "sip_centre.yaml"
+ASTERISK_ROOT = Path(os.environ.get("ACD_ASTERISK_ROOT", "/var/cache/acd-router/asterisk-sid"))
+SIPP = os.environ.get("ACD_SIPP", "sipp")
+
+ASTERISK_SIP = "127.0.0.1:5060"
+CALLER_IP = "127.0.0.2"            # pjsip.conf: the `pstn` trunk's identify
+AGENT_IP = "127.0.0.3"             # pjsip.conf: the static contacts of 3001-3020 (5070) and 3901-3902 (5071)
+AGENT_PORT, NO_ANSWER_PORT = 5070, 5071
+ANSWERING = tuple(str(n) for n in range(3001, 3021))
+NEVER_ANSWERING = ("3901", "3902")
+ROUTER_DID, APP_QUEUE_DID = "5000", "6000"
+PAUSE_S = 3.0                      # between the sides: the last agents hang up, app_queue's wrap-up ends
+SETTLE_S = 30.0                    # SIPp's global timeout beyond the last caller's patience
+READY_TIMEOUT_S = 15.0             # agents reachable after the UAS started (qualify)
+
+
+def say(message: str) -> None:
+    print(f"sip_load: {message}", file=sys.stderr, flush=True)
+
+
+# ---- SIPp ---------------------------------------------------------------------------------------
+
+@dataclass
+class SippRun:
+    """One finished SIPp UAC process: SIPp's own counts and per-call post-dial delays."""
+
+    scenario: str
+    returncode: int
+    successful: int
+    failed: int
+    pdd_ms: list[float]
+    workdir: Path
+
+    @property
+    def calls(self) -> int:
+        return self.successful + self.failed
+
+
+def sipp_available() -> bool:
+    return shutil.which(SIPP) is not None
+
+
+def _stat_counts(path: Path) -> tuple[int, int]:
+    """SuccessfulCall(C) and FailedCall(C) of the last line of a -trace_stat file."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    header = lines[0].split(";")
+    last = lines[-1].split(";")
+    values = dict(zip(header, last))
+    return int(values["SuccessfulCall(C)"]), int(values["FailedCall(C)"])
+
+
+def _rtt_ms(workdir: Path, scenario: str, rtd: str = "pdd") -> list[float]:
+    """The response times named `rtd` of a -trace_rtt file (Date_ms;response_time_ms;rtd_no)."""
+    values: list[float] = []
+    for name in glob.glob(str(workdir / f"{Path(scenario).stem}_*_rtt.csv")):
+        for line in Path(name).read_text().splitlines()[1:]:
+            parts = line.strip().split(";")
+            if len(parts) == 3 and parts[2] == rtd:
+                values.append(float(parts[1]))
+    return values
+
+
+async def run_uac(workdir: Path, scenario: str, did: str, *, calls: int, cps: float, prefix: str,
+                  port: int = 5062, media_port: int = 40000, variables: dict[str, Any] | None = None,
+                  patience_s: float = 60.0) -> SippRun:
+    """`calls` SIPp callers of `scenario` to `did` at `cps`, from CALLER_IP; waits until SIPp exits.
+
+    SIPp's global timeout (calls / cps + patience + SETTLE_S, -timeout_error) bounds the run: no
+    call is left behind, a stuck run fails."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(SCENARIOS / scenario, workdir / scenario)
+    timeout_s = int(calls / cps + patience_s + SETTLE_S)
+    args = [SIPP, ASTERISK_SIP, "-sf", scenario, "-s", did, "-i", CALLER_IP, "-p", str(port),
+            "-mi", CALLER_IP, "-mp", str(media_port), "-m", str(calls), "-r", f"{cps:g}", "-l", str(calls),
+            "-key", "caller_prefix", prefix, "-nostdin", "-aa", "-max_recv_loops", "1000",
+            "-trace_stat", "-stf", "stats.csv", "-fd", "1", "-trace_rtt", "-rtt_freq", "1", "-trace_err",
+            "-recv_timeout", str(int((patience_s + 30) * 1000)),
+            "-timeout", f"{timeout_s}s", "-timeout_error"]
+    for name, value in (variables or {}).items():
+        args += ["-set", name, str(value)]
+    with open(workdir / f"{Path(scenario).stem}.out", "wb") as out:
+        proc = await asyncio.create_subprocess_exec(*args, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
+                                                    stdin=subprocess.DEVNULL)
+        try:
+            returncode = await asyncio.wait_for(proc.wait(), timeout_s + 30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise RuntimeError(f"sipp {scenario} did not exit; see {workdir}") from None
+    if returncode not in (0, 1) or not (workdir / "stats.csv").exists():
+        tail = (workdir / f"{Path(scenario).stem}.out").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"sipp {scenario} exited {returncode}:\n{tail}")
+    successful, failed = _stat_counts(workdir / "stats.csv")
+    return SippRun(scenario, returncode, successful, failed, _rtt_ms(workdir, scenario), workdir)
+
+
+@contextlib.asynccontextmanager
+async def sip_agents(workdir: Path, settings: AmiSettings, *, talk_s: float, ring_ms: int,
+                     wait_for: Sequence[str] = ANSWERING + NEVER_ANSWERING) -> AsyncIterator[None]:
+    """The SIPp UAS agents, running and reachable (qualified) until the block ends."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        for scenario, port, media_port, extra in (
+                ("agent.xml", AGENT_PORT, 41000, ["-set", "ring_ms", str(ring_ms),
+                                                  "-set", "talk_ms", str(int(talk_s * 1000))]),
+                ("no_answer.xml", NO_ANSWER_PORT, 41010, [])):
+            shutil.copy(SCENARIOS / scenario, workdir / scenario)
+            out = open(workdir / f"{Path(scenario).stem}.out", "wb")
+            procs.append(await asyncio.create_subprocess_exec(
+                SIPP, "-sf", scenario, "-i", AGENT_IP, "-p", str(port), "-mi", AGENT_IP, "-mp", str(media_port),
+                "-nostdin", "-trace_err", "-max_recv_loops", "1000", *extra,
+                cwd=workdir, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+            out.close()
+        await asyncio.sleep(0.3)
+        for proc in procs:
+            if proc.returncode is not None:
+                raise RuntimeError(f"a SIPp agent process exited at once ({proc.returncode}); see {workdir}")
+        await _qualify(settings, wait_for)
+        yield
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def _manager(settings: AmiSettings) -> Manager:
+    manager = Manager(host=settings.host, port=settings.port, username=settings.username,
+                      secret=settings.secret or os.environ.get("ACD_AMI_SECRET", ""), ping_delay=3600,
+                      on_disconnect=lambda manager, exc: None)
+    await asyncio.wait_for(manager.connect(), 10)
+    login = await asyncio.wait_for(manager.authenticated_future, 10)
+    if not login.success:
+        raise RuntimeError("AMI login refused")
+    return manager
+
+
+def _close(manager: Manager) -> None:
+    manager.connection_lost = lambda exc: None          # no reconnect after our own close
+    manager.close()
+
+
+async def _qualify(settings: AmiSettings, endpoints: Sequence[str]) -> None:
+    """Qualify the agents' contacts now (not at the next 30 s round) and wait until all are reachable."""
+    manager = await _manager(settings)
+    try:
+        for endpoint in endpoints:
+            await asyncio.wait_for(manager.send_action({"Action": "PJSIPQualify", "Endpoint": endpoint}), 10)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            states = await asyncio.wait_for(manager.send_action({"Action": "DeviceStateList"}), 10)
+            states = states if isinstance(states, list) else [states]
+            down = [e for e in endpoints
+                    if not any(s.get("Device") == f"PJSIP/{e}" and s.get("State") not in ("UNAVAILABLE", "INVALID")
+                               for s in states)]
+            if not down:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"SIP agents not reachable after qualify: {', '.join(down)}")
+            await asyncio.sleep(0.3)
+    finally:
+        _close(manager)
+
+
+# ---- AMI: when callers were answered and bridged ------------------------------------------------
+
+@dataclass
+class CallerChannel:
+    uniqueid: str
+    number: str
+    up_ts: float | None = None
+    answered_ts: float | None = None       # first DialEnd ANSWER on the caller's channel
+    hung_up: bool = False
+
+    @property
+    def answer_to_agent_ms(self) -> float | None:
+        if self.up_ts is None or self.answered_ts is None:
+            return None
+        return (self.answered_ts - self.up_ts) * 1000.0
+
+
+@dataclass
+class CallerObserver:
+    """A plain AMI connection recording the trunk callers whose number starts with `prefix`."""
+
+    settings: AmiSettings
+    prefix: str
+    callers: dict[str, CallerChannel] = field(default_factory=dict)
+    manager: Manager | None = None
+
+    async def __aenter__(self) -> CallerObserver:
+        self.manager = await _manager(self.settings)
+        self.manager.register_event("*", self._record)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.manager is not None:
+            _close(self.manager)
+
+    def _record(self, manager: Manager, event: Any) -> None:
+        uniqueid = event.get("Uniqueid") or ""
+        caller = self.callers.get(uniqueid)
+        if caller is None:
+            if not (event.get("Channel") or "").startswith("PJSIP/pstn-"):
+                return
+            number = event.get("CallerIDNum") or ""
+            if not number.startswith(self.prefix):
+                return
+            caller = self.callers[uniqueid] = CallerChannel(uniqueid, number)
+        name = event.get("Event")
+        try:
+            stamp = float(event.get("Timestamp") or "")
+        except ValueError:
+            stamp = time.time()
+        if name == "Newstate" and event.get("ChannelState") == "6" and caller.up_ts is None:
+            caller.up_ts = stamp
+        elif name == "DialEnd" and event.get("DialStatus") == "ANSWER" and caller.answered_ts is None:
+            caller.answered_ts = stamp
+        elif name == "Hangup":
+            caller.hung_up = True
+
+    async def settle(self, timeout_s: float = 5.0) -> None:
+        """Wait (bounded) until every observed caller's Hangup arrived."""
+        deadline = time.monotonic() + timeout_s
+        while any(not c.hung_up for c in self.callers.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
+
+# ---- CPU -----------------------------------------------------------------------------------------
+
+def asterisk_pid() -> int:
+    """The sandbox Asterisk's pid (scripts/asterisk-sandbox's ROOT.pid), checked against /proc."""
+    pidfile = ASTERISK_ROOT.parent / f"{ASTERISK_ROOT.name}.pid"
+    pid = int(pidfile.read_text().split()[0])
+    comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    if comm != "asterisk":
+        raise RuntimeError(f"{pidfile}: pid {pid} is {comm!r}, not asterisk")
+    return pid
+
+
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of a process (all its threads), seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# ---- one side ------------------------------------------------------------------------------------
+
+def new_prefix() -> str:
+    """A caller-number prefix unique to one SIPp process of one run (digits only)."""
+    return f"9{random.randrange(10 ** 6):06d}"
+
+
+async def measure_side(settings: AmiSettings, workdir: Path, scenario: str, did: str, *, calls: int, cps: float,
+                       patience_s: float, variables: dict[str, Any] | None = None,
+                       prefix: str | None = None) -> tuple[dict[str, Any], SippRun, CallerObserver]:
+    """One SIPp UAC run with the AMI observer and the CPU readings around it."""
+    prefix = prefix or new_prefix()
+    pid = asterisk_pid()
+    async with CallerObserver(settings, prefix) as observer:
+        ast0, own0 = process_cpu_s(pid), self_cpu_s()
+        run = await run_uac(workdir, scenario, did, calls=calls, cps=cps, prefix=prefix, patience_s=patience_s,
+                            variables={"patience_ms": int(patience_s * 1000), **(variables or {})})
+        await observer.settle()
+        ast1, own1 = process_cpu_s(pid), self_cpu_s()
+    waits = [ms for c in observer.callers.values() if (ms := c.answer_to_agent_ms) is not None]
+    pdd, att = percentiles(run.pdd_ms), percentiles(waits)
+    per_call = max(1, run.calls)
+    figures = {
+        "calls": run.calls, "failed": run.failed,
+        "answered": sum(1 for c in observer.callers.values() if c.answered_ts is not None),
+        "post_dial_delay_ms": {"p50": pdd["p50"], "p99": pdd["p99"]},
+        "answer_to_agent_ms": {"p50": att["p50"], "p99": att["p99"]},
+        "asterisk_cpu_s_per_call": round((ast1 - ast0) / per_call, 5),
+        "process_cpu_s_per_call": round((own1 - own0) / per_call, 5),
+    }
+    return figures, run, observer
+
+
+async def router_side(centre: Centre, workdir: Path, *, calls: int, cps: float, patience_s: float,
+                      login: Sequence[str], data_dir: str | None, scenario: str = "queue.xml",
+                      did: str = ROUTER_DID, prefix: str | None = None) -> dict[str, Any]:
+    """The router in process (as `run_loadtest` runs it) under one SIPp UAC run."""
+    from router.pbx.service import Service      # imports the store and the engine
+
+    assert centre.ami is not None
+    service = Service(centre, data_dir=data_dir, auto_login=list(login), drain_timeout_s=SETTLE_S)
+    try:
+        await service.start()
+        figures, _, _ = await measure_side(centre.ami, workdir, scenario, did, calls=calls, cps=cps,
+                                           patience_s=patience_s, prefix=prefix)
+    finally:
+        await service.stop()
+    return figures
+
+
+async def app_queue_side(settings: AmiSettings, workdir: Path, *, calls: int, cps: float,
+                         patience_s: float) -> dict[str, Any]:
+    figures, _, _ = await measure_side(settings, workdir, "queue.xml", APP_QUEUE_DID, calls=calls, cps=cps,
+                                       patience_s=patience_s)
+    figures["router_cpu_s_per_call"] = None
+    return figures
+
+
+def _ratio(acd: float | None, app: float | None) -> float | None:
+    return None if acd is None or not app else round(acd / app, 3)
+
+
+async def compare(calls: int, cps: float, talk_s: float, ring_ms: int, patience_s: float,
+                  data_dir: str | None, workdir: Path) -> dict[str, Any]:
+    centre, problems = check_config(CENTRE)
+    if centre is None or centre.ami is None:
+        raise SystemExit(f"{CENTRE}: {problems.errors}")
+    async with sip_agents(workdir / "agents", centre.ami, talk_s=talk_s, ring_ms=ring_ms):
+        say(f"acd-router: {calls} SIP calls at {cps:g}/s to DID {ROUTER_DID}")
+        acd = await router_side(centre, workdir / "acd_router", calls=calls, cps=cps, patience_s=patience_s,
+                                login=ANSWERING, data_dir=data_dir)
+        acd["router_cpu_s_per_call"] = acd["process_cpu_s_per_call"]
+        await asyncio.sleep(PAUSE_S)
+        say(f"app_queue: {calls} SIP calls at {cps:g}/s to DID {APP_QUEUE_DID}")
+        app = await app_queue_side(centre.ami, workdir / "app_queue", calls=calls, cps=cps, patience_s=patience_s)
+    ratios = {
+        "post_dial_delay_ms_p50": _ratio(acd["post_dial_delay_ms"]["p50"], app["post_dial_delay_ms"]["p50"]),
+        "post_dial_delay_ms_p99": _ratio(acd["post_dial_delay_ms"]["p99"], app["post_dial_delay_ms"]["p99"]),
+        "answer_to_agent_ms_p50": _ratio(acd["answer_to_agent_ms"]["p50"], app["answer_to_agent_ms"]["p50"]),
+        "answer_to_agent_ms_p99": _ratio(acd["answer_to_agent_ms"]["p99"], app["answer_to_agent_ms"]["p99"]),
+        "asterisk_cpu_s_per_call": _ratio(acd["asterisk_cpu_s_per_call"], app["asterisk_cpu_s_per_call"]),
+    }
+    return {"load": {"calls": calls, "cps": cps, "talk_s": talk_s, "ring_ms": ring_ms, "agents": len(ANSWERING),
+                     "scenario": "queue.xml", "dids": {"acd_router": ROUTER_DID, "app_queue": APP_QUEUE_DID}},
+            "acd_router": acd, "app_queue": app, "ratios": ratios}
+
+
+# ---- command line --------------------------------------------------------------------------------
+
+def ensure_sandbox() -> bool:
+    """Start the sandbox (or restart it on a changed asterisk_conf/); True when this run started it."""
+    was_running = subprocess.run([str(SANDBOX), "status"], capture_output=True).returncode == 0
+    started = subprocess.run([str(SANDBOX), "start"], capture_output=True, text=True)
+    if started.returncode != 0:
+        raise SystemExit(f"scripts/asterisk-sandbox start failed:\n{started.stderr}")
+    return not was_running
+
+
+def _table(result: dict[str, Any]) -> str:
+    lines = [f"{'':28}{'acd-router':>12}{'app_queue':>12}{'ratio':>8}"]
+    acd, app, ratios = result["acd_router"], result["app_queue"], result["ratios"]
+    for key in ("calls", "failed", "answered"):
+        lines.append(f"{key:28}{acd[key]!s:>12}{app[key]!s:>12}")
+    for key in ("post_dial_delay_ms", "answer_to_agent_ms"):
+        for q in ("p50", "p99"):
+            lines.append(f"{key + ' ' + q:28}{acd[key][q]!s:>12}{app[key][q]!s:>12}"
+                         f"{ratios.get(f'{key}_{q}')!s:>8}")
+    lines.append(f"{'asterisk_cpu_s_per_call':28}{acd['asterisk_cpu_s_per_call']!s:>12}"
+                 f"{app['asterisk_cpu_s_per_call']!s:>12}{ratios['asterisk_cpu_s_per_call']!s:>8}")
+    lines.append(f"{'router_cpu_s_per_call':28}{acd['router_cpu_s_per_call']!s:>12}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--cps", type=float, default=3.0)
+    parser.add_argument("--talk-s", type=float, default=2.0, help="agents' talk time (SIPp UAS)")
+    parser.add_argument("--ring-ms", type=int, default=300, help="agents' ring time before answering")
+    parser.add_argument("--patience-s", type=float, default=60.0, help="callers hang up after this long")
+    parser.add_argument("--data-dir", help="embedded PostgreSQL data directory (without ACD_DATABASE_URL)")
+    parser.add_argument("--keep", metavar="DIR", help="keep SIPp's files (logs, stats) in DIR")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    if args.calls < 1 or args.cps <= 0:
+        parser.error("--calls must be at least 1 and --cps positive")
+    if not sipp_available():
+        raise SystemExit("sipp not found: apt-get install sip-tester")
+    configure_logging(level="warning")
+    started = ensure_sandbox()
+    workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="acd-sip-load-"))
+    try:
+        result = asyncio.run(compare(args.calls, args.cps, args.talk_s, args.ring_ms, args.patience_s,
+                                     args.data_dir, workdir))
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        if started and os.environ.get("ACD_ASTERISK_KEEP") != "1":
+            subprocess.run([str(SANDBOX), "stop"], capture_output=True)
+    print(json.dumps(result) if args.json else _table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
