@@ -32,7 +32,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import textwrap
 import time
@@ -45,12 +44,12 @@ sys.path.insert(0, str(REPO))
 
 import asyncpg  # noqa: E402
 
+from benchmarks.sandbox import sandbox_running  # noqa: E402
 from router.config.model import HaSettings  # noqa: E402
 from router.logging import configure_logging  # noqa: E402
 from router.pbx.ami import AmiLink  # noqa: E402
 from router.store.database import ensure_schema  # noqa: E402
 
-SANDBOX = REPO / "scripts" / "asterisk-sandbox"
 ADMIN_DSN = os.environ.get("ACD_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMI = {"host": "127.0.0.1", "port": 5038, "username": "acd-router", "secret": "acd-router-sandbox"}
 PORTS = (4573, 4574)
@@ -251,14 +250,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout (the default anyway)")
     args = parser.parse_args()
     configure_logging(level="warning")
-    was_running = subprocess.run([str(SANDBOX), "status"], capture_output=True).returncode == 0
-    if not was_running and subprocess.run([str(SANDBOX), "start"]).returncode != 0:
-        raise SystemExit("the sandbox Asterisk did not start")
-    try:
+    with sandbox_running():
         result = asyncio.run(run(args.kills, args.cps))
-    finally:
-        if not was_running and os.environ.get("ACD_ASTERISK_KEEP") != "1":
-            subprocess.run([str(SANDBOX), "stop"], capture_output=True)
     print(json.dumps(result))
     return 0 if result["ok"] else 1
 

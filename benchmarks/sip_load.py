@@ -61,12 +61,12 @@ sys.path.insert(0, str(REPO))
 
 from panoramisk import Manager  # noqa: E402
 
+from benchmarks.sandbox import sandbox_running  # noqa: E402
 from router.config import check_config  # noqa: E402
 from router.config.model import AmiSettings, Centre  # noqa: E402
 from router.logging import configure_logging  # noqa: E402
 from router.pbx.loadtest import percentiles  # noqa: E402
 
-SANDBOX = REPO / "scripts" / "asterisk-sandbox"
 SCENARIOS = REPO / "benchmarks" / "sip"
 CENTRE = REPO / "benchmarks" / "sip_centre.yaml"
 ASTERISK_ROOT = Path(os.environ.get("ACD_ASTERISK_ROOT", "/var/cache/acd-router/asterisk-sid"))
@@ -414,15 +414,6 @@ async def compare(calls: int, cps: float, talk_s: float, ring_ms: int, patience_
 
 # ---- command line --------------------------------------------------------------------------------
 
-def ensure_sandbox() -> bool:
-    """Start the sandbox (or restart it on a changed asterisk_conf/); True when this run started it."""
-    was_running = subprocess.run([str(SANDBOX), "status"], capture_output=True).returncode == 0
-    started = subprocess.run([str(SANDBOX), "start"], capture_output=True, text=True)
-    if started.returncode != 0:
-        raise SystemExit(f"scripts/asterisk-sandbox start failed:\n{started.stderr}")
-    return not was_running
-
-
 def _table(result: dict[str, Any]) -> str:
     lines = [f"{'':28}{'acd-router':>12}{'app_queue':>12}{'ratio':>8}"]
     acd, app, ratios = result["acd_router"], result["app_queue"], result["ratios"]
@@ -454,16 +445,14 @@ def main() -> int:
     if not sipp_available():
         raise SystemExit("sipp not found: apt-get install sip-tester")
     configure_logging(level="warning")
-    started = ensure_sandbox()
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="acd-sip-load-"))
     try:
-        result = asyncio.run(compare(args.calls, args.cps, args.talk_s, args.ring_ms, args.patience_s,
-                                     args.data_dir, workdir))
+        with sandbox_running():
+            result = asyncio.run(compare(args.calls, args.cps, args.talk_s, args.ring_ms, args.patience_s,
+                                         args.data_dir, workdir))
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-        if started and os.environ.get("ACD_ASTERISK_KEEP") != "1":
-            subprocess.run([str(SANDBOX), "stop"], capture_output=True)
     print(json.dumps(result) if args.json else _table(result))
     return 0
 

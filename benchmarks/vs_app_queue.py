@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,12 +35,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.sandbox import sandbox_running  # noqa: E402
 from router.config import check_config  # noqa: E402
 from router.logging import configure_logging  # noqa: E402
 from router.pbx.loadtest import (LoadReport, app_queue_queued, default_hold_s, percentiles,  # noqa: E402
                                  place_calls, run_loadtest)
 
-SANDBOX = REPO / "scripts" / "asterisk-sandbox"
 CENTRE = REPO / "benchmarks" / "loadtest_centre.yaml"
 GOALS = {"route_ms_p99_ratio_max": 2, "cps_ratio_min": 1, "failed_max": 0.01}
 PAUSE_S = 3.0               # between the runs: the last agents hang up and app_queue's wrap-up ends
@@ -86,16 +84,6 @@ async def compare(calls: int, cps: float, talk_s: float, data_dir: str | None) -
     return result
 
 
-def _ensure_sandbox() -> bool:
-    """Start the sandbox if needed; True when this run started it."""
-    if subprocess.run([str(SANDBOX), "status"], capture_output=True).returncode == 0:
-        return False
-    started = subprocess.run([str(SANDBOX), "start"], capture_output=True, text=True)
-    if started.returncode != 0:
-        raise SystemExit(f"scripts/asterisk-sandbox start failed:\n{started.stderr}")
-    return True
-
-
 def _table(result: dict[str, Any]) -> str:
     lines = [f"{'':12}{'app_queue':>12}{'acd-router':>12}"]
     for key in ("calls", "connected", "abandoned", "failed", "cps"):
@@ -116,12 +104,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     configure_logging(level="warning")
-    started = _ensure_sandbox()
-    try:
+    with sandbox_running():
         result = asyncio.run(compare(args.calls, args.cps, args.talk_s, args.data_dir))
-    finally:
-        if started and os.environ.get("ACD_ASTERISK_KEEP") != "1":
-            subprocess.run([str(SANDBOX), "stop"], capture_output=True)
     print(json.dumps(result) if args.json else _table(result))
     return 0
 
