@@ -180,7 +180,7 @@ class AsteriskAdapter:
             await asyncio.wait(self._tasks, timeout=self.ami.action_timeout_s)
         if self._timer_task is not None:
             self._timer_task.cancel()
-            await asyncio.gather(self._timer_task, return_exceptions=True)
+            await asyncio.wait({self._timer_task}, timeout=self.ami.action_timeout_s)
 
     # --- leadership: take-over with recovery, and fencing --------------------------------------
 

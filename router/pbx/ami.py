@@ -319,15 +319,17 @@ class AmiLink:
 
     async def wait_connected(self, timeout_s: float) -> None:
         try:
-            await asyncio.wait_for(self._up.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._up.wait()
         except TimeoutError:
             raise AmiError(f"AMI {self.host}:{self.port} not connected within {timeout_s} s") from None
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+            task, self._task = self._task, None
+            while not task.done():          # a cancel that lands as a reply does may be lost (3.11)
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
         self._close_transport()
         self._up.clear()
 
@@ -535,7 +537,8 @@ class AmiLink:
 
     async def _reply(self, name: Any, action: Any, timeout_s: float) -> Any:
         try:
-            reply = await asyncio.wait_for(asyncio.shield(action.future), timeout_s)
+            async with asyncio.timeout(timeout_s):      # not wait_for: it can swallow a cancel in 3.11
+                reply = await asyncio.shield(action.future)
         except TimeoutError:
             if self._manager is not None:
                 self._manager.responses.pop(action.id, None)

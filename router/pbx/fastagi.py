@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 import structlog
 
 log = structlog.get_logger("router.pbx.fastagi")
+CLOSE_TIMEOUT_S = 5.0          # sessions cancelled by `close` end within this (a stuck one is logged, not awaited)
 
 _HEADER_LINE = re.compile(rb"(agi_[a-z0-9_]+): ?(.*?)\r?\n", re.ASCII)
 _REPLY_LINE = re.compile(r"(\d{3})([ -])(.*)")
@@ -293,7 +294,10 @@ class FastAGIServer:
             await asyncio.wait(self._sessions, timeout=grace_s)
         for task in self._sessions:
             task.cancel()
-        await asyncio.gather(*self._sessions, return_exceptions=True)
+        if self._sessions:
+            _, stuck = await asyncio.wait(self._sessions, timeout=CLOSE_TIMEOUT_S)
+            if stuck:
+                log.error("fastagi.sessions_not_closed", count=len(stuck))
 
     async def __aenter__(self) -> FastAGIServer:
         return await self.start()

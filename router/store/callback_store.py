@@ -61,7 +61,11 @@ class CallbackStore:
             except TimeoutError:
                 log.error("callback_store.unsaved_updates", count=len(self._pending))
         if self._pool is not None:
-            await self._pool.close()
+            try:
+                await asyncio.wait_for(self._pool.close(), timeout_s)   # waits for connections in use
+            except TimeoutError:
+                log.error("callback_store.pool_close_timeout", timeout_s=timeout_s)
+                self._pool.terminate()
 
     async def save(self, call: CallView) -> None:
         """Commit the accepted call-back of `call`; raises on a database failure or a duplicate."""
