@@ -1,7 +1,11 @@
 """Small centres built from the config dataclasses, for engine and simulator tests."""
 from __future__ import annotations
 
+import os
 from dataclasses import replace
+from types import ModuleType
+
+import pytest
 
 from router.config.model import Agent, Centre, OverflowStep, Queue, Skill
 
@@ -29,3 +33,14 @@ def step(**kw) -> OverflowStep:
 
 def with_queue(c: Centre, q: Queue) -> Centre:
     return replace(c, queues={**c.queues, q.id: q})
+
+
+def compiled_matcher_module() -> ModuleType:
+    """router.engine.cmatcher; a skip where it is not built, a failure under ACD_REQUIRE_COMPILED=1 (CI)."""
+    try:
+        from router.engine import cmatcher
+    except ImportError as exc:
+        if os.environ.get("ACD_REQUIRE_COMPILED") == "1":
+            pytest.fail(f"ACD_REQUIRE_COMPILED=1 but router.engine.cmatcher does not import: {exc}")
+        pytest.skip(f"compiled matcher not built: {exc}")
+    return cmatcher

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 
 import pytest
 
@@ -19,25 +18,15 @@ from router.engine.messages import (AgentAnswered, AgentLogin, AgentMissed, Agen
                                     CallRestored, CancelOffer, DivertCall, InvalidInput, MoveCall, OfferCall,
                                     SetCallPriority)
 from router.events import Event
-from tests.factories import centre, queue, step
+from tests.factories import centre, compiled_matcher_module, queue, step
 
 R = 1_000.0        # the moment the router restarts
-
-
-def _compiled_matcher():
-    try:
-        from router.engine import cmatcher
-    except ImportError as exc:
-        if os.environ.get("ACD_REQUIRE_COMPILED") == "1":
-            pytest.fail(f"ACD_REQUIRE_COMPILED=1 but router.engine.cmatcher does not import: {exc}")
-        pytest.skip(f"compiled matcher not built: {exc}")
-    return cmatcher.Matcher
 
 
 @pytest.fixture(params=["compiled", "reference"])
 def make(request):
     """Engine(centre) on the compiled matcher or on the reference."""
-    factory = _compiled_matcher() if request.param == "compiled" else matcher_ref.Matcher
+    factory = compiled_matcher_module().Matcher if request.param == "compiled" else matcher_ref.Matcher
     return lambda c, **kw: Engine(c, matcher_factory=factory, **kw)
 
 

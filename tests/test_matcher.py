@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -18,24 +17,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.engine import matcher_ref
+from tests.factories import compiled_matcher_module
 
 MASK64 = 2**64 - 1
-
-
-def _compiled_module():
-    try:
-        from router.engine import cmatcher
-    except ImportError as exc:
-        if os.environ.get("ACD_REQUIRE_COMPILED") == "1":
-            pytest.fail(f"ACD_REQUIRE_COMPILED=1 but router.engine.cmatcher does not import: {exc}")
-        pytest.skip(f"compiled matcher not built: {exc}")
-    return cmatcher
 
 
 @pytest.fixture(params=["compiled", "reference"])
 def impl(request):
     """The matcher module under test: router.engine.cmatcher or matcher_ref."""
-    return _compiled_module() if request.param == "compiled" else matcher_ref
+    return compiled_matcher_module() if request.param == "compiled" else matcher_ref
 
 
 def centre(impl, agents, *, n_skills=8, calls=(), agent_capacity=8, call_capacity=8,
@@ -68,7 +58,7 @@ def test_constants(impl):
 def test_selector_prefers_the_compiled_matcher():
     from router.engine import matcher
     if matcher.COMPILED:
-        assert matcher.Matcher is _compiled_module().Matcher
+        assert matcher.Matcher is compiled_matcher_module().Matcher
     else:
         assert matcher.Matcher is matcher_ref.Matcher
     assert matcher.RANDOM == 5
@@ -503,7 +493,7 @@ def random_centres(draw):
 
 @pytest.fixture(scope="module")
 def cmatcher():
-    return _compiled_module()
+    return compiled_matcher_module()
 
 
 @settings(max_examples=300, deadline=None)
