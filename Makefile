@@ -31,8 +31,12 @@ compile: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/acd-router serve --speed 10 --start 08:00
 
+# The tests, then the Docker stack (deploy/) built, started and put under real
+# SIP load (deploy/test-stack: it starts a Docker engine when none runs, and
+# stops the Asterisk sandbox, whose ports the stack takes).
 test: $(STAMP)
 	ACD_REQUIRE_COMPILED=1 $(PY) -m pytest -q
+	ACD_PYTHON=$(PY) deploy/test-stack --calls 40 --cps 4 --check
 
 bench: $(STAMP)
 	$(PY) benchmarks/matcher.py

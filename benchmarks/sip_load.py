@@ -333,17 +333,20 @@ def new_prefix() -> str:
 
 
 async def measure_side(settings: AmiSettings, workdir: Path, scenario: str, did: str, *, calls: int, cps: float,
-                       patience_s: float, variables: dict[str, Any] | None = None,
-                       prefix: str | None = None) -> tuple[dict[str, Any], SippRun, CallerObserver]:
-    """One SIPp UAC run with the AMI observer and the CPU readings around it."""
+                       patience_s: float, variables: dict[str, Any] | None = None, prefix: str | None = None,
+                       metered: dict[str, int] | None = None) -> tuple[dict[str, Any], SippRun, CallerObserver]:
+    """One SIPp UAC run with the AMI observer and the CPU readings around it.
+
+    `metered` names the processes whose CPU is read, ``{name: pid}`` (default: the sandbox's
+    Asterisk); each gives ``<name>_cpu_s_per_call``, this process gives ``process_cpu_s_per_call``."""
     prefix = prefix or new_prefix()
-    pid = asterisk_pid()
+    metered = metered or {"asterisk": asterisk_pid()}
     async with CallerObserver(settings, prefix) as observer:
-        ast0, own0 = process_cpu_s(pid), self_cpu_s()
+        before, own0 = {name: process_cpu_s(pid) for name, pid in metered.items()}, self_cpu_s()
         run = await run_uac(workdir, scenario, did, calls=calls, cps=cps, prefix=prefix, patience_s=patience_s,
                             variables={"patience_ms": int(patience_s * 1000), **(variables or {})})
         await observer.settle()
-        ast1, own1 = process_cpu_s(pid), self_cpu_s()
+        after, own1 = {name: process_cpu_s(pid) for name, pid in metered.items()}, self_cpu_s()
     waits = [ms for c in observer.callers.values() if (ms := c.answer_to_agent_ms) is not None]
     pdd, att = percentiles(run.pdd_ms), percentiles(waits)
     per_call = max(1, run.calls)
@@ -352,7 +355,7 @@ async def measure_side(settings: AmiSettings, workdir: Path, scenario: str, did:
         "answered": sum(1 for c in observer.callers.values() if c.answered_ts is not None),
         "post_dial_delay_ms": {"p50": pdd["p50"], "p99": pdd["p99"]},
         "answer_to_agent_ms": {"p50": att["p50"], "p99": att["p99"]},
-        "asterisk_cpu_s_per_call": round((ast1 - ast0) / per_call, 5),
+        **{f"{name}_cpu_s_per_call": round((after[name] - before[name]) / per_call, 5) for name in metered},
         "process_cpu_s_per_call": round((own1 - own0) / per_call, 5),
     }
     return figures, run, observer

@@ -1,7 +1,8 @@
 """The Docker stack in deploy/ agrees with the configuration the tests run.
 
-No Docker engine runs here, so the images are never built in these tests.
-What is checked instead: the stack's router.yaml loads and validates the IVR
+The images are built and the stack run under SIP load by deploy/test-stack,
+the step of `make test` after pytest (it needs the ports the Asterisk sandbox
+holds during this session).  Checked here: the stack's router.yaml loads and validates the IVR
 flows; it reaches AMI and FastAGI where asterisk_conf/ puts them; every agent
 is an endpoint of pjsip.conf; the Asterisk container's start-up rendering
 (deploy/asterisk/render-conf) really edits the lines asterisk_conf/ ships;
@@ -207,6 +208,41 @@ def test_every_interpolated_variable_is_in_env_example():
     used = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", COMPOSE.read_text()))
     documented = set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", (DEPLOY / ".env.example").read_text(), re.M))
     assert used == documented
+
+
+def test_router_health_check_asks_the_web_port_of_router_yaml():
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    web = yaml.safe_load(ROUTER_YAML.read_text())["web"]
+    (check,) = [part for part in services["router"]["healthcheck"]["test"] if "/healthz" in part]
+    assert f"http://{web['host']}:{web['port']}/healthz" in check
+
+
+def test_host_variant_puts_every_service_on_loopback(tmp_path, monkeypatch):
+    from deploy import stack_load                 # deploy/ as a namespace package from the repository
+
+    config = tmp_path / "router.yaml"
+    spec = stack_load.host_variant(yaml.safe_load(COMPOSE.read_text()), config)
+    services = spec["services"]
+    assert set(services) == {"postgres", "asterisk", "router"}
+    for name, service in services.items():
+        assert service["network_mode"] == "host" and "ports" not in service, name
+        assert all(v.startswith("/") or not v.startswith(".") for v in service["volumes"]), name
+        assert service["restart"] == "unless-stopped" and ("healthcheck" in service or name == "asterisk")
+    assert services["postgres"]["environment"]["POSTGRES_LISTEN_ADDRESSES"] == "127.0.0.1"
+    assert services["asterisk"]["environment"]["ACD_SIP_BIND"] == "127.0.0.1:5060"
+    router = services["router"]
+    assert router["environment"]["ACD_DATABASE_URL"].endswith(f"@127.0.0.1:{stack_load.PG_PORT}/acd_router")
+    assert f"{config}:/etc/acd-router/router.yaml:ro" in router["volumes"]
+    assert router["command"].count("--login") == len(stack_load.sip_load.ANSWERING)
+    # the SIP load centre as the containerised router reads it, flows from the repository
+    centre = stack_load.load_centre_config()
+    assert centre["ami"]["secret"] == "${ACD_AMI_SECRET}"
+    centre["flows"] = str(REPO / "benchmarks" / "sip_flows")
+    config.write_text(yaml.safe_dump(centre))
+    monkeypatch.setenv("ACD_AMI_SECRET", SECRET)
+    loaded, problems = check_config(config)
+    assert loaded is not None and not problems.errors, [str(p) for p in problems.errors]
+    assert loaded.web.port == yaml.safe_load(ROUTER_YAML.read_text())["web"]["port"]
 
 
 def compose_command() -> list[str] | None:

@@ -4,6 +4,8 @@
 # database; then run the server in the foreground as the postgres user.  Over
 # TCP every user needs the password (scram-sha-256); the Unix socket, inside
 # the container only, trusts local processes (the health check, initdb).
+# POSTGRES_LISTEN_ADDRESSES (default *) picks the addresses it listens on:
+# 127.0.0.1 on host networking.
 set -euo pipefail
 : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD is required}"
 user=${POSTGRES_USER:-postgres}
@@ -24,4 +26,6 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     fi
     su postgres -c "pg_ctl -D '$PGDATA' -m fast -w stop" >/dev/null
 fi
-exec su postgres -c "exec postgres -D '$PGDATA' -p $PGPORT"
+listen=${POSTGRES_LISTEN_ADDRESSES:-*}
+[[ $listen =~ ^[A-Za-z0-9.:,*-]+$ ]] || { echo "POSTGRES_LISTEN_ADDRESSES: expected addresses such as 127.0.0.1 or *" >&2; exit 1; }
+exec su postgres -c "exec postgres -D '$PGDATA' -p $PGPORT -c listen_addresses='$listen'"
