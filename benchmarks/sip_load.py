@@ -1,6 +1,8 @@
 """Real SIP load on the sandbox Asterisk: the same SIPp callers through acd-router and through app_queue.
 
     python benchmarks/sip_load.py [--calls 30] [--cps 3] [--talk-s 2] [--json]
+    python benchmarks/sip_load.py --knee 4,8,16,24,32 [--step-s 15] [--talk-s 0.5] [--ring-ms 100] [--json]
+    python benchmarks/sip_load.py --junk [--calls 30] [--options 1500] [--invites 50] [--json]
 
 Needs SIPp (Debian's `sip-tester`) and the sandbox Asterisk (started with
 scripts/asterisk-sandbox if it is not running, and stopped again afterwards
@@ -41,6 +43,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import glob
 import json
 import os
@@ -51,7 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +80,7 @@ ASTERISK_SIP = "127.0.0.1:5060"
 CALLER_IP = "127.0.0.2"            # pjsip.conf: the `pstn` trunk's identify
 AGENT_IP = "127.0.0.3"             # pjsip.conf: the static contacts of 3001-3020 (5070) and 3901-3902 (5071)
 AGENT_PORT, NO_ANSWER_PORT = 5070, 5071
+CUSTOMER_PORT = 5060               # pjsip.conf: the `pstn` trunk's contact, sip:127.0.0.2:5060 (call-backs)
 ANSWERING = tuple(str(n) for n in range(3001, 3021))
 NEVER_ANSWERING = ("3901", "3902")
 ROUTER_DID, APP_QUEUE_DID = "5000", "6000"
@@ -132,16 +137,17 @@ def _rtt_ms(workdir: Path, scenario: str, rtd: str = "pdd") -> list[float]:
 
 async def run_uac(workdir: Path, scenario: str, did: str, *, calls: int, cps: float, prefix: str,
                   port: int = 5062, media_port: int = 40000, variables: dict[str, Any] | None = None,
-                  patience_s: float = 60.0) -> SippRun:
-    """`calls` SIPp callers of `scenario` to `did` at `cps`, from CALLER_IP; waits until SIPp exits.
+                  patience_s: float = 60.0, source_ip: str = CALLER_IP, trace_msg: bool = False) -> SippRun:
+    """`calls` SIPp callers of `scenario` to `did` at `cps`, from `source_ip`; waits until SIPp exits.
 
     SIPp's global timeout (calls / cps + patience + SETTLE_S, -timeout_error) bounds the run: no
-    call is left behind, a stuck run fails."""
+    call is left behind, a stuck run fails.  `trace_msg` keeps every message (see `answers`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copy(SCENARIOS / scenario, workdir / scenario)
     timeout_s = int(calls / cps + patience_s + SETTLE_S)
-    args = [SIPP, ASTERISK_SIP, "-sf", scenario, "-s", did, "-i", CALLER_IP, "-p", str(port),
-            "-mi", CALLER_IP, "-mp", str(media_port), "-m", str(calls), "-r", f"{cps:g}", "-l", str(calls),
+    args = [SIPP, ASTERISK_SIP, "-sf", scenario, "-s", did, "-i", source_ip, "-p", str(port),
+            "-mi", source_ip, "-mp", str(media_port), "-m", str(calls), "-r", f"{cps:g}", "-l", str(calls),
+            *(["-trace_msg"] if trace_msg else []),
             "-key", "caller_prefix", prefix, "-nostdin", "-aa", "-max_recv_loops", "1000",
             "-trace_stat", "-stf", "stats.csv", "-fd", "1", "-trace_rtt", "-rtt_freq", "1", "-trace_err",
             "-recv_timeout", str(int((patience_s + 30) * 1000)),
@@ -165,28 +171,22 @@ async def run_uac(workdir: Path, scenario: str, did: str, *, calls: int, cps: fl
 
 
 @contextlib.asynccontextmanager
-async def sip_agents(workdir: Path, settings: AmiSettings, *, talk_s: float, ring_ms: int,
-                     wait_for: Sequence[str] = ANSWERING + NEVER_ANSWERING) -> AsyncIterator[None]:
-    """The SIPp UAS agents, running and reachable (qualified) until the block ends."""
+async def sip_uas(workdir: Path, *servers: tuple[str, str, int, int, Sequence[str]]) -> AsyncIterator[None]:
+    """SIPp UAS processes, one per (scenario, address, port, media port, extra arguments), until the block ends."""
     workdir.mkdir(parents=True, exist_ok=True)
     procs: list[asyncio.subprocess.Process] = []
     try:
-        for scenario, port, media_port, extra in (
-                ("agent.xml", AGENT_PORT, 41000, ["-set", "ring_ms", str(ring_ms),
-                                                  "-set", "talk_ms", str(int(talk_s * 1000))]),
-                ("no_answer.xml", NO_ANSWER_PORT, 41010, [])):
+        for scenario, ip, port, media_port, extra in servers:
             shutil.copy(SCENARIOS / scenario, workdir / scenario)
-            out = open(workdir / f"{Path(scenario).stem}.out", "wb")
-            procs.append(await asyncio.create_subprocess_exec(
-                SIPP, "-sf", scenario, "-i", AGENT_IP, "-p", str(port), "-mi", AGENT_IP, "-mp", str(media_port),
-                "-nostdin", "-trace_err", "-max_recv_loops", "1000", *extra,
-                cwd=workdir, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
-            out.close()
+            with open(workdir / f"{Path(scenario).stem}-{port}.out", "wb") as out:
+                procs.append(await asyncio.create_subprocess_exec(
+                    SIPP, "-sf", scenario, "-i", ip, "-p", str(port), "-mi", ip, "-mp", str(media_port),
+                    "-nostdin", "-trace_err", "-max_recv_loops", "1000", *extra,
+                    cwd=workdir, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
         await asyncio.sleep(0.3)
         for proc in procs:
             if proc.returncode is not None:
-                raise RuntimeError(f"a SIPp agent process exited at once ({proc.returncode}); see {workdir}")
-        await _qualify(settings, wait_for)
+                raise RuntimeError(f"a SIPp UAS exited at once ({proc.returncode}); see {workdir}")
         yield
     finally:
         for proc in procs:
@@ -198,6 +198,26 @@ async def sip_agents(workdir: Path, settings: AmiSettings, *, talk_s: float, rin
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+
+
+def _talking(ring_ms: int, talk_s: float) -> list[str]:
+    return ["-set", "ring_ms", str(ring_ms), "-set", "talk_ms", str(int(talk_s * 1000))]
+
+
+@contextlib.asynccontextmanager
+async def sip_agents(workdir: Path, settings: AmiSettings, *, talk_s: float, ring_ms: int,
+                     wait_for: Sequence[str] = ANSWERING + NEVER_ANSWERING) -> AsyncIterator[None]:
+    """The SIPp UAS agents, running and reachable (qualified) until the block ends."""
+    async with sip_uas(workdir, ("agent.xml", AGENT_IP, AGENT_PORT, 41000, _talking(ring_ms, talk_s)),
+                       ("no_answer.xml", AGENT_IP, NO_ANSWER_PORT, 41010, ())):
+        await _qualify(settings, wait_for)
+        yield
+
+
+def sip_customers(workdir: Path, *, talk_s: float, ring_ms: int = 200) -> contextlib.AbstractAsyncContextManager[None]:
+    """Callers' phones for call-backs: a SIPp UAS (agent.xml) at the `pstn` trunk's contact, 127.0.0.2:5060,
+    answering every number the router dials there."""
+    return sip_uas(workdir, ("agent.xml", CALLER_IP, CUSTOMER_PORT, 41100, _talking(ring_ms, talk_s)))
 
 
 async def _manager(settings: AmiSettings) -> Manager:
@@ -314,15 +334,41 @@ def asterisk_pid() -> int:
     return pid
 
 
+CpuReader = Callable[[], float]           # CPU seconds so far of something
+
+
 def process_cpu_s(pid: int) -> float:
     """utime + stime of a process (all its threads), seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def pid_cpu(pid: int) -> CpuReader:
+    return functools.partial(process_cpu_s, pid)
+
+
 def self_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def command_cpu_s(comm: str) -> float:
+    """CPU seconds of every process named `comm` now (PostgreSQL's backends: a backend that exits
+    between two readings is missed, so over a run it is a lower bound)."""
+    total = 0.0
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text = Path(stat).read_text()
+            if text[text.index("(") + 1:text.rindex(")")] == comm:
+                fields = text.rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def machine_busy_s() -> float:
+    """Busy CPU seconds of the whole machine, all cores (/proc/stat: all but idle and iowait)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
 
 
 # ---- one side ------------------------------------------------------------------------------------
@@ -334,19 +380,19 @@ def new_prefix() -> str:
 
 async def measure_side(settings: AmiSettings, workdir: Path, scenario: str, did: str, *, calls: int, cps: float,
                        patience_s: float, variables: dict[str, Any] | None = None, prefix: str | None = None,
-                       metered: dict[str, int] | None = None) -> tuple[dict[str, Any], SippRun, CallerObserver]:
+                       metered: dict[str, CpuReader] | None = None) -> tuple[dict[str, Any], SippRun, CallerObserver]:
     """One SIPp UAC run with the AMI observer and the CPU readings around it.
 
-    `metered` names the processes whose CPU is read, ``{name: pid}`` (default: the sandbox's
-    Asterisk); each gives ``<name>_cpu_s_per_call``, this process gives ``process_cpu_s_per_call``."""
+    `metered` reads CPU seconds, ``{name: reader}`` (default: the sandbox's Asterisk); each gives
+    ``<name>_cpu_s_per_call``, this process ``process_cpu_s_per_call``, and ``wall_s`` is the run's."""
     prefix = prefix or new_prefix()
-    metered = metered or {"asterisk": asterisk_pid()}
+    metered = {"process": self_cpu_s, **(metered or {"asterisk": pid_cpu(asterisk_pid())})}
     async with CallerObserver(settings, prefix) as observer:
-        before, own0 = {name: process_cpu_s(pid) for name, pid in metered.items()}, self_cpu_s()
+        before, started = {name: read() for name, read in metered.items()}, time.monotonic()
         run = await run_uac(workdir, scenario, did, calls=calls, cps=cps, prefix=prefix, patience_s=patience_s,
                             variables={"patience_ms": int(patience_s * 1000), **(variables or {})})
         await observer.settle()
-        after, own1 = {name: process_cpu_s(pid) for name, pid in metered.items()}, self_cpu_s()
+        after, wall_s = {name: read() for name, read in metered.items()}, time.monotonic() - started
     waits = [ms for c in observer.callers.values() if (ms := c.answer_to_agent_ms) is not None]
     pdd, att = percentiles(run.pdd_ms), percentiles(waits)
     per_call = max(1, run.calls)
@@ -356,14 +402,15 @@ async def measure_side(settings: AmiSettings, workdir: Path, scenario: str, did:
         "post_dial_delay_ms": {"p50": pdd["p50"], "p99": pdd["p99"]},
         "answer_to_agent_ms": {"p50": att["p50"], "p99": att["p99"]},
         **{f"{name}_cpu_s_per_call": round((after[name] - before[name]) / per_call, 5) for name in metered},
-        "process_cpu_s_per_call": round((own1 - own0) / per_call, 5),
+        "wall_s": round(wall_s, 2),
     }
     return figures, run, observer
 
 
 async def router_side(centre: Centre, workdir: Path, *, calls: int, cps: float, patience_s: float,
                       login: Sequence[str], data_dir: str | None, scenario: str = "queue.xml",
-                      did: str = ROUTER_DID, prefix: str | None = None) -> dict[str, Any]:
+                      did: str = ROUTER_DID, prefix: str | None = None,
+                      metered: dict[str, CpuReader] | None = None) -> dict[str, Any]:
     """The router in process (as `run_loadtest` runs it) under one SIPp UAC run."""
     from router.pbx.service import Service      # imports the store and the engine
 
@@ -372,16 +419,17 @@ async def router_side(centre: Centre, workdir: Path, *, calls: int, cps: float, 
     try:
         await service.start()
         figures, _, _ = await measure_side(centre.ami, workdir, scenario, did, calls=calls, cps=cps,
-                                           patience_s=patience_s, prefix=prefix)
+                                           patience_s=patience_s, prefix=prefix, metered=metered)
     finally:
         await service.stop()
+    figures["router_cpu_s_per_call"] = figures["process_cpu_s_per_call"]
     return figures
 
 
-async def app_queue_side(settings: AmiSettings, workdir: Path, *, calls: int, cps: float,
-                         patience_s: float) -> dict[str, Any]:
-    figures, _, _ = await measure_side(settings, workdir, "queue.xml", APP_QUEUE_DID, calls=calls, cps=cps,
-                                       patience_s=patience_s)
+async def app_queue_side(settings: AmiSettings, workdir: Path, *, calls: int, cps: float, patience_s: float,
+                         did: str = APP_QUEUE_DID, metered: dict[str, CpuReader] | None = None) -> dict[str, Any]:
+    figures, _, _ = await measure_side(settings, workdir, "queue.xml", did, calls=calls, cps=cps,
+                                       patience_s=patience_s, metered=metered)
     figures["router_cpu_s_per_call"] = None
     return figures
 
@@ -399,7 +447,6 @@ async def compare(calls: int, cps: float, talk_s: float, ring_ms: int, patience_
         say(f"acd-router: {calls} SIP calls at {cps:g}/s to DID {ROUTER_DID}")
         acd = await router_side(centre, workdir / "acd_router", calls=calls, cps=cps, patience_s=patience_s,
                                 login=ANSWERING, data_dir=data_dir)
-        acd["router_cpu_s_per_call"] = acd["process_cpu_s_per_call"]
         await asyncio.sleep(PAUSE_S)
         say(f"app_queue: {calls} SIP calls at {cps:g}/s to DID {APP_QUEUE_DID}")
         app = await app_queue_side(centre.ami, workdir / "app_queue", calls=calls, cps=cps, patience_s=patience_s)
@@ -413,6 +460,140 @@ async def compare(calls: int, cps: float, talk_s: float, ring_ms: int, patience_
     return {"load": {"calls": calls, "cps": cps, "talk_s": talk_s, "ring_ms": ring_ms, "agents": len(ANSWERING),
                      "scenario": "queue.xml", "dids": {"acd_router": ROUTER_DID, "app_queue": APP_QUEUE_DID}},
             "acd_router": acd, "app_queue": app, "ratios": ratios}
+
+
+# ---- junk at the trunk: OPTIONS floods and malformed INVITEs beside good calls -------------------
+
+JUNK_IP = "127.0.0.4"              # nothing in pjsip.conf identifies it
+INVITE_VARIANTS = 10               # benchmarks/sip/junk_invite.xml sends this many per SIPp call
+
+
+def answers(workdir: Path) -> dict[str, int]:
+    """Status codes of the responses in a -trace_msg log, counted: ``{"401": 12, ...}``."""
+    counts: dict[str, int] = {}
+    for name in glob.glob(str(workdir / "*_messages.log")):
+        received = False                 # the first non-blank line after this header is the start line
+        for line in Path(name).read_text(errors="replace").splitlines():
+            if line.startswith("UDP message received"):
+                received = True
+            elif received and line.strip():
+                received = False
+                if line.startswith("SIP/2.0 "):
+                    code = line.split()[1]
+                    counts[code] = counts.get(code, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+async def junk(calls: int, cps: float, options: int, options_rate: float, invites: int, invite_rate: float,
+               talk_s: float, data_dir: str | None, workdir: Path) -> dict[str, Any]:
+    """Good callers through the router while the trunk gets junk; what the junk got, and the good calls' fate.
+
+    At the same time: `calls` good callers (queue.xml, DID 5000) at `cps`; `options` OPTIONS at
+    `options_rate` from an unknown address (127.0.0.4) and as many from the trunk's (127.0.0.2);
+    `invites` SIPp calls of junk_invite.xml (INVITE_VARIANTS malformed INVITEs each) at
+    `invite_rate` from the trunk.  ``junk.*.answers`` counts Asterisk's responses by status;
+    ``channels`` is how many junk INVITEs became a channel on Asterisk (AMI), i.e. got through."""
+    from router.pbx.service import Service
+
+    centre, problems = check_config(CENTRE)
+    if centre is None or centre.ami is None:
+        raise SystemExit(f"{CENTRE}: {problems.errors}")
+    good_prefix, junk_prefix = new_prefix(), new_prefix()
+    async with sip_agents(workdir / "agents", centre.ami, talk_s=talk_s, ring_ms=100):
+        service = Service(centre, data_dir=data_dir, auto_login=list(ANSWERING), drain_timeout_s=SETTLE_S)
+        try:
+            await service.start()
+            async with CallerObserver(centre.ami, junk_prefix) as junk_channels:
+                good, unknown, trunk, bad = await asyncio.gather(
+                    measure_side(centre.ami, workdir / "good", "queue.xml", ROUTER_DID, calls=calls, cps=cps,
+                                 patience_s=60, prefix=good_prefix),
+                    run_uac(workdir / "options_unknown", "junk_options.xml", ROUTER_DID, calls=options,
+                            cps=options_rate, prefix=junk_prefix, port=5068, media_port=40300, patience_s=5,
+                            source_ip=JUNK_IP, trace_msg=True),
+                    run_uac(workdir / "options_trunk", "junk_options.xml", ROUTER_DID, calls=options,
+                            cps=options_rate, prefix=junk_prefix, port=5069, media_port=40400, patience_s=5,
+                            trace_msg=True),
+                    run_uac(workdir / "invites", "junk_invite.xml", ROUTER_DID, calls=invites, cps=invite_rate,
+                            prefix=junk_prefix, port=5066, media_port=40200, patience_s=5, trace_msg=True))
+                await junk_channels.settle(timeout_s=40)      # a junk call that got through, unACKed, ends at 32 s
+        finally:
+            await service.stop()
+    good_figures = good[0]
+    return {
+        "load": {"good_calls": calls, "cps": cps, "options_per_source": options, "options_rate": options_rate,
+                 "junk_invites": invites * INVITE_VARIANTS, "invite_rate": invite_rate * INVITE_VARIANTS},
+        "good": {key: good_figures[key] for key in ("calls", "failed", "answered", "post_dial_delay_ms",
+                                                    "answer_to_agent_ms", "asterisk_cpu_s_per_call")},
+        "junk": {
+            "options_unknown_source": {"sent": unknown.calls, "answers": answers(unknown.workdir)},
+            "options_from_trunk": {"sent": trunk.calls, "answers": answers(trunk.workdir)},
+            "malformed_invites": {"sent": bad.calls * INVITE_VARIANTS, "answers": answers(bad.workdir),
+                                  "channels": len(junk_channels.callers)},
+        },
+    }
+
+
+# ---- the knee: the highest sustained rate with under 1 % failed calls -----------------------------
+
+KNEE_FAILED = 0.01
+NOWRAP_DID = "6001"                # Queue(bench-sip-nowrap): app_queue without wrap-up
+
+
+def _utilisation(figures: dict[str, Any], calls: int) -> dict[str, float]:
+    """CPU seconds per wall second (1.0 = one core busy) of each metered thing over a step."""
+    wall = max(figures["wall_s"], 1e-9)
+    return {key[:-len("_cpu_s_per_call")]: round(value * calls / wall, 3)
+            for key, value in figures.items() if key.endswith("_cpu_s_per_call") and value is not None}
+
+
+async def knee(steps: Sequence[float], step_s: float, talk_s: float, ring_ms: int, patience_s: float,
+               data_dir: str | None, workdir: Path) -> dict[str, Any]:
+    """Each side through rising rates (calls = rate x step_s) until a step fails 1 % or more of its calls.
+
+    The agents must not be the limit: no wrap-up on either side (the router's queues at wrap_up_s 0,
+    app_queue's `bench-sip-nowrap`), so twenty agents serve up to 20 / (talk + ring) calls a second;
+    ``agent_capacity_cps`` says where that is.  Each step reports the CPU used per wall second by
+    Asterisk, the router (this process; the SIPp processes are not in it), PostgreSQL's processes
+    and the whole machine (``machine``, over all cores: os.cpu_count() is the ceiling)."""
+    centre, problems = check_config(CENTRE)
+    if centre is None or centre.ami is None:
+        raise SystemExit(f"{CENTRE}: {problems.errors}")
+    centre = dataclasses.replace(centre, queues={qid: dataclasses.replace(q, wrap_up_s=0.0)
+                                                 for qid, q in centre.queues.items()})
+    result: dict[str, Any] = {"load": {"steps_cps": list(steps), "step_s": step_s, "talk_s": talk_s,
+                                       "ring_ms": ring_ms, "patience_s": patience_s, "agents": len(ANSWERING),
+                                       "agent_capacity_cps": round(len(ANSWERING) / (talk_s + ring_ms / 1000), 1),
+                                       "cores": os.cpu_count(), "dids": {"acd_router": ROUTER_DID,
+                                                                         "app_queue": NOWRAP_DID}}}
+    async with sip_agents(workdir / "agents", centre.ami, talk_s=talk_s, ring_ms=ring_ms):
+        for side in ("acd_router", "app_queue"):
+            rows = []
+            for cps in steps:
+                calls = max(1, round(cps * step_s))
+                metered = {"asterisk": pid_cpu(asterisk_pid()), "postgres": functools.partial(command_cpu_s, "postgres"),
+                           "machine": machine_busy_s}
+                say(f"{side}: {calls} calls at {cps:g}/s")
+                where = workdir / side / f"{cps:g}"
+                if side == "acd_router":
+                    figures = await router_side(centre, where, calls=calls, cps=cps, patience_s=patience_s,
+                                                login=ANSWERING, data_dir=data_dir, metered=metered)
+                else:
+                    figures = await app_queue_side(centre.ami, where, calls=calls, cps=cps, patience_s=patience_s,
+                                                   did=NOWRAP_DID, metered=metered)
+                failed = figures["failed"] / max(1, figures["calls"])
+                rows.append({"cps": cps, "calls": figures["calls"], "failed": figures["failed"],
+                             "answered": figures["answered"], "failed_ratio": round(failed, 4),
+                             "post_dial_delay_ms": figures["post_dial_delay_ms"],
+                             "answer_to_agent_ms": figures["answer_to_agent_ms"],
+                             "cpu_per_wall_s": _utilisation(figures, figures["calls"])})
+                await asyncio.sleep(PAUSE_S)
+                if failed >= KNEE_FAILED:
+                    break
+            passed = [row["cps"] for row in rows if row["failed_ratio"] < KNEE_FAILED]
+            first_fail = next((row["cps"] for row in rows if row["failed_ratio"] >= KNEE_FAILED), None)
+            result[side] = {"knee_cps": max(passed) if passed else None, "first_failing_cps": first_fail,
+                            "steps": rows}
+    return result
 
 
 # ---- command line --------------------------------------------------------------------------------
@@ -432,6 +613,29 @@ def _table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _knee_table(result: dict[str, Any]) -> str:
+    lines = []
+    for side in ("acd_router", "app_queue"):
+        lines.append(f"{side}: knee {result[side]['knee_cps']} cps (first failing step: "
+                     f"{result[side]['first_failing_cps']})")
+        lines.append(f"  {'cps':>6}{'calls':>7}{'failed':>7}{'att p50':>9}{'att p99':>9}  cpu per wall second")
+        for row in result[side]["steps"]:
+            att = row["answer_to_agent_ms"]
+            lines.append(f"  {row['cps']:>6g}{row['calls']:>7}{row['failed']:>7}{att['p50']!s:>9}{att['p99']!s:>9}  "
+                         + ", ".join(f"{k} {v}" for k, v in row["cpu_per_wall_s"].items()))
+    return "\n".join(lines)
+
+
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected rising rates such as 5,10,20, got {text!r}") from None
+    if not rates or any(r <= 0 for r in rates) or rates != sorted(rates):
+        raise argparse.ArgumentTypeError(f"expected rising positive rates such as 5,10,20, got {text!r}")
+    return rates
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=30)
@@ -441,22 +645,41 @@ def main() -> int:
     parser.add_argument("--patience-s", type=float, default=60.0, help="callers hang up after this long")
     parser.add_argument("--data-dir", help="embedded PostgreSQL data directory (without ACD_DATABASE_URL)")
     parser.add_argument("--keep", metavar="DIR", help="keep SIPp's files (logs, stats) in DIR")
+    parser.add_argument("--knee", metavar="CPS,CPS,...", type=_rates,
+                        help="find the knee instead: these rising rates, --step-s seconds each, both sides")
+    parser.add_argument("--step-s", type=float, default=15.0, help="with --knee: seconds of calls per rate")
+    parser.add_argument("--junk", action="store_true",
+                        help="instead: --calls good callers through the router while the trunk gets an OPTIONS "
+                             "flood (--options at --options-rate, from two sources) and malformed INVITEs "
+                             "(--invites SIPp calls of benchmarks/sip/junk_invite.xml at --invite-rate)")
+    parser.add_argument("--options", type=int, default=1500)
+    parser.add_argument("--options-rate", type=float, default=150.0)
+    parser.add_argument("--invites", type=int, default=50, help=f"x{INVITE_VARIANTS} malformed INVITEs")
+    parser.add_argument("--invite-rate", type=float, default=5.0)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    if args.calls < 1 or args.cps <= 0:
-        parser.error("--calls must be at least 1 and --cps positive")
+    if args.calls < 1 or args.cps <= 0 or args.step_s <= 0:
+        parser.error("--calls must be at least 1, --cps and --step-s positive")
     if not sipp_available():
         raise SystemExit("sipp not found: apt-get install sip-tester")
     configure_logging(level="warning")
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="acd-sip-load-"))
     try:
         with sandbox_running():
-            result = asyncio.run(compare(args.calls, args.cps, args.talk_s, args.ring_ms, args.patience_s,
-                                         args.data_dir, workdir))
+            if args.knee:
+                result = asyncio.run(knee(args.knee, args.step_s, args.talk_s, args.ring_ms, args.patience_s,
+                                          args.data_dir, workdir))
+            elif args.junk:
+                result = asyncio.run(junk(args.calls, args.cps, args.options, args.options_rate, args.invites,
+                                          args.invite_rate, args.talk_s, args.data_dir, workdir))
+            else:
+                result = asyncio.run(compare(args.calls, args.cps, args.talk_s, args.ring_ms, args.patience_s,
+                                             args.data_dir, workdir))
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(json.dumps(result) if args.json else _table(result))
+    table = _knee_table if args.knee else (lambda r: json.dumps(r, indent=2)) if args.junk else _table
+    print(json.dumps(result) if args.json else table(result))
     return 0
 
 

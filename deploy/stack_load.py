@@ -272,7 +272,8 @@ def _stop_sandbox() -> None:
 
 async def _load(stack: Stack, workdir: Path, calls: int, cps: float, talk_s: float,
                 patience_s: float) -> dict[str, Any]:
-    metered = {"asterisk": stack.main_pid("asterisk"), "router": stack.main_pid("router")}
+    metered = {"asterisk": sip_load.pid_cpu(stack.main_pid("asterisk")),
+               "router": sip_load.pid_cpu(stack.main_pid("router"))}
     async with sip_load.sip_agents(workdir / "agents", stack.ami, talk_s=talk_s, ring_ms=300):
         say(f"acd-router: {calls} SIP calls at {cps:g}/s to DID {sip_load.ROUTER_DID}")
         acd, _, _ = await sip_load.measure_side(stack.ami, workdir / "acd_router", "queue.xml", sip_load.ROUTER_DID,

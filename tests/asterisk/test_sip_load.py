@@ -112,3 +112,77 @@ def test_sip_load_through_the_router_and_app_queue(asterisk: Sandbox, own_schema
     app = other["app_queue"]
     assert (app["calls"], app["failed"], app["answered"]) == (3, 0, 3), app
     assert app["answer_to_agent_ms"]["p50"] is not None and app["asterisk_cpu_s_per_call"] >= 0
+
+
+def test_junk_at_the_trunk_does_not_stop_good_calls(asterisk: Sandbox, own_schema: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """An OPTIONS flood from two sources and ten kinds of malformed INVITE beside six good callers."""
+    monkeypatch.setenv("ACD_DATABASE_URL", own_schema)
+    invites = 5
+    result = asyncio.run(asyncio.wait_for(sip_load.junk(6, 2, 300, 100, invites, 2, talk_s=1.0, data_dir=None,
+                                                        workdir=tmp_path), 180))
+    good = result["good"]
+    assert (good["calls"], good["failed"], good["answered"]) == (6, 0, 6), good
+    junk = result["junk"]
+    # Every OPTIONS answered: challenged from an unknown address, 200 from the trunk.
+    assert junk["options_unknown_source"]["answers"] == {"401": 300}
+    assert junk["options_from_trunk"]["answers"] == {"200": 300}
+    # Malformed INVITEs: the unparseable ones get nothing, a bad body a 400 or 488; only the two
+    # well-formed variants (a 3000-byte header, Max-Forwards 0 at a UAS) may become calls.
+    bad = junk["malformed_invites"]
+    assert bad["sent"] == invites * sip_load.INVITE_VARIANTS
+    assert bad["answers"].get("400", 0) == 2 * invites and bad["answers"].get("488", 0) >= invites, bad
+    assert bad["channels"] <= 2 * invites, bad
+
+
+async def _callback_run(dsn: str, workdir: Path) -> tuple[sip_load.SippRun, sip_load.SippRun, dict[str, list[dict]]]:
+    centre, problems = check_config(sip_load.CENTRE)
+    assert centre is not None and centre.ami is not None, [str(p) for p in problems]
+    busy_prefix, callback_prefix = sip_load.new_prefix(), sip_load.new_prefix()
+    from router.pbx.service import Service
+
+    # the agent talks 10 s: long enough for the call-back leg, which reads the number (about 6 s) first
+    async with sip_load.sip_agents(workdir / "agents", centre.ami, talk_s=10.0, ring_ms=200, wait_for=("3020",)), \
+            sip_load.sip_customers(workdir / "customers", talk_s=30.0):
+        service = Service(centre, auto_login=("3020",), drain_timeout_s=30.0)
+        try:
+            await service.start()
+
+            async def second() -> sip_load.SippRun:
+                await asyncio.sleep(1.0)            # 3020 is talking to the first caller by now
+                return await sip_load.run_uac(workdir / "callback", "callback.xml", "5003", calls=1, cps=1,
+                                              prefix=callback_prefix, port=5064, media_port=40100, patience_s=30,
+                                              variables={"patience_ms": 30000})
+
+            busy, taken = await asyncio.gather(
+                sip_load.run_uac(workdir / "busy", "queue.xml", "5003", calls=1, cps=1, prefix=busy_prefix,
+                                 patience_s=30, variables={"patience_ms": 30000}),
+                second())
+            events: dict[str, list[dict]] = {}
+            for _ in range(300):                    # the call-back: 3020 free after 10 s of talk and 1 s wrap-up
+                events = await _events(dsn, callback_prefix)
+                if any(e["type"] == "callback.connected" for calls in events.values() for e in calls):
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await service.stop()
+    return busy, taken, events
+
+
+def test_a_caller_on_hold_takes_a_call_back_and_gets_it_over_sip(asterisk: Sandbox, own_schema: str,
+                                                                  tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """DID 5003: the only agent (3020) talks to a first caller; the second, offered a call-back on
+    hold, presses 1 and hangs up; when 3020 is free the router dials 3020, then the caller's number
+    on the trunk (a SIPp UAS at 127.0.0.2:5060), and bridges them."""
+    monkeypatch.setenv("ACD_DATABASE_URL", own_schema)
+    busy, taken, events = asyncio.run(asyncio.wait_for(_callback_run(own_schema, tmp_path), 150))
+    assert (busy.successful, busy.failed) == (1, 0)
+    assert (taken.successful, taken.failed) == (1, 0)        # the BYE after the confirmation
+    (call,) = events.values()
+    types = [e["type"] for e in call]
+    assert "callback.offered" in types and "callback.accepted" in types, types
+    assert "call.connected" not in types[:types.index("callback.accepted")], types
+    assert types.index("callback.dialing") < types.index("callback.connected"), types
+    connected = next(e for e in call if e["type"] == "callback.connected")
+    assert connected["agent"] == "3020"
