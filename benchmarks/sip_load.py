@@ -539,6 +539,28 @@ KNEE_FAILED = 0.01
 NOWRAP_DID = "6001"                # Queue(bench-sip-nowrap): app_queue without wrap-up
 
 
+async def quiet(settings: AmiSettings, timeout_s: float = 60.0) -> int:
+    """Wait until Asterisk has no channel left (an overloaded step leaves callers behind that would
+    weigh on the next); past `timeout_s`, hang up what is left.  Returns how many were hung up."""
+    manager = await _manager(settings)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            listed = await asyncio.wait_for(manager.send_action({"Action": "CoreShowChannels"}), 30)
+            listed = listed if isinstance(listed, list) else [listed]
+            channels = [m for m in listed if m.get("Event") == "CoreShowChannel"]
+            if not channels:
+                return 0
+            if time.monotonic() > deadline:
+                for channel in channels:
+                    await asyncio.wait_for(manager.send_action({"Action": "Hangup", "Channel": channel["Channel"]}), 10)
+                await asyncio.sleep(3)
+                return len(channels)
+            await asyncio.sleep(1)
+    finally:
+        _close(manager)
+
+
 def _utilisation(figures: dict[str, Any], calls: int) -> dict[str, float]:
     """CPU seconds per wall second (1.0 = one core busy) of each metered thing over a step."""
     wall = max(figures["wall_s"], 1e-9)
@@ -549,6 +571,10 @@ def _utilisation(figures: dict[str, Any], calls: int) -> dict[str, float]:
 async def knee(steps: Sequence[float], step_s: float, talk_s: float, ring_ms: int, patience_s: float,
                data_dir: str | None, workdir: Path) -> dict[str, Any]:
     """Each side through rising rates (calls = rate x step_s) until a step fails 1 % or more of its calls.
+
+    Failed: SIPp's failed calls, or callers never bridged to an agent (a caller who gives up after
+    --patience-s is a success to SIPp), whichever is more.  Every step starts on a quiet Asterisk
+    (`quiet`: no channel left; ``left_behind`` counts those hung up after a step).
 
     The agents must not be the limit: no wrap-up on either side (the router's queues at wrap_up_s 0,
     app_queue's `bench-sip-nowrap`), so twenty agents serve up to 20 / (talk + ring) calls a second;
@@ -570,6 +596,7 @@ async def knee(steps: Sequence[float], step_s: float, talk_s: float, ring_ms: in
             rows = []
             for cps in steps:
                 calls = max(1, round(cps * step_s))
+                await quiet(centre.ami)
                 metered = {"asterisk": pid_cpu(asterisk_pid()), "postgres": functools.partial(command_cpu_s, "postgres"),
                            "machine": machine_busy_s}
                 say(f"{side}: {calls} calls at {cps:g}/s")
@@ -580,9 +607,12 @@ async def knee(steps: Sequence[float], step_s: float, talk_s: float, ring_ms: in
                 else:
                     figures = await app_queue_side(centre.ami, where, calls=calls, cps=cps, patience_s=patience_s,
                                                    did=NOWRAP_DID, metered=metered)
-                failed = figures["failed"] / max(1, figures["calls"])
+                # a caller who gave up (never bridged) is a SIPp success, and a loss here
+                lost = max(figures["failed"], figures["calls"] - figures["answered"])
+                failed = lost / max(1, figures["calls"])
                 rows.append({"cps": cps, "calls": figures["calls"], "failed": figures["failed"],
                              "answered": figures["answered"], "failed_ratio": round(failed, 4),
+                             "left_behind": await quiet(centre.ami),
                              "post_dial_delay_ms": figures["post_dial_delay_ms"],
                              "answer_to_agent_ms": figures["answer_to_agent_ms"],
                              "cpu_per_wall_s": _utilisation(figures, figures["calls"])})
