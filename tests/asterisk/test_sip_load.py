@@ -124,9 +124,10 @@ def test_junk_at_the_trunk_does_not_stop_good_calls(asterisk: Sandbox, own_schem
     good = result["good"]
     assert (good["calls"], good["failed"], good["answered"]) == (6, 0, 6), good
     junk = result["junk"]
-    # Every OPTIONS answered: challenged from an unknown address, 200 from the trunk.
-    assert junk["options_unknown_source"]["answers"] == {"401": 300}
-    assert junk["options_from_trunk"]["answers"] == {"200": 300}
+    # The OPTIONS answered (UDP: one may be lost): challenged from an unknown address, 200 from the trunk.
+    for source, code in (("options_unknown_source", "401"), ("options_from_trunk", "200")):
+        answers = junk[source]["answers"]
+        assert set(answers) == {code} and answers[code] >= 0.95 * 300, (source, answers)
     # Malformed INVITEs: the unparseable ones get nothing, a bad body a 400 or 488; only the two
     # well-formed variants (a 3000-byte header, Max-Forwards 0 at a UAS) may become calls.
     bad = junk["malformed_invites"]
