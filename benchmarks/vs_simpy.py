@@ -1,0 +1,179 @@
+"""The simulator against SimPy on one M/M/c centre: calls simulated per second, and service level.
+
+    python benchmarks/vs_simpy.py [--calls 200000] [--skip-stored] [--dsn DSN] [--json]
+
+One queue, 14 agents, 200 calls an hour (Poisson), handle time exponential with a mean of
+180 s, no abandonment, no ring delay, no wrap-up, first come first served: M/M/14 with
+10 Erlangs, whose service level within 20 s Erlang C gives exactly.  Three runs of the
+same calls (--calls, so the simulated hours are calls / 200), one after the other in this
+process:
+
+* ``simpy``: a SimPy model of that centre (a `simpy.Resource` of 14, FIFO), the reference;
+* ``in_memory``: acd-router's Simulator, i.e. the real engine on a virtual clock, its
+  events built and counted, then dropped;
+* ``stored``: the same through `simulate_day`, every event written to PostgreSQL (a
+  database of its own, dropped after) and the KPIs computed by the KPI SQL.
+
+Figures per run: wall seconds, calls per second, service level within 20 s (from the
+answered calls' waits; for ``stored``, the KPI SQL's), and ``ratios``: in_memory / simpy
+and stored / in_memory in calls per second, and each service level minus Erlang C's in
+percentage points.  DSN: --dsn, else ACD_DATABASE_URL, else the local server's
+`postgres` database.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+try:
+    import router  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import asyncpg
+import simpy
+
+from router.config.model import Agent, Centre, Distribution, Queue, Simulation, Skill
+from router.sim.erlang import service_level_c
+from router.sim.run import simulate_day
+from router.sim.simulator import Simulator
+
+AGENTS = 14
+CALLS_PER_HOUR = 200.0
+AHT_S = 180.0
+WITHIN_S = 20.0
+NO_ABANDON = Distribution("fixed", 1e9)          # patience longer than any run
+
+
+def centre(calls: int) -> tuple[Centre, float]:
+    """The M/M/14 centre and the hours that offer about `calls` calls."""
+    hours = calls / CALLS_PER_HOUR
+    roster = {f"a{i:02d}": Agent(f"a{i:02d}", f"Agent {i}", f"Local/{i}@agents", {"s": 5}) for i in range(AGENTS)}
+    queue = Queue("q", "Queue", {"s": 1}, strategy="longest-idle", wrap_up_s=0.0, sl_threshold_s=WITHIN_S,
+                  aht_estimate_s=AHT_S)
+    model = Simulation(start=datetime(2026, 11, 23, 0), interval_minutes=60, arrivals={"q": (CALLS_PER_HOUR,)},
+                       handle_time={"default": Distribution("exponential", AHT_S)},
+                       patience={"default": NO_ABANDON}, answer_delay_s=0.0, no_answer_rate=0.0)
+    return Centre("<vs_simpy>", {"s": Skill("s", "s")}, roster, {"q": queue}, simulation=model), hours
+
+
+def run_simpy(hours: float, seed: int) -> dict[str, Any]:
+    """The reference: Poisson arrivals to a Resource of AGENTS, exponential service, FIFO."""
+    env = simpy.Environment()
+    agents = simpy.Resource(env, capacity=AGENTS)
+    rng = random.Random(seed)
+    waits: list[float] = []
+
+    def caller(env: simpy.Environment) -> Any:
+        arrived = env.now
+        with agents.request() as request:
+            yield request
+            waits.append(env.now - arrived)
+            yield env.timeout(rng.expovariate(1.0 / AHT_S))
+
+    def source(env: simpy.Environment) -> Any:
+        horizon = hours * 3600.0
+        while True:
+            yield env.timeout(rng.expovariate(CALLS_PER_HOUR / 3600.0))
+            if env.now >= horizon:
+                return
+            env.process(caller(env))
+
+    started = time.perf_counter()
+    env.process(source(env))
+    env.run()
+    wall = time.perf_counter() - started
+    return _figures(len(waits), wall, sum(w <= WITHIN_S for w in waits) / max(1, len(waits)))
+
+
+def run_in_memory(hours: float, seed: int) -> dict[str, Any]:
+    """The Simulator (the real engine), events built and dropped; SL from call.connected's wait_s."""
+    model, _ = centre(int(hours * CALLS_PER_HOUR))
+    started = time.perf_counter()
+    sim = Simulator(model, hours=hours, seed=seed)
+    answered = within = 0
+    while not sim.done:
+        for event in sim.run(50_000):
+            if event.type == "call.connected":
+                answered += 1
+                within += event.data["wait_s"] <= WITHIN_S
+    wall = time.perf_counter() - started
+    return _figures(answered, wall, within / max(1, answered))
+
+
+async def run_stored(hours: float, seed: int, dsn: str) -> dict[str, Any]:
+    """`simulate_day`: every event through the COPY writer into a database of its own, KPIs by SQL."""
+    database = f"acd_vs_simpy_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(f'CREATE DATABASE "{database}"')
+    try:
+        model, _ = centre(int(hours * CALLS_PER_HOUR))
+        started = time.perf_counter()
+        kpis = await simulate_day(model, dsn.rsplit("/", 1)[0] + "/" + database, hours=hours, seed=seed,
+                                  show_progress=False)
+        wall = time.perf_counter() - started
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.close()
+    return _figures(kpis["answered"], wall, kpis["service_level"])
+
+
+def _figures(calls: int, wall_s: float, service_level: float) -> dict[str, Any]:
+    return {"calls": calls, "wall_s": round(wall_s, 3), "calls_per_s": round(calls / wall_s, 1),
+            "service_level": round(service_level, 4)}
+
+
+def compare(calls: int, seed: int, dsn: str | None) -> dict[str, Any]:
+    _, hours = centre(calls)
+    erlang = service_level_c(AGENTS, CALLS_PER_HOUR * AHT_S / 3600.0, AHT_S, WITHIN_S)
+    result: dict[str, Any] = {
+        "centre": {"agents": AGENTS, "calls_per_hour": CALLS_PER_HOUR, "aht_s": AHT_S, "within_s": WITHIN_S,
+                   "hours": round(hours, 1), "erlang_c_service_level": round(erlang, 4)},
+        "simpy": run_simpy(hours, seed), "in_memory": run_in_memory(hours, seed)}
+    if dsn is not None:
+        result["stored"] = asyncio.run(run_stored(hours, seed, dsn))
+    ratios = {"in_memory_vs_simpy_calls_per_s": round(result["in_memory"]["calls_per_s"]
+                                                      / result["simpy"]["calls_per_s"], 3)}
+    if "stored" in result:
+        ratios["stored_vs_in_memory_wall"] = round(result["stored"]["wall_s"] / result["in_memory"]["wall_s"], 3)
+    for run in ("simpy", "in_memory", "stored"):
+        if run in result:
+            ratios[f"{run}_sl_minus_erlang_c_pp"] = round((result[run]["service_level"] - erlang) * 100, 2)
+    result["ratios"] = ratios
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=200_000, help="calls offered (hours = calls / 200)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--skip-stored", action="store_true", help="no PostgreSQL run")
+    parser.add_argument("--dsn", default=os.environ.get("ACD_DATABASE_URL",
+                                                        "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if args.calls < 100:
+        parser.error("--calls must be at least 100")
+    result = compare(args.calls, args.seed, None if args.skip_stored else args.dsn)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"M/M/{AGENTS}, {result['centre']['hours']} h; Erlang C SL {result['centre']['erlang_c_service_level']}")
+    for run in ("simpy", "in_memory", "stored"):
+        if run in result:
+            r = result[run]
+            print(f"{run:10} {r['calls']:>8,} calls {r['wall_s']:>9} s {r['calls_per_s']:>10,} calls/s  SL {r['service_level']}")
+    print(json.dumps(result["ratios"]))
+
+
+if __name__ == "__main__":
+    main()
