@@ -35,7 +35,7 @@ from typing import Any
 
 from router.config.model import (STRATEGIES, TERMINAL_ACTIONS, WEEKDAYS, Agent, AgiSettings, AmiSettings,
                                  Break, CallbackPolicy, Centre, DatabaseSettings, Distribution, HaSettings, HoldPolicy,
-                                 IvrTraffic, OverflowStep,
+                                 BreakRule, IvrTraffic, OverflowStep, Planning, ShiftRule,
                                  Queue, Schedule, Shift, Simulation, Skill, WEB_ROLES, Webhook, WebSettings, WebToken)
 from router.yamlsrc import Mark, Node, Problem, ProblemList, describe, did_you_mean, load, read
 
@@ -43,7 +43,7 @@ SAMPLE_PATH = Path(__file__).resolve().parent.parent / "samples" / "centre.yaml"
 DATABASE_URL_ENV = "ACD_DATABASE_URL"
 
 TOP_KEYS = ("skills", "agents", "queues", "schedules", "database", "ami", "agi", "flows",
-            "short_abandon_s", "timezone", "simulation", "web", "ha")
+            "short_abandon_s", "timezone", "simulation", "planning", "web", "ha")
 SKILL_KEYS = ("id", "name", "kind")
 AGENT_KEYS = ("id", "name", "endpoint", "team", "skills")
 QUEUE_KEYS = ("id", "name", "skills", "strategy", "priority", "weight", "service_level", "wrap_up_s",
@@ -80,6 +80,9 @@ DISTRIBUTION_KEYS = ("dist", "mean_s", "sd_s")
 DISTRIBUTIONS = ("exponential", "lognormal", "fixed")
 SHIFT_KEYS = ("agents", "team", "start", "end", "breaks")
 BREAK_KEYS = ("at", "minutes")
+PLANNING_KEYS = ("shrinkage", "shifts")
+SHIFT_RULE_KEYS = ("name", "hours", "starts", "every_min", "breaks")
+BREAK_RULE_KEYS = ("minutes", "from_h", "to_h")
 INTERVAL_MINUTES = (15, 30, 60)
 
 _CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
@@ -341,10 +344,11 @@ class ConfigReader:
         if "timezone" in top:
             settings["timezone"] = self.timezone(top["timezone"], "'timezone'")
         simulation = self.simulation(top.get("simulation"))
-        if self.error_count:
+        planning = self.planning(top.get("planning"))
+        if self.error_count or planning is None:
             return None
         return Centre(source=self.file, skills=skills, agents=agents, queues=queues, schedules=schedules,
-                      simulation=simulation, **settings)
+                      simulation=simulation, planning=planning, **settings)
 
     def collect_ids(self, items: list[Node], noun: str,
                     ids: dict[str, Node]) -> list[tuple[Node, str | None]]:
@@ -871,6 +875,63 @@ class ConfigReader:
         if name is None or role is None or digest is None:
             return None
         return WebToken(name, digest, role, queues)
+
+    # ---- planning --------------------------------------------------------------------------
+
+    def planning(self, node: Node | None) -> Planning | None:
+        f = self.section(node, "planning", PLANNING_KEYS)
+        if f is None:
+            return Planning()
+        owner = "section 'planning'"
+        shrinkage = self.number(f["shrinkage"], f"'shrinkage' of {owner}", lo=0, hi=0.9) if "shrinkage" in f else 0.0
+        rules = [self.shift_rule(item, f"shift rule #{index + 1} of {owner}")
+                 for index, item in enumerate(self.items(f.get("shifts"), f"'shifts' of {owner}"))]
+        names = [rule.name for rule in rules if rule is not None]
+        for item, rule in zip(f["shifts"].value if "shifts" in f and f["shifts"].is_sequence else [], rules):
+            if rule is not None and names.count(rule.name) > 1:
+                self.error(item, f"{owner}: shift rule name {rule.name!r} is used more than once")
+        if shrinkage is None or None in rules:
+            return None
+        return Planning(shrinkage=shrinkage, shifts=tuple(rules))  # type: ignore[arg-type]
+
+    def shift_rule(self, node: Node, owner: str) -> ShiftRule | None:
+        f = self.fields(node, owner, SHIFT_RULE_KEYS, required=("name", "hours", "starts"))
+        if f is None or not {"name", "hours", "starts"} <= f.keys():
+            return None
+        name = self.text(f["name"], f"'name' of {owner}")
+        hours = self.number(f["hours"], f"'hours' of {owner}", lo=0.5, hi=16)
+        match = _RANGE.match(f["starts"].value) if isinstance(f["starts"].value, str) else None
+        starts = [self._clock_text(part) for part in match.groups()] if match else [None]
+        if None in starts or starts[0] > starts[1]:
+            self.error(f["starts"], f"'starts' of {owner}: expected the earliest and latest start HH:MM-HH:MM "
+                                    f"such as 07:00-12:00, got {describe(f['starts'].value)}")
+            starts = [None, None]
+        every = 30
+        if "every_min" in f:
+            every = self.choice_number(f["every_min"], f"'every_min' of {owner}")
+        breaks = [self.break_rule(item, f"break #{index + 1} of {owner}", hours)
+                  for index, item in enumerate(self.items(f.get("breaks"), f"'breaks' of {owner}"))]
+        if None in (name, hours, every, *starts) or None in breaks:
+            return None
+        return ShiftRule(name, hours, starts[0], starts[1], every, tuple(breaks))  # type: ignore[arg-type]
+
+    def break_rule(self, node: Node, owner: str, hours: float | None) -> BreakRule | None:
+        f = self.fields(node, owner, BREAK_RULE_KEYS, required=BREAK_RULE_KEYS)
+        if f is None or not set(BREAK_RULE_KEYS) <= f.keys():
+            return None
+        minutes = self.number(f["minutes"], f"'minutes' of {owner}", lo=0, lo_open=True)
+        from_h = self.number(f["from_h"], f"'from_h' of {owner}", lo=0)
+        to_h = self.number(f["to_h"], f"'to_h' of {owner}", lo=0)
+        if None in (minutes, from_h, to_h):
+            return None
+        if to_h < from_h:
+            self.error(f["to_h"], f"{owner}: 'to_h' ({_fmt(to_h)}) is before 'from_h' ({_fmt(from_h)})")
+            return None
+        if hours is not None and to_h * 60 + minutes > hours * 60:
+            self.error(f["to_h"], f"{owner}: a break of {_fmt(minutes)} min starting {_fmt(to_h)} h into the shift "
+                                  f"ends after the shift's {_fmt(hours)} h")
+            return None
+        return BreakRule(minutes, from_h, to_h)
 
     # ---- simulation ------------------------------------------------------------------------
 

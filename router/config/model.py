@@ -210,6 +210,33 @@ class Simulation:
 
 
 @dataclass(frozen=True)
+class BreakRule:
+    """A break every shift of a rule takes, starting between `from_h` and `to_h` after the shift starts."""
+    minutes: float
+    from_h: float
+    to_h: float
+
+
+@dataclass(frozen=True)
+class ShiftRule:
+    """Shifts `acd-router schedule` may use: `hours` long (breaks included), starting every `every_min`
+    minutes from `earliest` to `latest` (times of day in the centre's zone), with these breaks."""
+    name: str
+    hours: float
+    earliest: time
+    latest: time
+    every_min: int = 30
+    breaks: tuple[BreakRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class Planning:
+    """Inputs of `staff` and `schedule` (DESIGN §11)."""
+    shrinkage: float = 0.0                 # share of paid time off the phones besides scheduled breaks
+    shifts: tuple[ShiftRule, ...] = ()     # the shift rules a schedule combines
+
+
+@dataclass(frozen=True)
 class AmiSettings:
     host: str = "127.0.0.1"
     port: int = 5038
@@ -283,6 +310,7 @@ class Centre:
     queues: dict[str, Queue]
     schedules: dict[str, Schedule] = field(default_factory=dict)
     simulation: Simulation | None = None
+    planning: Planning = field(default_factory=Planning)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     ami: AmiSettings | None = None
     agi: AgiSettings = field(default_factory=AgiSettings)
