@@ -13,7 +13,7 @@ import json
 import re
 import sys
 import zoneinfo
-from datetime import datetime, time
+from datetime import date, datetime, time
 from typing import Any, Awaitable, Callable, Sequence
 
 from router.config import ConfigError, check_config
@@ -40,9 +40,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def load_config(path: str | None) -> Centre:
-    """The centre config; warnings go to stderr, errors raise ConfigError (all of them)."""
-    centre, problems = check_config(path)
+def load_config(path: str | None, changes: Sequence[str] = ()) -> Centre:
+    """The centre config, with `--set PATH=VALUE` changes applied before validation; warnings go to
+    stderr, errors raise ConfigError (all of them)."""
+    if changes:
+        from router.config.overrides import check_changed_config
+        centre, problems = check_changed_config(path, changes)
+    else:
+        centre, problems = check_config(path)
     for warning in problems.warnings:
         print(warning, file=sys.stderr)
     if centre is None:
@@ -85,9 +90,26 @@ def _parser() -> argparse.ArgumentParser:
 
     sim = command("simulate", _simulate, "simulate a day of the centre and print its KPIs")
     with_config(sim)
-    sim.add_argument("--hours", type=_positive, default=8.0, help="simulated hours (default 8)")
+    span = sim.add_mutually_exclusive_group()
+    span.add_argument("--hours", type=_positive, default=8.0, help="simulated hours (default 8)")
+    span.add_argument("--days", type=_whole_number, metavar="N",
+                      help="a history of N whole days from simulation.start's date, with its weekdays, trend, "
+                           "overdispersion and holidays (for forecast)")
+    sim.add_argument("--run", metavar="LABEL", help="store the events under this run label (default: sim:<uuid>)")
+    sim.add_argument("--replace", action="store_true", help="with --run: delete that run's events first")
     sim.add_argument("--seed", type=int, default=0, help="random seed: same seed, same KPIs")
     sim.add_argument("--json", action="store_true", help="print one JSON object")
+    sim.add_argument("--no-store", action="store_true",
+                     help="keep the events in memory (no database): the same KPIs, computed in Python")
+    sim.add_argument("--set", dest="changes", action="append", default=[], metavar="PATH=VALUE",
+                     help="change the config before it is validated (repeatable): a dotted path, list items by "
+                          "id or index, a YAML value, e.g. queues.billing.wrap_up_s=30")
+    sim.add_argument("--seeds", type=_whole_number, metavar="N",
+                     help="seeds --seed .. --seed+N-1 in parallel processes, in memory: mean and 95%% interval "
+                          "per KPI")
+    sim.add_argument("--compare", action="store_true",
+                     help="with --set: the centre without and with the changes on the same seeds, and the "
+                          "difference (paired by seed)")
 
     kpi = command("kpi", _kpi, "KPIs of recorded events (live traffic by default)")
     with_config(kpi)
@@ -115,6 +137,17 @@ def _parser() -> argparse.ArgumentParser:
     qlog.add_argument("--to", dest="end", type=_timestamp, metavar="TS", help="... until this one, exclusive")
     qlog.add_argument("--output", metavar="FILE", help="write the lines here (default: standard output)")
 
+    fc = command("forecast", _forecast, "offered calls per queue per interval for the next days, from the "
+                                         "queue.joined history (models picked per queue by backtest)")
+    with_config(fc)
+    fc.add_argument("--run", default="live", help="'live' (default) or a simulation run label")
+    fc.add_argument("--horizon-days", type=int, default=7, metavar="D",
+                    help="local days to forecast, from the day after the last history day (default 7)")
+    fc.add_argument("--plot", metavar="PNG", help="also draw history and forecast with its band into this PNG")
+    fc_output = fc.add_mutually_exclusive_group()
+    fc_output.add_argument("--json", action="store_true", help="print one JSON object")
+    fc_output.add_argument("--csv", action="store_true", help="print CSV: one row per queue and interval")
+
     erl = command("erlang", _erlang, "staff needed for a service level (Erlang C; Erlang A with --patience)")
     erl.add_argument("--calls-per-hour", type=_positive, required=True)
     erl.add_argument("--aht", type=_positive, required=True, metavar="SECONDS")
@@ -122,6 +155,35 @@ def _parser() -> argparse.ArgumentParser:
     erl.add_argument("--target", type=float, default=0.8, help="service level goal, 0..1 (default 0.8)")
     erl.add_argument("--patience", type=_positive, metavar="SECONDS", help="mean caller patience (Erlang A)")
     erl.add_argument("--json", action="store_true", help="print one JSON object")
+
+    staff = command("staff", _staff, "agents needed per queue and interval for each queue's service level "
+                                     "(Erlang A on the forecast; --verify: checked and adjusted on the simulator)")
+    with_config(staff)
+    staff.add_argument("--run", default="live", help="history whose AHT and patience are measured "
+                                                     "(and forecast without --forecast): 'live' or a run label")
+    staff.add_argument("--forecast", metavar="FILE", help="forecast JSON (`forecast --json`; default: forecast "
+                                                          "the run's history now)")
+    staff.add_argument("--verify", action="store_true", help="run the plan through the simulator and adjust it "
+                                                             "to the least staffing that meets every target")
+    staff.add_argument("--seeds", type=int, default=4, metavar="N", help="with --verify: seeds per day (default 4)")
+    staff.add_argument("--plot", metavar="PNG", help="also draw agents and service levels per queue to this file")
+    staff_output = staff.add_mutually_exclusive_group()
+    staff_output.add_argument("--json", action="store_true", help="print one JSON object")
+    staff_output.add_argument("--csv", action="store_true", help="print CSV")
+
+    sched = command("schedule", _schedule, "shifts with breaks (the config's planning.shifts rules) that cover "
+                                           "a staffing plan, as a simulation.shifts section (OR-Tools CP-SAT)")
+    with_config(sched)
+    sched.add_argument("--staff", metavar="FILE", help="the plan: JSON of `staff --json` (default: run staff now "
+                                                       "on the --run history)")
+    sched.add_argument("--run", default="live", help="without --staff: the history staff plans from "
+                                                     "('live' or a run label)")
+    sched.add_argument("--day", type=_day, metavar="YYYY-MM-DD",
+                       help="the local day of the plan to schedule (default: its first)")
+    sched.add_argument("--time-limit", type=_positive, default=20.0, metavar="S",
+                       help="solver time limit in seconds (default 20); the best schedule found by then is used")
+    sched.add_argument("--output", metavar="FILE", help="write the YAML here (default: standard output)")
+    sched.add_argument("--json", action="store_true", help="print one JSON object")
 
     load = command("loadtest", _loadtest, "scripted callers through a real Asterisk (the config's `ami:`), "
                                           "routed by the router in process")
@@ -230,24 +292,64 @@ def _loadtest(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    if args.replace and args.run is None:
+        print("acd-router simulate: --replace needs --run LABEL", file=sys.stderr)
+        return 2
+    in_memory = args.no_store or args.seeds is not None or args.compare
+    if args.compare and not args.changes:
+        print("acd-router simulate: --compare needs at least one --set PATH=VALUE", file=sys.stderr)
+        return 2
+    if in_memory and (args.run is not None or args.days is not None):
+        print("acd-router simulate: --run and --days store a run; --no-store, --seeds and --compare do not",
+              file=sys.stderr)
+        return 2
+    centre = load_config(args.config, args.changes)
+    if args.seeds is not None or args.compare:
+        return _what_if(centre, args)
+    if in_memory:
+        from router.sim.whatif import simulate_in_memory
+        kpis = simulate_in_memory(centre, hours=args.hours, seed=args.seed, show_progress=not args.json)
+        _print_simulation(centre, kpis, args.json)
+        return 0
     from router.sim.run import simulate_day
-    from router.report import format_kpi_table
-
-    centre = load_config(args.config)
     dsn, stop = _database(centre, args)
     try:
-        kpis = asyncio.run(simulate_day(centre, dsn, hours=args.hours, seed=args.seed,
-                                        show_progress=not args.json))
+        kpis = asyncio.run(simulate_day(centre, dsn, hours=args.hours, days=args.days, seed=args.seed,
+                                        run=args.run, replace=args.replace, show_progress=not args.json))
+    except ValueError as exc:
+        print(f"acd-router simulate: {exc}", file=sys.stderr)
+        return 1
     finally:
         if stop:
             stop()
-    if args.json:
+    _print_simulation(centre, kpis, args.json)
+    return 0
+
+
+def _print_simulation(centre: Centre, kpis: dict[str, Any], as_json: bool) -> None:
+    from router.report import format_kpi_table
+
+    if as_json:
         _print_json(kpis)
+        return
+    s = kpis["simulation"]
+    span = f"{s['days']} days" if s["days"] else f"{s['hours']:g} h"
+    print(f"Simulated {span} of {centre.source}: {s['calls']:,} calls, "
+          f"{s['agents']} agents, seed {s['seed']} (run {s['run']})\n")
+    print(format_kpi_table(kpis))
+
+
+def _what_if(centre: Centre, args: argparse.Namespace) -> int:
+    """`simulate --seeds N [--compare]`: KPIs over seeds, in parallel processes, in memory."""
+    from router.sim.whatif import format_what_if, what_if
+
+    baseline = load_config(args.config) if args.compare else None
+    result = what_if(centre, baseline=baseline, seeds=args.seeds or 1, first_seed=args.seed, hours=args.hours,
+                     changes=args.changes, show_progress=not args.json)
+    if args.json:
+        _print_json(result)
     else:
-        s = kpis["simulation"]
-        print(f"Simulated {s['hours']:g} h of {centre.source}: {s['calls']:,} calls, "
-              f"{s['agents']} agents, seed {s['seed']} (run {s['run']})\n")
-        print(format_kpi_table(kpis))
+        print(f"{centre.source}: {format_what_if(result)}")
     return 0
 
 
@@ -295,6 +397,128 @@ def _queue_log(args: argparse.Namespace) -> int:
         for text in lines:
             print(text)
     return 0
+
+
+def _forecast(args: argparse.Namespace) -> int:
+    from router.planning.forecast import ForecastError
+    from router.planning.history import forecast_centre
+    from router.planning.output import forecast_csv, forecast_table, plot_forecast
+
+    if args.horizon_days < 1:
+        print(f"acd-router forecast: --horizon-days must be at least 1, got {args.horizon_days}", file=sys.stderr)
+        return 2
+    centre = load_config(args.config)
+    dsn, stop = _database(centre, args)
+    try:
+        forecast = asyncio.run(forecast_centre(centre, dsn, run=args.run, horizon_days=args.horizon_days,
+                                               show_progress=not args.json))
+    except ForecastError as exc:
+        print(f"acd-router forecast: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if stop:
+            stop()
+    result = forecast.as_dict()
+    if args.plot:
+        plot_forecast(forecast, args.plot)
+    if args.json:
+        _print_json(result)
+    elif args.csv:
+        sys.stdout.write(forecast_csv(result))
+    else:
+        print(forecast_table(result))
+    if args.plot and not args.json:
+        print(f"{args.plot}: history and forecast plotted", file=sys.stderr)
+    return 0
+
+
+def _staff(args: argparse.Namespace) -> int:
+    from router.planning.staff_report import build_report, format_table, plot, read_inputs, to_csv
+
+    if args.seeds < 1:
+        print(f"acd-router staff: --seeds must be at least 1, got {args.seeds}", file=sys.stderr)
+        return 2
+    centre = load_config(args.config)
+    dsn, stop = _database(centre, args)
+    try:
+        forecast, measured, notes = asyncio.run(read_inputs(centre, dsn, run=args.run, forecast_file=args.forecast,
+                                                            show_progress=not args.json))
+        report = build_report(centre, forecast, measured, notes, verify=args.verify, seeds=args.seeds,
+                              show_progress=not args.json)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"acd-router staff: {exc!s}", file=sys.stderr)
+        return 1
+    finally:
+        if stop:
+            stop()
+    if args.plot:
+        plot(report, args.plot)
+    if args.json:
+        _print_json(report)
+    elif args.csv:
+        sys.stdout.write(to_csv(report))
+    else:
+        print(format_table(report))
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from router.planning.schedule import ScheduleError, demand_from_plan, make_roster, roster_yaml
+    from router.progress import Progress
+
+    centre = load_config(args.config)
+    try:
+        plan = _read_json(args.staff) if args.staff else _staff_plan(centre, args)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"acd-router schedule: {exc!s}", file=sys.stderr)
+        return 1
+    progress = Progress(args.time_limit, "scheduling") if not args.json else None
+
+    def solved(elapsed_s: float, objective: float, bound: float) -> None:
+        if progress:
+            progress.update(elapsed_s, f"objective {objective:,.0f}, bound {bound:,.0f}")
+
+    try:
+        demand = demand_from_plan(plan, centre.timezone, args.day,
+                                  default_interval=centre.simulation.interval_minutes if centre.simulation else None)
+        roster = make_roster(centre, demand, time_limit_s=args.time_limit, on_solution=solved)
+    except ScheduleError as exc:
+        print(f"acd-router schedule: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if progress:
+            progress.close()
+    text = roster_yaml(roster)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(text)
+        if not args.json:
+            print(f"{args.output}: {len(roster.shifts)} shift(s), {roster.paid_hours:g} paid hours, "
+                  f"{roster.status}", file=sys.stderr)
+    if args.json:
+        _print_json(roster.as_dict())
+    elif not args.output:
+        sys.stdout.write(text)
+    return 0
+
+
+def _staff_plan(centre: Centre, args: argparse.Namespace) -> dict[str, Any]:
+    """`staff --json`'s plan (Erlang A, not verified) from the `--run` history, for `schedule` without --staff."""
+    from router.planning.staff_report import build_report, read_inputs
+
+    dsn, stop = _database(centre, args)
+    try:
+        forecast, measured, notes = asyncio.run(read_inputs(centre, dsn, run=args.run, forecast_file=None,
+                                                            show_progress=not args.json))
+        return build_report(centre, forecast, measured, notes, show_progress=not args.json)
+    finally:
+        if stop:
+            stop()
+
+
+def _read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as source:
+        return json.load(source)
 
 
 def _erlang(args: argparse.Namespace) -> int:
@@ -442,6 +666,23 @@ def _positive(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def _whole_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1, got {text!r}")
+    return value
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a day like 2026-11-23, got {text!r}") from None
 
 
 def _timestamp(text: str) -> datetime:
