@@ -16,10 +16,13 @@ agent.  Clone k of Q is logged in during every interval where the plan has more
 than k agents for Q.
 
 Every (day, seed) pair is one independent job, run in parallel processes.
-Service level and abandonment are counted per (entry queue, interval) with
-the KPI definitions (DESIGN §7; the calls of an interval are those whose first
-`queue.joined` falls in it; short abandons and accepted call-backs are out of
-the SL base), and pooled over the seeds: SL = Σ met / Σ base.
+Service level and abandonment per (entry queue, interval) are the KPIs' own
+(DESIGN §7), computed from the day's events by the SQL's in-memory twin
+(router/store/kpi_memory.py): a call belongs to the interval of its first
+`queue.joined`, short abandons and accepted call-backs are out of the SL base.
+They are pooled over the seeds as counts: base = offered − short abandoned −
+call-backs accepted (every call is judged by the end of a simulated day),
+met = SL × base, pooled SL = Σ met / Σ base.
 
 Adjustment, in rounds, with the same seeds in every round (common random
 numbers: two plans differ by the plan, not by the draw):
@@ -51,6 +54,7 @@ from zoneinfo import ZoneInfo
 from router.config.model import Agent, Centre, Distribution, Shift, Simulation
 from router.planning.staffing import QueueInputs
 from router.sim.simulator import Simulator
+from router.store.kpi_memory import kpis_from_events
 
 DEFAULT_SEEDS = 4
 MAX_ROUNDS = 8
@@ -179,40 +183,23 @@ def _shifts_of(agent_id: str, slots: Iterable[int], day_start: float, width_s: f
 
 
 def simulate_counts(job: DayJob) -> dict[tuple[str, float], list[int]]:
-    """Run one day and count, per (entry queue, interval start), the KPI facts of its calls."""
+    """Run one day; per (entry queue, interval start) the counts behind its KPIs (router/store/kpi_memory)."""
     sim = Simulator(job.centre, hours=job.hours, seed=job.seed)
-    origin = sim.start
-    calls: dict[str, dict[str, Any]] = {}
+    events = []
     while not sim.done:
-        for event in sim.run(20_000):
-            kind = event.type
-            if kind == "queue.joined":
-                if event.call_id not in calls:
-                    calls[event.call_id] = {"queue": event.queue, "ts": event.ts,
-                                            "threshold": event.data.get("sl_threshold_s")}
-                continue
-            call = calls.get(event.call_id)
-            if call is None:
-                continue
-            if kind == "call.connected" and "wait" not in call:
-                call["wait"] = event.data["wait_s"]
-            elif kind == "call.abandoned" and "abandon" not in call:
-                call["abandon"] = event.data["wait_s"]
-            elif kind == "callback.accepted":
-                call["callback"] = True
-    counts: dict[tuple[str, float], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
-    for call in calls.values():
-        bucket = origin + (call["ts"] - origin) // job.width_s * job.width_s
-        row = counts[(call["queue"], bucket)]
-        row[OFFERED] += 1
-        short = "abandon" in call and call["abandon"] <= job.short_abandon_s
-        row[SHORT] += short
-        row[ABANDONED] += "abandon" in call
-        if not short and not call.get("callback"):
-            row[BASE] += 1
-            threshold = call["threshold"]
-            row[MET] += "wait" in call and threshold is not None and call["wait"] <= threshold
-    return dict(counts)
+        events.extend(sim.run(20_000))
+    kpis = kpis_from_events(events, start=datetime.fromtimestamp(sim.start, ZoneInfo(job.centre.timezone)),
+                            interval_minutes=round(job.width_s / 60), short_abandon_s=job.short_abandon_s,
+                            timezone=job.centre.timezone)
+    counts: dict[tuple[str, float], list[int]] = {}
+    for interval in kpis["intervals"]:
+        start = datetime.fromisoformat(interval["start"]).timestamp()
+        for queue_id, figures in interval["queues"].items():
+            base = figures["offered"] - figures["short_abandoned"] - figures["callbacks_accepted"]
+            met = round(figures["service_level"] * base) if figures["service_level"] is not None else 0
+            counts[(queue_id, start)] = [figures["offered"], figures["short_abandoned"], base, met,
+                                         figures["abandoned"]]
+    return counts
 
 
 def pooled(results: Iterable[dict[tuple[str, float], list[int]]]) -> dict[tuple[str, float], list[int]]:
