@@ -72,7 +72,7 @@ _HA_GROUP = re.compile(r"[A-Za-z0-9_.-]{1,63}")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 SIMULATION_KEYS = ("start", "interval_minutes", "arrivals", "handle_time", "patience", "shifts",
                    "answer_delay_s", "no_answer_rate", "callback_acceptance", "rona_recovery_s", "ivr",
-                   "callback_answer_rate")
+                   "callback_answer_rate", "weekdays", "trend_per_week", "overdispersion")
 IVR_TRAFFIC_KEYS = ("flow", "arrivals", "prompt_s", "think_s", "hangup_per_prompt", "choices", "digits",
                     "survey_flow", "survey_rate")
 _FLOW_NODE = re.compile(r"^[A-Za-z0-9_-]+/[A-Za-z0-9_-]+$")
@@ -1003,9 +1003,26 @@ class ConfigReader:
                 values[key] = self.number(f[key], f"{key!r} of {owner}", lo=0, hi=1)
         if "ivr" in f and f["ivr"].value is not None:
             values["ivr"] = self.ivr_traffic(f["ivr"])
+        if "weekdays" in f:
+            values["weekdays"] = self.weekday_factors(f["weekdays"], f"'weekdays' of {owner}")
+        if "trend_per_week" in f:
+            values["trend_per_week"] = self.number(f["trend_per_week"], f"'trend_per_week' of {owner}",
+                                                   lo=-1, hi=1, lo_open=True)
+        if "overdispersion" in f:
+            values["overdispersion"] = self.number(f["overdispersion"], f"'overdispersion' of {owner}", lo=0, hi=1)
         if any(value is None for value in values.values()):
             return None
         return Simulation(**values)
+
+    def weekday_factors(self, node: Node, what: str) -> dict[str, float] | None:
+        """`simulation.weekdays`: weekday (mon..sun) -> arrival multiplier >= 0."""
+        if node.value is None:
+            return {}
+        days = self.fields(node, what, WEEKDAYS)
+        if days is None:
+            return None
+        factors = {day: self.number(value, f"{day!r} of {what}", lo=0) for day, value in days.items()}
+        return None if None in factors.values() else factors
 
     def ivr_traffic(self, node: Node) -> IvrTraffic | None:
         """`simulation.ivr`; flow and node names are checked against the flows by the simulator."""

@@ -207,6 +207,10 @@ class Simulation:
     callback_acceptance: float = 0.0         # probability a caller offered a call-back takes it
     callback_answer_rate: float = 0.85       # probability the customer answers a call-back attempt
     ivr: IvrTraffic | None = None            # callers who start in an IVR flow
+    # History (multi-day runs only; a run of hours plays the profile as written):
+    weekdays: dict[str, float] = field(default_factory=dict)   # local weekday -> arrival multiplier (others 1)
+    trend_per_week: float = 0.0              # relative growth per week, compounding from start's date
+    overdispersion: float = 0.0              # variance of a mean-1 Gamma factor per day, queue and interval
 
 
 @dataclass(frozen=True)

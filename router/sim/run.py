@@ -3,7 +3,9 @@
 The simulator itself is synchronous and sans-IO; this driver streams each slice
 of its events into the batched writer (back-pressure applies), then computes
 the KPIs of the run with the same SQL as live traffic.  Every run writes under
-its own `run` label ('sim:<uuid>'), so simulations never mix with live events.
+its own `run` label ('sim:<uuid>', or one the user names, such as a history of
+`days` for the forecaster), so simulations never mix with live events: a named
+label that already has events is refused unless `replace` deletes them first.
 """
 from __future__ import annotations
 
@@ -18,22 +20,34 @@ from router.store.database import connect, ensure_schema
 from router.store.kpi import compute_kpis
 from router.store.writer import EventWriter
 
+RESERVED_RUNS = ("live", "demo")          # the router's and the demo's own events
 
-async def simulate_day(centre: Centre, dsn: str, *, hours: float = 8.0, seed: int = 0,
+
+class RunExists(ValueError):
+    """The named run already has events (and they are not to be replaced)."""
+
+
+async def simulate_day(centre: Centre, dsn: str, *, hours: float = 8.0, days: int | None = None, seed: int = 0,
+                       run: str | None = None, replace: bool = False,
                        show_progress: bool = True) -> dict[str, Any]:
-    """Simulate, store every event, return the KPIs plus a `simulation` summary."""
+    """Simulate `hours` (or whole `days` of history), store every event under `run` (default a new
+    'sim:<uuid>'), return the KPIs plus a `simulation` summary."""
     await ensure_schema(dsn)
-    run = f"sim:{uuid.uuid4()}"
     model = centre.simulation
     flowset = load_flowset(centre) if model is not None and model.ivr is not None else None
-    sim = Simulator(centre, hours=hours, seed=seed, flowset=flowset)
-    progress = Progress(hours * 3600.0, "simulating") if show_progress else None
+    sim = Simulator(centre, hours=hours, days=days, seed=seed, flowset=flowset)
+    if run is None:
+        run = f"sim:{uuid.uuid4()}"
+    else:
+        await _claim_run(dsn, run, replace)
+    progress = Progress(days or hours * 3600.0, "simulating") if show_progress else None
+    day_s = 86_400.0 if days else 1.0
     async with EventWriter(dsn, run=run) as writer:
         while not sim.done:
             for event in sim.run(5_000):
                 await writer.put(event)
             if progress:
-                progress.update(sim.clock - sim.start, f"{len(sim.arrivals):,} calls")
+                progress.update((sim.clock - sim.start) / day_s, f"{len(sim.arrivals):,} calls")
         await writer.flush()
     if progress:
         progress.close()
@@ -42,6 +56,21 @@ async def simulate_day(centre: Centre, dsn: str, *, hours: float = 8.0, seed: in
         kpis = await compute_kpis(conn, run=run, short_abandon_s=centre.short_abandon_s, timezone=centre.timezone)
     finally:
         await conn.close()
-    kpis["simulation"] = {"run": run, "seed": seed, "hours": hours, "calls": len(sim.arrivals),
+    kpis["simulation"] = {"run": run, "seed": seed, "hours": sim.hours, "days": days, "calls": len(sim.arrivals),
                           "agents": len(centre.agents), "refused_inputs": sim.refused}
     return kpis
+
+
+async def _claim_run(dsn: str, run: str, replace: bool) -> None:
+    """A named run label is free, or its events are deleted with `replace`; else RunExists."""
+    if run in RESERVED_RUNS:
+        raise RunExists(f"run label {run!r} is reserved for the router's own events; name another")
+    conn = await connect(dsn)
+    try:
+        if replace:
+            await conn.execute("DELETE FROM events WHERE run = $1", run)
+        elif await conn.fetchval("SELECT EXISTS (SELECT 1 FROM events WHERE run = $1)", run):
+            raise RunExists(f"run {run!r} already has events; --replace deletes them first, "
+                            f"or name another run")
+    finally:
+        await conn.close()

@@ -21,6 +21,10 @@ is logged in at the start (on its break if one is under way), one that is over
 is skipped, one past midnight ends the next day.  The arrival profile keeps its
 phase: its intervals start where they would have started counting from
 `simulation.start`, so a run that starts at 14:50 plays the 14:30 interval.
+A run of `days` is a history instead: whole local days from `simulation.start`
+(to midnight after the last one), each playing the profile once with the
+weekday, trend, overdispersion and holidays of `traffic.history`; the calls
+still in progress at the end play out.
 A supervisor's input (`apply`, the demo's dashboard) changes the engine's
 state under the simulated people: a break of an agent a supervisor logged out
 is skipped.  An input of the simulator's own that the engine refuses is a bug
@@ -66,7 +70,7 @@ class SimStats:
 class Simulator:
     def __init__(self, centre: Centre, *, hours: float = 8.0, seed: int = 0,
                  model: Simulation | None = None, flowset: FlowSet | None = None,
-                 start: datetime | None = None) -> None:
+                 start: datetime | None = None, days: int | None = None) -> None:
         model = model or centre.simulation
         if model is None:
             raise ValueError(f"{centre.source}: no `simulation` section to simulate")
@@ -90,7 +94,18 @@ class Simulator:
         self._ringing: dict[str, str] = {}        # call -> agent being rung
         self._live: set[str] = set()              # calls not yet ended
         self._talking: set[str] = set()           # calls connected to an agent
-        self.arrivals = traffic.arrivals(model, hours, seed, phase_s=self.start - anchor)
+        self.days = days                          # None: a run of `hours`
+        if days is None:
+            self.arrivals = traffic.arrivals(model, hours, seed, phase_s=self.start - anchor)
+        else:
+            if start is not None or days < 1:
+                raise ValueError("a run of days starts at simulation.start and lasts at least one day")
+            calendar = traffic.history_days(model, days, self.zone)
+            midnight = datetime.combine(calendar[-1].date + timedelta(days=1), time(), tzinfo=self.zone)
+            self.hours = (midnight.timestamp() - self.start) / 3600.0
+            closed = {q.id: frozenset(centre.schedules[q.schedule].holidays)
+                      for q in centre.queues.values() if q.schedule in centre.schedules}
+            self.arrivals = traffic.history(model, calendar, seed, closed)
         self._survey_rng = random.Random(f"survey:{seed}")
         self._callback_rng = random.Random(f"callback:{seed}")
         self._callbacks: set[str] = set()          # calls turned into call-backs (caller gone)

@@ -4,14 +4,28 @@ Arrivals are a Poisson process whose rate is constant within each interval of
 the centre's intraday profile (calls offered per interval, per queue).  Each
 random quantity draws from its own seeded stream, so changing one model (say,
 patience) does not reshuffle the arrivals of the same seed.
+
+A run of hours (`arrivals`) plays the profile as written, repeating it if the
+run is longer.  A history of whole days (`history`) is what a forecaster learns
+from: every local day plays the profile once, from `simulation.start`'s time of
+day, its rates scaled by the day's `weekdays` factor, by the `trend_per_week`
+compounded since `simulation.start`'s date and, with `overdispersion` k > 0, by
+an independent Gamma(mean 1, variance k) draw per (day, line, interval), so a
+count is negative binomial with variance lambda + k * lambda^2.  A queue gets no
+direct calls on a holiday of its schedule; the IVR line is never cut (the flow
+checks its own opening hours).  Each day of each line has its own streams, so a
+holiday or another day's draws do not shift the calls of the others.
 """
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
-from router.config.model import Distribution, Simulation
+from router.config.model import WEEKDAYS, Distribution, Simulation
 
 
 def sample(dist: Distribution, rng: random.Random) -> float:
@@ -41,16 +55,11 @@ def arrivals(model: Simulation, hours: float, seed: int, phase_s: float = 0.0) -
 
     `phase_s` is how far the period starts after `simulation.start`: the profile's intervals keep
     their edges and their place in the profile (a run that starts at 14:50 begins in the 14:30 one)."""
-    streams: list[tuple[str | None, tuple[float, ...]]] = list(model.arrivals.items())
-    if model.ivr is not None:
-        streams.append((None, model.ivr.arrivals))
     width = model.interval_minutes * 60.0
     horizon = hours * 3600.0
     first, last = math.floor(phase_s / width), math.ceil((phase_s + horizon) / width)
     out: list[Arrival] = []
-    for entry, profile in streams:
-        if not profile:
-            continue
+    for entry, profile in _lines(model).items():
         name = entry or "ivr"
         rng = random.Random(f"arrivals:{seed}:{name}")
         callers = random.Random(f"callers:{seed}:{name}")
@@ -66,3 +75,76 @@ def arrivals(model: Simulation, hours: float, seed: int, phase_s: float = 0.0) -
                 out.append(Arrival(t, entry, f"+4477{callers.randrange(pool):08d}"))
     out.sort(key=lambda a: (a.offset_s, a.queue or ""))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Day:
+    """One local day of a history."""
+    date: date
+    offset_s: float       # where the day's profile starts, seconds after `simulation.start`
+    weeks: float          # since `simulation.start`'s date, for the trend
+
+
+def history_days(model: Simulation, days: int, zone: ZoneInfo) -> list[Day]:
+    """The `days` local days from `simulation.start`'s date; raises ValueError when the profile,
+    played from `simulation.start`'s time of day, would run past midnight."""
+    start = model.start if model.start.tzinfo else model.start.replace(tzinfo=zone)
+    local = start.astimezone(zone)
+    longest = max((len(p) for p in _lines(model).values()), default=0)
+    profile_end = datetime.combine(local.date(), local.time()) + timedelta(minutes=longest * model.interval_minutes)
+    if profile_end > datetime.combine(local.date() + timedelta(days=1), time()):
+        raise ValueError(f"simulation: the arrival profile ({longest} intervals of {model.interval_minutes} min "
+                         f"from {local:%H:%M}) runs past midnight; a run of days needs it within the day")
+    first = local.date()
+    dates = [first + timedelta(days=n) for n in range(days)]
+    return [Day(day, datetime.combine(day, local.timetz()).timestamp() - start.timestamp(), n / 7.0)
+            for n, day in enumerate(dates)]
+
+
+def day_factor(model: Simulation, day: Day) -> float:
+    """The day's weekday multiplier times the trend compounded since `simulation.start`'s date."""
+    return model.weekdays.get(WEEKDAYS[day.date.weekday()], 1.0) * (1.0 + model.trend_per_week) ** day.weeks
+
+
+def history(model: Simulation, days: Sequence[Day], seed: int,
+            closed: Mapping[str, frozenset[date]] | None = None) -> list[Arrival]:
+    """Every call of a history of whole days, in time order (see the module's head).
+
+    `closed` maps a queue to the dates it is closed (its schedule's holidays)."""
+    closed = closed or {}
+    width = model.interval_minutes * 60.0
+    out: list[Arrival] = []
+    for entry, profile in _lines(model).items():
+        name = entry or "ivr"
+        number_base = 0
+        for n, day in enumerate(days):
+            factor = day_factor(model, day)
+            pool = max(50, int(4 * factor * sum(profile)))   # ~1 in 5 callers of a line calls it again that day
+            base, number_base = number_base, number_base + pool
+            if entry is not None and day.date in closed.get(entry, ()):
+                continue
+            rng = random.Random(f"arrivals:{seed}:{name}:{n}")
+            callers = random.Random(f"callers:{seed}:{name}:{n}")
+            spread = random.Random(f"overdispersion:{seed}:{name}:{n}")
+            for interval, count in enumerate(profile):
+                rate = count * factor / width
+                if model.overdispersion > 0:
+                    k = model.overdispersion
+                    rate *= spread.gammavariate(1.0 / k, k)
+                t, end = 0.0, width
+                while rate > 0:
+                    t += rng.expovariate(rate)
+                    if t >= end:
+                        break
+                    out.append(Arrival(day.offset_s + interval * width + t, entry,
+                                       f"+4477{base + callers.randrange(pool):08d}"))
+    out.sort(key=lambda a: (a.offset_s, a.queue or ""))
+    return out
+
+
+def _lines(model: Simulation) -> dict[str | None, tuple[float, ...]]:
+    """Arrival profiles by line: a queue called directly, or None for the IVR."""
+    lines: dict[str | None, tuple[float, ...]] = {queue: p for queue, p in model.arrivals.items() if p}
+    if model.ivr is not None and model.ivr.arrivals:
+        lines[None] = model.ivr.arrivals
+    return lines
