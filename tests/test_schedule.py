@@ -15,7 +15,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching
 
 from router.cli import main
-from router.config import parse_config
+from router.config import ConfigError, parse_config
 from router.config.model import Centre
 from router.planning.schedule import Roster, demand_from_plan, make_roster, roster_yaml
 
@@ -237,3 +237,14 @@ def test_cli_json_and_yaml_output(tmp_path, capsys) -> None:
     assert out.read_text().splitlines()[2:4] == ["simulation:", "  shifts:"]
     assert main(["schedule", "--config", str(config), "--staff", str(staff), "--day", "2026-11-30"]) == 1
     assert "no interval on 2026-11-30" in capsys.readouterr().err
+
+
+def test_shift_rules_in_fractions_of_a_minute_are_config_errors() -> None:
+    rules = RULES.replace("hours: 4\n", "hours: 4.01\n").replace("minutes: 15, from_h: 1.5", "minutes: 7.5, from_h: 1.5")
+    with pytest.raises(ConfigError) as caught:
+        centre(rules)
+    assert str(caught.value).splitlines() == [
+        "centre.yaml:24:14: error: 'hours' of shift rule #1 of section 'planning': a shift lasts whole minutes, "
+        "got 4.01 h",
+        "centre.yaml:27:26: error: 'minutes' of break #1 of shift rule #1 of section 'planning': a break lasts "
+        "whole minutes, got 7.5"]

@@ -900,6 +900,9 @@ class ConfigReader:
             return None
         name = self.text(f["name"], f"'name' of {owner}")
         hours = self.number(f["hours"], f"'hours' of {owner}", lo=0.5, hi=16)
+        if hours is not None and hours * 60 != int(hours * 60):
+            self.error(f["hours"], f"'hours' of {owner}: a shift lasts whole minutes, got {_fmt(hours)} h")
+            hours = None
         match = _RANGE.match(f["starts"].value) if isinstance(f["starts"].value, str) else None
         starts = [self._clock_text(part) for part in match.groups()] if match else [None]
         if None in starts or starts[0] > starts[1]:
@@ -920,6 +923,9 @@ class ConfigReader:
         if f is None or not set(BREAK_RULE_KEYS) <= f.keys():
             return None
         minutes = self.number(f["minutes"], f"'minutes' of {owner}", lo=0, lo_open=True)
+        if minutes is not None and minutes != int(minutes):
+            self.error(f["minutes"], f"'minutes' of {owner}: a break lasts whole minutes, got {_fmt(minutes)}")
+            return None
         from_h = self.number(f["from_h"], f"'from_h' of {owner}", lo=0)
         to_h = self.number(f["to_h"], f"'to_h' of {owner}", lo=0)
         if None in (minutes, from_h, to_h):

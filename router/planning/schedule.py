@@ -194,17 +194,10 @@ class _Option:
 def slot_minutes(rules: Iterable[ShiftRule], demand: Demand) -> int:
     """The grid: the largest slot every shift start, length, break length and interval lies on."""
     values = [demand.interval_minutes, *(start for starts in demand.needed.values() for start in starts)]
-    for rule in rules:
-        values += [rule.every_min, rule.earliest.hour * 60 + rule.earliest.minute,
-                   _whole(rule.hours * 60, f"shift rule {rule.name!r}: its length in minutes")]
-        values += [_whole(pause.minutes, f"shift rule {rule.name!r}: a break's minutes") for pause in rule.breaks]
+    for rule in rules:   # whole minutes: the config loader checks
+        values += [rule.every_min, rule.earliest.hour * 60 + rule.earliest.minute, round(rule.hours * 60)]
+        values += [round(pause.minutes) for pause in rule.breaks]
     return math.gcd(*values)
-
-
-def _whole(value: float, what: str) -> int:
-    if value != int(value):
-        raise ScheduleError(f"{what} must be a whole number, got {value:g}")
-    return int(value)
 
 
 def _options(rules: tuple[ShiftRule, ...], slot: int) -> list[_Option]:
