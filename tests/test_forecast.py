@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from router.cli import main
-from router.planning.forecast import ForecastError, History, forecast_history
+from router.planning.forecast import BAND_LEVEL, ForecastError, History, day_intervals, forecast_history, impute
 from router.planning.history import forecast_from_store
 from router.planning.output import forecast_csv
 
@@ -215,6 +215,37 @@ def test_accuracy_against_the_poisson_floor_and_seasonal_naive(cli_run):
         assert backtest["mase"] < 1
     assert result["queues"]["sales"]["backtest"]["models"]["seasonal_naive"]["mase"] > \
         result["queues"]["sales"]["backtest"]["mase"]
+
+
+def test_the_band_covers_about_ninety_percent_of_new_counts(cli_run):
+    rng = np.random.default_rng(99)
+    for name, queue in cli_run[0]["queues"].items():
+        inside = []
+        for row in queue["forecast"]:
+            local = datetime.fromisoformat(row["start"])
+            rate = true_rates(name, local.date())[(local.hour * 60 + local.minute) // 30]
+            if row["hi"] > 0:                                 # open intervals
+                inside.append(row["lo"] <= rng.poisson(rate) <= row["hi"])
+        print(f"\n{name}: {BAND_LEVEL} % band holds {np.mean(inside):.3f} of {len(inside)} fresh Poisson counts")
+        assert 0.8 <= np.mean(inside) <= 0.98
+
+
+def test_local_days_have_their_real_intervals_across_clock_changes():
+    spring = day_intervals(date(2026, 3, 29), ZONE, 30)
+    assert len(spring) == 46 and {2, 3}.isdisjoint(slot for slot, _ in spring)
+    autumn = day_intervals(date(2026, 10, 25), ZONE, 30)
+    assert len(autumn) == 50 and [slot for slot, _ in autumn][:6] == [0, 1, 2, 3, 2, 3]
+    assert [start.utcoffset() for _, start in autumn][2:6] == [timedelta(hours=1)] * 2 + [timedelta(0)] * 2
+
+
+def test_missing_slots_take_the_same_slot_of_the_other_weeks():
+    week = 7 * 48
+    values = np.tile(np.arange(week, dtype=float), 3)
+    missing = np.zeros(3 * week, dtype=bool)
+    missing[week + 10:week + 58] = True                       # a whole special day in week two
+    values[missing] = 0
+    filled = impute(values, missing, 30)
+    assert np.array_equal(filled, np.tile(np.arange(week, dtype=float), 3))
 
 
 def test_too_little_history_is_a_clear_error(stored):
