@@ -7,6 +7,7 @@ event logs go through both.  Same keys everywhere; floats equal to 1e-9 relative
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import uuid
@@ -46,9 +47,13 @@ def assert_same(sql: Any, twin: Any, where: str = "kpis") -> None:
         assert type(sql) is type(twin) and sql == twin, f"{where}: {sql!r} != {twin!r}"
 
 
+# The stored id of each event, however `Event` takes it (the id itself or its integer `serial`).
+_ID_FIELD = "serial" if "serial" in {f.name for f in dataclasses.fields(Event)} else "id"
+
+
 def events_of(s: Scenario) -> list[Event]:
-    return [Event(ts=ts.timestamp(), type=type_, call_id=call_id, queue=queue, agent=agent,
-                  data=json.loads(data), id=event_id)
+    return [Event(ts=ts.timestamp(), type=type_, call_id=call_id, queue=queue, agent=agent, data=json.loads(data),
+                  **{_ID_FIELD: event_id.int if _ID_FIELD == "serial" else event_id})
             for event_id, ts, _, call_id, type_, queue, agent, data in s.rows]
 
 
@@ -230,3 +235,18 @@ async def test_random_logs(conn, seed):
         await both_ways(conn, s, start=begin + timedelta(seconds=cut),
                         end=begin + timedelta(seconds=cut + rng.uniform(600, 5 * 3600)),
                         interval_minutes=width, timezone=zone, short_abandon_s=rng.choice([5.0, 10.0]))
+
+
+@pytest.mark.parametrize("draw", range(4))
+async def test_ties_of_ts_are_broken_by_the_event_id(conn, draw):
+    """Two first joins, or two last states of an agent, at the same instant: the smaller / larger id wins."""
+    s = Scenario()
+    s.joined("c1", "sales", 0, caller="111")
+    s.joined("c1", "support", 0, caller="111")                   # the same instant: entry queue by id
+    s.connected("c1", "sales", 10, wait=10, agent="a1", talk=50, wrap=5)
+    state(s, "a1", at(100), "available", "wrap_up", 35)
+    state(s, "a1", at(100), "paused", "wrap_up", 35)             # the last state at one instant: by id
+    s.joined("c2", "support", 200)
+    await s.save(conn)
+    k = await both_ways(conn, s, end=at(900), interval_minutes=15)
+    assert k["offered"] == 2 and "support" in k["queues"]         # c1 in sales or support, by its ids

@@ -33,7 +33,9 @@ their own timestamp.  Pure functions: no I/O.
 """
 from __future__ import annotations
 
+import functools
 import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -137,17 +139,32 @@ def _caller_number(raw: str | None) -> str | None:
 class _Row:
     """One event as the `events` table holds it."""
     us: int
-    order: int                      # the event id as an integer: PostgreSQL's uuid order
     type: str
     call_id: str | None
     queue: str | None
     agent: str | None
     data: dict[str, Any]
+    event: Event
+
+    @property
+    def order(self) -> int:
+        """The event id as an integer: PostgreSQL's uuid order, which breaks ties of `ts`."""
+        return self.event.id.int
+
+
+def _ts_micros(ts: float) -> int:
+    """Epoch seconds to µs as the writer's `datetime.fromtimestamp` rounds them (fraction half to even)."""
+    fraction, whole = math.modf(ts)
+    return int(whole) * 1_000_000 + round(fraction * 1e6)
 
 
 def _rows(events: Iterable[Event]) -> list[_Row]:
-    return [_Row(_micros(datetime.fromtimestamp(e.ts, dt_timezone.utc)), e.id.int, e.type, e.call_id,
-                 e.queue, e.agent, e.data) for e in events]
+    return [_Row(_ts_micros(e.ts), e.type, e.call_id, e.queue, e.agent, e.data, e) for e in events]
+
+
+def _before(row: _Row, other: _Row) -> bool:
+    """`row` sorts before `other` by (ts, id); the id is only read on a tie."""
+    return row.us < other.us or (row.us == other.us and row.order < other.order)
 
 
 @dataclass(slots=True)
@@ -355,7 +372,10 @@ class _Window:
             joins = [row for row in rows if row.type == "queue.joined"]
             if not any(self.inside(row.us) for row in joins):
                 continue
-            first = min(joins, key=lambda row: (row.us, row.order))
+            first = joins[0]
+            for row in joins[1:]:
+                if _before(row, first):
+                    first = row
             if not self.inside(first.us):
                 continue
             call = _Call(call_id, first.queue, first.us, _float(first.data.get("sl_threshold_s")),
@@ -494,6 +514,7 @@ class _Window:
 
     # -- agents' time --------------------------------------------------------------------
 
+    @functools.cached_property
     def state_spans(self) -> list[tuple[str, str | None, int, int]]:
         """(agent, state, s0, s1): the `state_spans` CTE."""
         if not self.defined:
@@ -505,7 +526,7 @@ class _Window:
             if row.type != "agent.state" or row.agent is None:
                 continue
             held = latest.get(row.agent)
-            if held is None or (row.us, row.order) > (held.us, held.order):
+            if held is None or _before(held, row):
                 latest[row.agent] = row
             seconds = _float(row.data.get("previous_s"))
             if seconds is None or row.us <= t0:
@@ -521,7 +542,7 @@ class _Window:
     def floor(self) -> dict[int | None, _Floor]:
         """Busy and staffed time, total (key None) and per interval, spans split at the edges."""
         floor: dict[int | None, _Floor] = defaultdict(_Floor)
-        for _, state, s0, s1 in self.state_spans():
+        for _, state, s0, s1 in self.state_spans:
             floor[None].add(state, s1 - s0)
             if self.width is None:
                 continue
@@ -598,7 +619,7 @@ class _Window:
                 mine = figures[row.agent]
                 if score is not None:
                     mine.csat.append(score)
-        for agent, state, s0, s1 in self.state_spans():
+        for agent, state, s0, s1 in self.state_spans:
             mine = figures[agent]
             seconds = (s1 - s0) / 1_000_000
             if state in BUSY_STATES:
