@@ -179,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
     sched.add_argument("--run", default="live", help="without --staff: the history staff plans from "
                                                      "('live' or a run label)")
     sched.add_argument("--day", type=_day, metavar="YYYY-MM-DD",
-                       help="the local day of the plan to schedule (default: its first)")
+                       help="the local day of the plan to schedule (default: its first that needs agents)")
     sched.add_argument("--time-limit", type=_positive, default=20.0, metavar="S",
                        help="solver time limit in seconds (default 20); the best schedule found by then is used")
     sched.add_argument("--output", metavar="FILE", help="write the YAML here (default: standard output)")

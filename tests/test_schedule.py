@@ -217,6 +217,8 @@ def test_the_plan_is_read_in_the_centres_zone_and_prefers_scheduled() -> None:
     for rows in madrid["queues"].values():
         for row in rows:
             row["agents"] = 1
+    closed_day_before = {"start": "2026-11-22T09:00:00+01:00", "offered": 0, "agents": 0, "scheduled": 0}
+    madrid["queues"]["billing"].insert(0, closed_day_before)
     demand = demand_from_plan(madrid, "Europe/London")
     assert demand.day == DAY and demand.interval_minutes == 30
     assert demand.needed == {"billing": {8 * 60: 3, 8 * 60 + 30: 4}}

@@ -134,7 +134,7 @@ def roster_yaml(roster: Roster) -> str:
 
 def demand_from_plan(plan: Mapping[str, Any], timezone: str, day: date | None = None, *,
                      default_interval: int | None = None) -> Demand:
-    """One local day of a `staff --json` plan (the first day in it unless `day` is given)."""
+    """One local day of a `staff --json` plan (`day`, else the first that needs agents)."""
     zone = ZoneInfo(timezone)
     queues = plan.get("queues") if isinstance(plan, Mapping) else None
     if not isinstance(queues, Mapping):
@@ -151,7 +151,8 @@ def demand_from_plan(plan: Mapping[str, Any], timezone: str, day: date | None = 
                                     f"and 'agents' or 'scheduled' (a number): {exc}") from None
     if not rows:
         raise ScheduleError("the plan has no intervals")
-    day = day or min(moment.date() for _, moment, _ in rows)
+    day = day or min((moment.date() for _, moment, need in rows if need > 0),
+                     default=min(moment.date() for _, moment, _ in rows))
     width = plan.get("interval_minutes") or _interval_of(rows) or default_interval
     if not width:
         raise ScheduleError("cannot tell the plan's interval width: it has one interval and no 'interval_minutes'")
