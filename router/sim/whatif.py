@@ -24,7 +24,12 @@ JSON (`simulate --seeds N [--compare] --json`), one object:
     {"seeds": N, "first_seed": 0, "hours": 8.0, "changes": ["queues.billing.wrap_up_s=30"],
      "scenario":   {"service_level": {"mean": 0.81, "lo": 0.79, "hi": 0.83, "n": 8}, ...},
      "baseline":   {...},        # with --compare: the centre without the changes
-     "difference": {...}}        # with --compare: scenario − baseline, paired by seed
+     "difference": {...},        # with --compare: scenario − baseline, paired by seed
+     "queues": {"billing": {"baseline": {...}, "scenario": {...}, "difference": {...}}, ...}}
+
+Per queue (entry queue, as in the KPIs) the same summaries of the queue's
+figures, without the centre-wide occupancy and IVR containment.  The table
+for humans shows the totals.
 """
 from __future__ import annotations
 
@@ -45,6 +50,7 @@ from router.store.kpi_memory import kpis_from_events
 
 MEMORY_RUN = "memory"
 SUMMARY_KEYS: tuple[str, ...] = PINNED_KEYS + ("busy_s", "staffed_s")
+QUEUE_SUMMARY_KEYS: tuple[str, ...] = tuple(key for key in PINNED_KEYS if key not in ("occupancy", "ivr_contained"))
 CONFIDENCE = 0.95
 
 
@@ -108,15 +114,28 @@ def _tidy(value: float) -> float:
     return round(value, 6)
 
 
-def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {key: summary([run[key] for run in runs]) for key in SUMMARY_KEYS}
+def summarise(runs: list[dict[str, Any]], keys: tuple[str, ...] = SUMMARY_KEYS) -> dict[str, dict[str, Any]]:
+    return {key: summary([run.get(key) for run in runs]) for key in keys}
 
 
-def differences(baseline: list[dict[str, Any]], scenario: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def differences(baseline: list[dict[str, Any]], scenario: list[dict[str, Any]],
+                keys: tuple[str, ...] = SUMMARY_KEYS) -> dict[str, dict[str, Any]]:
     """scenario − baseline per KPI, paired by seed (seeds where either is null are left out)."""
-    return {key: summary([None if b[key] is None or s[key] is None else s[key] - b[key]
+    return {key: summary([None if b.get(key) is None or s.get(key) is None else s[key] - b[key]
                           for b, s in zip(baseline, scenario)])
-            for key in SUMMARY_KEYS}
+            for key in keys}
+
+
+def _per_queue(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Each entry queue's figures summarised like the totals (a seed without the queue counts as missing)."""
+    queues = sorted({queue for label_runs in runs.values() for run in label_runs for queue in run["queues"]})
+    result = {}
+    for queue in queues:
+        of = {label: [run["queues"].get(queue, {}) for run in label_runs] for label, label_runs in runs.items()}
+        result[queue] = {label: summarise(of[label], QUEUE_SUMMARY_KEYS) for label in of}
+        if "baseline" in of:
+            result[queue]["difference"] = differences(of["baseline"], of["scenario"], QUEUE_SUMMARY_KEYS)
+    return result
 
 
 def what_if(scenario: Centre, *, baseline: Centre | None = None, seeds: int, first_seed: int = 0,
@@ -134,6 +153,7 @@ def what_if(scenario: Centre, *, baseline: Centre | None = None, seeds: int, fir
     result["scenario"] = summarise(runs["scenario"])
     if baseline is not None:
         result["difference"] = differences(runs["baseline"], runs["scenario"])
+    result["queues"] = _per_queue(runs)
     return result
 
 
