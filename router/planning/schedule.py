@@ -238,6 +238,10 @@ class _Progress(cp_model.CpSolverSolutionCallback):
         self.report(self.wall_time, self.objective_value, self.best_objective_bound)
 
 
+Groups = list[tuple[frozenset[str], list[str]]]
+Chosen = dict[tuple[int, int], tuple[Any, list[dict[int, Any]]]]   # (group, option) -> count, break starts
+
+
 def make_roster(centre: Centre, demand: Demand, *, time_limit_s: float = 20.0, workers: int | None = None,
                 on_solution: Callable[[float, float, float], None] | None = None) -> Roster:
     """Shifts of the centre's rules for the day's demand (see the module head).
@@ -251,63 +255,21 @@ def make_roster(centre: Centre, demand: Demand, *, time_limit_s: float = 20.0, w
         raise ScheduleError(f"the plan names queue(s) the centre does not have: {', '.join(unknown)}")
     slot = slot_minutes(rules, demand)
     options = _options(rules, slot)
-    active = [q for q, intervals in demand.needed.items() if any(intervals.values())]
-    groups = list(agent_groups(centre, active).items())
+    needs = {q: {start: need for start, need in intervals.items() if need > 0}
+             for q, intervals in demand.needed.items() if any(intervals.values())}
+    groups = list(agent_groups(centre, needs).items())
 
     model = cp_model.CpModel()
-    duty: dict[tuple[int, int], list[Any]] = defaultdict(list)     # (group, slot) -> +shifts, -breaks
-    on_break: dict[int, list[Any]] = defaultdict(list)
-    paid: list[Any] = []
-    chosen: dict[tuple[int, int], tuple[Any, list[dict[int, Any]]]] = {}   # (group, option) -> count, breaks
-    for g, (_, members) in enumerate(groups):
-        size = len(members)
-        counts = []
-        for o, option in enumerate(options):
-            count = model.NewIntVar(0, size, f"c{g}_{o}")
-            counts.append(count)
-            paid.append(option.length * count)
-            for at in range(option.start, option.start + option.length):
-                duty[g, at].append(count)
-            breaks = []
-            for b, (first, last, length) in enumerate(option.windows):
-                starts = {p: model.NewIntVar(0, size, f"n{g}_{o}_{b}_{p}") for p in range(first, last + 1)}
-                model.Add(sum(starts.values()) == count)
-                for p, taking in starts.items():
-                    for at in range(option.start + p, option.start + p + length):
-                        duty[g, at].append(-taking)
-                        on_break[at].append(taking)
-                breaks.append(starts)
-            for (window, earlier), later in zip(zip(option.windows, breaks), breaks[1:]):
-                _in_order(model, earlier, window[2], later)
-            chosen[g, o] = (count, breaks)
-        model.Add(sum(counts) <= size)
-
-    need_at: dict[str, dict[int, tuple[int, int]]] = {}            # queue -> slot -> (interval, need)
-    for q in active:
-        need_at[q] = {at: (start, need) for start, need in demand.needed[q].items() if need > 0
-                      for at in range(start // slot, (start + demand.interval_minutes) // slot)}
-    serving: dict[tuple[str, int], list[Any]] = defaultdict(list)   # (queue, slot) -> agents serving it
-    serve_vars: list[tuple[str, int, Any]] = []
-    for g, (serves, members) in enumerate(groups):
-        for at in sorted({at for q in serves for at in need_at[q]}):
-            if not duty.get((g, at)):
-                continue
-            share = []
-            for q in sorted(serves):
-                if at in need_at[q]:
-                    serve = model.NewIntVar(0, len(members), f"s{g}_{q}_{at}")
-                    serving[q, at].append(serve)
-                    serve_vars.append((q, at, serve))
-                    share.append(serve)
-            model.Add(sum(share) <= sum(duty[g, at]))
+    chosen, duty, on_break, paid = _shift_variables(model, groups, options)
+    serving = _serve_variables(model, groups, duty, {q: {at for start in intervals for at in
+                                                        _slots(start, demand.interval_minutes, slot)}
+                                                    for q, intervals in needs.items()})
     shortfalls = []
-    for q in active:
-        for start, need in demand.needed[q].items():
-            if need <= 0:
-                continue
+    for q, intervals in needs.items():
+        for start, need in intervals.items():
             short = model.NewIntVar(0, need, f"short_{q}_{start}")
             shortfalls.append(short)
-            for at in range(start // slot, (start + demand.interval_minutes) // slot):
+            for at in _slots(start, demand.interval_minutes, slot):
                 model.Add(sum(serving[q, at]) + short >= need)
     agents = sum(len(members) for _, members in groups)
     peak = model.NewIntVar(0, agents, "peak_on_break")
@@ -328,18 +290,72 @@ def make_roster(centre: Centre, demand: Demand, *, time_limit_s: float = 20.0, w
                             f"allow more time with --time-limit")
 
     shifts, paid_hours = _shifts(solver, groups, options, chosen, rules, slot)
-    served: dict[tuple[str, int], int] = defaultdict(int)
-    for q, at, serve in serve_vars:
-        served[q, at] += solver.Value(serve)
     gaps = []
-    for q in active:
-        for start, need in sorted(demand.needed[q].items()):
-            covered = min((served[q, at] for at in range(start // slot, (start + demand.interval_minutes) // slot)),
-                          default=0)
+    for q, intervals in needs.items():
+        for start, need in sorted(intervals.items()):
+            covered = min(sum(solver.Value(serve) for serve in serving[q, at])
+                          for at in _slots(start, demand.interval_minutes, slot))
             if covered < need:
                 gaps.append(Shortfall(q, start, need, covered))
     return Roster(demand.day, demand.timezone, solver.StatusName(status), solver.ObjectiveValue(),
                   solver.BestObjectiveBound(), elapsed, slot, shifts, paid_hours, tuple(gaps))
+
+
+def _slots(start: int, width: int, slot: int) -> range:
+    """The slots of the interval of `width` minutes that starts `start` minutes after midnight."""
+    return range(start // slot, (start + width) // slot)
+
+
+def _shift_variables(model: cp_model.CpModel, groups: Groups, options: list[_Option]) -> tuple[
+        Chosen, dict[tuple[int, int], list[Any]], dict[int, list[Any]], list[Any]]:
+    """Per group and option, how many agents work it and when they start each break; with the
+    terms of agents on duty per (group, slot), of agents on a break per slot, and of paid slots."""
+    chosen: Chosen = {}
+    duty: dict[tuple[int, int], list[Any]] = defaultdict(list)     # + shifts under way, - breaks under way
+    on_break: dict[int, list[Any]] = defaultdict(list)
+    paid: list[Any] = []
+    for g, (_, members) in enumerate(groups):
+        size = len(members)
+        counts = []
+        for o, option in enumerate(options):
+            count = model.NewIntVar(0, size, f"c{g}_{o}")
+            counts.append(count)
+            paid.append(option.length * count)
+            for at in range(option.start, option.start + option.length):
+                duty[g, at].append(count)
+            breaks = []
+            for b, (first, last, length) in enumerate(option.windows):
+                starts = {p: model.NewIntVar(0, size, f"n{g}_{o}_{b}_{p}") for p in range(first, last + 1)}
+                model.Add(sum(starts.values()) == count)
+                for p, taking in starts.items():
+                    for at in range(option.start + p, option.start + p + length):
+                        duty[g, at].append(-taking)
+                        on_break[at].append(taking)
+                breaks.append(starts)
+            for b in range(1, len(breaks)):
+                _in_order(model, breaks[b - 1], option.windows[b - 1][2], breaks[b])
+            chosen[g, o] = (count, breaks)
+        model.Add(sum(counts) <= size)
+    return chosen, duty, on_break, paid
+
+
+def _serve_variables(model: cp_model.CpModel, groups: Groups, duty: dict[tuple[int, int], list[Any]],
+                     needed_slots: dict[str, set[int]]) -> dict[tuple[str, int], list[Any]]:
+    """Per (queue, slot) the terms of agents serving it: each group's agents on duty split among the
+    queues they qualify for, so nobody counts twice."""
+    serving: dict[tuple[str, int], list[Any]] = defaultdict(list)
+    for g, (serves, members) in enumerate(groups):
+        for at in sorted({at for q in serves for at in needed_slots[q]}):
+            if not duty.get((g, at)):
+                continue
+            share = []
+            for q in sorted(serves):
+                if at in needed_slots[q]:
+                    serve = model.NewIntVar(0, len(members), f"s{g}_{q}_{at}")
+                    serving[q, at].append(serve)
+                    share.append(serve)
+            model.Add(sum(share) <= sum(duty[g, at]))
+    return serving
 
 
 def _in_order(model: cp_model.CpModel, earlier: dict[int, Any], length: int, later: dict[int, Any]) -> None:
@@ -352,9 +368,8 @@ def _in_order(model: cp_model.CpModel, earlier: dict[int, Any], length: int, lat
                   <= sum(n for p, n in earlier.items() if p + length <= tau - 1))
 
 
-def _shifts(solver: cp_model.CpSolver, groups: list[tuple[frozenset[str], list[str]]], options: list[_Option],
-            chosen: dict[tuple[int, int], tuple[Any, list[dict[int, Any]]]], rules: tuple[ShiftRule, ...],
-            slot: int) -> tuple[tuple[Shift, ...], float]:
+def _shifts(solver: cp_model.CpSolver, groups: Groups, options: list[_Option], chosen: Chosen,
+            rules: tuple[ShiftRule, ...], slot: int) -> tuple[tuple[Shift, ...], float]:
     """Agents for the solver's counts (in id order per group; the i-th agent of a shift gets the i-th
     earliest start of each break), grouped by identical start, end and breaks."""
     crews: dict[tuple[int, int, tuple[tuple[int, int], ...]], list[str]] = defaultdict(list)
