@@ -474,9 +474,9 @@ def _schedule(args: argparse.Namespace) -> int:
         return 1
     progress = Progress(args.time_limit, "scheduling") if not args.json else None
 
-    def solved(elapsed_s: float, objective: float, bound: float) -> None:
+    def solved(elapsed_s: float, shortfall: int, paid_hours: float) -> None:
         if progress:
-            progress.update(elapsed_s, f"objective {objective:,.0f}, bound {bound:,.0f}")
+            progress.update(elapsed_s, f"best so far: shortfall {shortfall}, {paid_hours:g} paid hours")
 
     try:
         demand = demand_from_plan(plan, centre.timezone, args.day,

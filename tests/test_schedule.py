@@ -194,9 +194,12 @@ def test_least_paid_hours_on_a_case_solved_by_hand() -> None:
     """One agent from 08:00 to 12:00.  A 4-hour shift covering it must start at 08:00 and its break
     falls inside, so two short shifts are needed (8 h); the 6-hour rule starts at 08:00 and has two
     breaks, so it needs a partner too (6 + 4 h).  Least: 8 paid hours, breaks apart."""
-    roster = solve(centre(), {"support": halfhours("08:00", "11:30", 1)})
+    c, heard = centre(), []
+    demand = demand_from_plan(plan({"support": halfhours("08:00", "11:30", 1)}), c.timezone)
+    roster = make_roster(c, demand, time_limit_s=10, workers=2,
+                         on_solution=lambda elapsed, short, paid: heard.append((short, paid)))
     assert roster.status == "OPTIMAL" and roster.shortfall == ()
-    assert roster.paid_hours == 8
+    assert roster.paid_hours == 8 and heard[-1] == (0, 8)
     assert sum(len(shift.agents) for shift in roster.shifts) == 2
     duty = on_duty(roster)
     assert all(served(centre(), duty.get(at, set()), {"support": 1}) == 1 for at in range(8 * 60, 12 * 60, SLOT))

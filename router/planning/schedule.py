@@ -230,12 +230,16 @@ def agent_groups(centre: Centre, queues: Iterable[str]) -> dict[frozenset[str], 
 
 
 class _Progress(cp_model.CpSolverSolutionCallback):
-    def __init__(self, report: Callable[[float, float, float], None]) -> None:
+    """Tells `report(elapsed_s, shortfall, paid_hours)` of each better solution, read off its objective."""
+    def __init__(self, report: Callable[[float, int, float], None], short_weight: int, paid_weight: int,
+                 slot: int) -> None:
         super().__init__()
-        self.report = report
+        self.report, self.short_weight, self.paid_weight, self.slot = report, short_weight, paid_weight, slot
 
     def on_solution_callback(self) -> None:
-        self.report(self.wall_time, self.objective_value, self.best_objective_bound)
+        objective = round(self.objective_value)
+        paid_slots = objective % self.short_weight // self.paid_weight
+        self.report(self.wall_time, objective // self.short_weight, paid_slots * self.slot / 60)
 
 
 Groups = list[tuple[frozenset[str], list[str]]]
@@ -243,10 +247,10 @@ Chosen = dict[tuple[int, int], tuple[Any, list[dict[int, Any]]]]   # (group, opt
 
 
 def make_roster(centre: Centre, demand: Demand, *, time_limit_s: float = 20.0, workers: int | None = None,
-                on_solution: Callable[[float, float, float], None] | None = None) -> Roster:
+                on_solution: Callable[[float, int, float], None] | None = None) -> Roster:
     """Shifts of the centre's rules for the day's demand (see the module head).
 
-    `on_solution(elapsed_s, objective, bound)` hears of every better solution while solving."""
+    `on_solution(elapsed_s, shortfall, paid_hours)` hears of every better solution while solving."""
     rules = centre.planning.shifts
     if not rules:
         raise ScheduleError("no shift rules: add planning.shifts to the config")
@@ -283,7 +287,7 @@ def make_roster(centre: Centre, demand: Demand, *, time_limit_s: float = 20.0, w
     solver.parameters.max_time_in_seconds = time_limit_s
     solver.parameters.num_workers = workers or os.cpu_count() or 1
     began = wallclock.monotonic()
-    status = solver.Solve(model, _Progress(on_solution) if on_solution else None)
+    status = solver.Solve(model, _Progress(on_solution, short_weight, paid_weight, slot) if on_solution else None)
     elapsed = wallclock.monotonic() - began
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         raise ScheduleError(f"no schedule within {time_limit_s:g} s (CP-SAT status {solver.StatusName(status)}); "
