@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from router.config.model import Centre
@@ -83,7 +83,18 @@ def build_report(centre: Centre, forecast: dict[str, Any], measured: dict[str, M
             row.update(result)
             row["scheduled"] = scheduled(row["agents"], shrinkage)
     report["verify"] = checked["summary"]
+    for queue_id, rows in report["queues"].items():
+        report["verify"]["queues"][queue_id].update(_erlang_vs_simulation(rows, centre.queues[queue_id].sl_target))
     return report
+
+
+def _erlang_vs_simulation(rows: list[dict[str, Any]], target: float) -> dict[str, Any]:
+    """How the simulator judged the Erlang A plan: intervals it missed, mean SL gap (simulated − Erlang A)."""
+    judged = [row for row in rows if row["offered"] > 0 and row["erlang_simulated_service_level"] is not None]
+    gaps = [row["erlang_simulated_service_level"] - row["service_level"] for row in judged]
+    return {"intervals_with_calls": len(judged),
+            "erlang_plan_intervals_missed": sum(row["erlang_simulated_service_level"] < target for row in judged),
+            "mean_sl_gap_simulated_minus_erlang": round(sum(gaps) / len(gaps), 4) if gaps else None}
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -114,15 +125,24 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(f"\nverified with {summary['seeds']} seeds in {summary['rounds']} rounds, {state}"
                      + ("" if summary["feasible"] else "; NO plan met every target"))
         lines.append(f"  {'queue':<10} {'Erlang A h':>10} {'verified h':>10} {'more':>5} {'fewer':>5} "
-                     f"{'SL sim of A':>11} {'SL sim':>7}")
+                     f"{'SL sim of A':>11} {'SL sim':>7} {'A missed':>8} {'SL gap':>7}")
         for queue_id, figures in summary["queues"].items():
             lines.append(f"  {queue_id:<10} {figures['erlang_agent_hours']:>10.1f} "
                          f"{figures['verified_agent_hours']:>10.1f} {figures['intervals_more']:>5} "
                          f"{figures['intervals_fewer']:>5} "
                          f"{_pct(figures['erlang_plan_simulated_service_level']):>11} "
-                         f"{_pct(figures['verified_simulated_service_level']):>7}")
+                         f"{_pct(figures['verified_simulated_service_level']):>7} "
+                         f"{figures['erlang_plan_intervals_missed']:>3}/{figures['intervals_with_calls']:<4} "
+                         f"{_points(figures['mean_sl_gap_simulated_minus_erlang']):>7}")
+        lines.append("  (h: agent-hours on the phones; more/fewer: intervals the simulation changed; SL sim of A: "
+                     "the Erlang A plan simulated;\n   A missed: its intervals below target; SL gap: simulated − "
+                     "Erlang A service level of that plan, mean over intervals)")
     lines.extend(f"note: {note}" for note in report["notes"])
     return "\n".join(lines)
+
+
+def _points(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:+.1f}pp"
 
 
 def _pct(value: float | None) -> str:
@@ -146,42 +166,58 @@ def to_csv(report: dict[str, Any]) -> str:
 
 
 def plot(report: dict[str, Any], path: str) -> None:
-    """Per queue, agents needed by interval (Erlang A and verified) and the service levels (PNG)."""
+    """Per queue, agents needed by interval (Erlang A and verified) and the service levels (PNG).
+
+    Only the busy intervals are drawn (those where some queue has calls or agents), side by side: a
+    week's nights and Sundays would otherwise flatten the days into spikes.  A dotted line marks each
+    new day."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     queues = list(report["queues"])
+    busy = sorted({row["start"] for rows in report["queues"].values() for row in rows
+                   if row["offered"] > 0 or row["agents"] > 0 or row.get("erlang_agents", 0) > 0},
+                  key=lambda start: datetime.fromisoformat(start))
+    position = {start: i for i, start in enumerate(busy)}
     figure, axes = plt.subplots(len(queues), 1, figsize=(11, 2.6 * len(queues)), squeeze=False, sharex=True)
     verified = "verify" in report
-    width = timedelta(minutes=report["interval_minutes"])
     for axis, queue_id in zip(axes[:, 0], queues):
-        rows = report["queues"][queue_id]
-        if not rows:
-            continue
-        times = [datetime.fromisoformat(row["start"]) for row in rows]
-        edges = times + [times[-1] + width]            # the last interval drawn to its end
+        rows = [row for row in report["queues"][queue_id] if row["start"] in position]
+        at = [position[row["start"]] for row in rows]
         erlang = [row.get("erlang_agents", row["agents"]) for row in rows]
-        axis.step(edges, erlang + erlang[-1:], where="post", label="agents, Erlang A", color="tab:blue")
+        axis.step(at + [len(busy)], erlang + erlang[-1:], where="post", label="agents, Erlang A", color="tab:blue")
         if verified:
             agents = [row["agents"] for row in rows]
-            axis.step(edges, agents + agents[-1:], where="post", label="agents, verified", color="tab:orange")
+            axis.step(at + [len(busy)], agents + agents[-1:], where="post", label="agents, verified",
+                      color="tab:orange")
         axis.set_ylim(bottom=0)
         axis.set_ylabel("agents")
         axis.set_title(f"{queue_id} (SL target {report['targets'][queue_id]:.0%})", loc="left", fontsize=10)
         levels = axis.twinx()
         levels.set_ylim(0, 1.05)
         levels.set_ylabel("service level")
-        middles = [t + width / 2 for t in times]
+        middles = [i + 0.5 for i in at]
         levels.plot(middles, [row["service_level"] for row in rows], "o", markersize=3, color="tab:blue",
                     alpha=0.6, label="SL, Erlang A")
         if verified:
             levels.plot(middles, [row["simulated_service_level"] for row in rows], "x", color="tab:orange",
                         label="SL, simulated (verified plan)")
         levels.axhline(report["targets"][queue_id], color="grey", linestyle=":", linewidth=1, label="SL target")
+    days = [i for i, start in enumerate(busy) if i == 0 or busy[i - 1][:10] != start[:10]]
+    for axis in axes[:, 0]:
+        for i in days[1:]:
+            axis.axvline(i, color="black", linestyle=":", linewidth=0.8)
+    step = max(1, len(busy) // 24)
+    ticks = sorted(set(days) | {i for i in range(0, len(busy), step) if all(abs(i - d) >= step for d in days)})
+    axes[-1, 0].set_xticks(ticks)
+    axes[-1, 0].set_xticklabels([datetime.fromisoformat(busy[i]).strftime("%a %d %H:%M" if i in days else "%H:%M")
+                                 for i in ticks], rotation=60, fontsize=7)
+    axes[-1, 0].set_xlim(0, max(1, len(busy)))
+    axes[-1, 0].set_xlabel(f"busy {report['interval_minutes']}-minute intervals ({report['timezone']})")
     handles = [h for axis in figure.axes for h in axis.get_legend_handles_labels()[0]]
     unique = {h.get_label(): h for h in handles}
     figure.legend(list(unique.values()), list(unique), loc="upper center", ncol=len(unique), fontsize=8)
-    figure.autofmt_xdate()
     figure.tight_layout(rect=(0, 0, 1, 0.97))
     figure.savefig(path, dpi=100)
     plt.close(figure)

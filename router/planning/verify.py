@@ -57,7 +57,7 @@ from router.sim.simulator import Simulator
 from router.store.kpi_memory import kpis_from_events
 
 DEFAULT_SEEDS = 4
-MAX_ROUNDS = 8
+MAX_ROUNDS = 12
 SEED_STRIDE = 1009        # day d of seed s runs as simulator seed s + d * SEED_STRIDE
 
 # counts per (queue, interval start epoch): offered, short abandoned, SL base, SL met, abandoned
