@@ -62,11 +62,13 @@ EVENT_TYPES: frozenset[str] = frozenset({
 
 
 class _EventIds:
-    """UUIDs from a random 64-bit prefix per process and a counter.
+    """Event ids: a random 64-bit prefix per process and a counter, as 128-bit integers.
 
     Unique across processes (a fresh prefix in a forked child), increasing
     within one, so B-tree inserts into the primary key stay at its right edge;
     and cheaper than uuid4(), which reads the OS entropy pool for every event.
+    An event keeps the integer; the `uuid.UUID` is built only when it is read
+    (by the store), which an in-memory simulation never does.
     """
 
     def __init__(self) -> None:
@@ -76,14 +78,19 @@ class _EventIds:
     def reset(self) -> None:
         # version 8 (custom) and RFC 4122 variant bits, so every value is a well-formed UUID
         random_bits = int.from_bytes(os.urandom(8)) & ~(0xF << 12) | (0x8 << 12)
-        self._prefix = (random_bits << 64) | (0x8 << 60)
-        self._counter = itertools.count()
-
-    def __call__(self) -> uuid.UUID:
-        return uuid.UUID(int=self._prefix | next(self._counter))
+        self.next = itertools.count((random_bits << 64) | (0x8 << 60)).__next__
 
 
-new_event_id = _EventIds()
+_event_ids = _EventIds()
+
+
+def new_event_serial() -> int:
+    """The next event id of this process, as the integer value of its UUID."""
+    return _event_ids.next()
+
+
+def new_event_id() -> uuid.UUID:
+    return uuid.UUID(int=new_event_serial())
 
 
 @dataclass(slots=True)
@@ -97,4 +104,9 @@ class Event:
     queue: str | None = None
     agent: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
-    id: uuid.UUID = field(default_factory=new_event_id)
+    serial: int = field(default_factory=new_event_serial, repr=False)   # the id's 128-bit value
+
+    @property
+    def id(self) -> uuid.UUID:
+        """The event's unique id (the `events` table's primary key)."""
+        return uuid.UUID(int=self.serial)

@@ -19,7 +19,7 @@ from router.config.model import CallbackPolicy
 from router.engine.engine import Engine
 from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, AgentPause, CallbackAccepted,
                                     CallerHungUp, CallQueued, MoveCall, SetCallPriority)
-from router.events import Event, new_event_id
+from router.events import Event, new_event_serial
 from router.store import EventWriter
 from router.store import recovery
 from router.store.recovery import AgentLast, fold, load
@@ -380,7 +380,7 @@ async def write(dsn: str, run: str, events: list[Event], spool_dir) -> None:
 
 def copy_of(events: list[Event]) -> list[Event]:
     """The same facts under new ids (an event id is unique across runs)."""
-    return [replace(e, id=new_event_id(), data=dict(e.data)) for e in events]
+    return [replace(e, serial=new_event_serial(), data=dict(e.data)) for e in events]
 
 
 @on_postgres

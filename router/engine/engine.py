@@ -1094,7 +1094,7 @@ class Engine:
         agent.reason = reason if state is AgentState.PAUSED else None
         agent.call_id = call_id if state in CALL_STATES else None
         self._out.append(Event(now, "agent.state", call_id=call_id, agent=agent.spec.id, data={
-            "state": state.value, "previous": previous.value, "previous_s": round(spent, 3),
+            "state": _STATE_NAMES[state], "previous": _STATE_NAMES[previous], "previous_s": round(spent, 3),
             "reason": agent.reason, "team": agent.spec.team}))
         if state is AgentState.LOGGED_OUT:
             self.matcher.remove_agent(agent.slot)
@@ -1136,6 +1136,9 @@ class Engine:
             return self.agents[agent_id]
         except KeyError:
             raise InvalidInput(f"unknown agent {agent_id!r}") from None
+
+
+_STATE_NAMES: dict[AgentState, str] = {state: state.value for state in AgentState}   # Enum.value is Python code
 
 
 def _meets(skills: dict[str, int], requirements: dict[str, int]) -> bool:
