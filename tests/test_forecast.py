@@ -163,6 +163,7 @@ def test_json_contract(cli_run):
     for queue in result["queues"].values():
         assert queue["model"] in {"seasonal_naive", "mean_3w", "mstl_ets"}
         assert set(queue["backtest"]) >= {"mase", "daily_mape"}
+        assert queue["history_closed_share"] == 0              # no call came while the schedule was closed
         for row in queue["forecast"]:
             assert set(row) == {"start", "offered", "lo", "hi"}
             assert 0 <= row["lo"] <= row["offered"] <= row["hi"]
@@ -246,6 +247,24 @@ def test_missing_slots_take_the_same_slot_of_the_other_weeks():
     values[missing] = 0
     filled = impute(values, missing, 30)
     assert np.array_equal(filled, np.tile(np.arange(week, dtype=float), 3))
+
+
+def test_a_last_day_cut_short_is_left_out_of_the_fit_and_the_horizon_still_starts_the_day_after():
+    rng = np.random.default_rng(3)
+    first, days = date(2026, 3, 1), 15
+    rows = tuple(("support", datetime.combine(first + timedelta(days=d), time()) + timedelta(minutes=30 * slot),
+                  int(count))
+                 for d in range(days) for slot, count in enumerate(rng.poisson(true_rates("support", first)))
+                 if count and (d < days - 1 or slot < 28))                  # the last day ends at 14:00
+    cut_short = History("today", "UTC", 30, rows, datetime(2026, 3, 15, 14, 0, tzinfo=timezone.utc))
+    result = forecast_history(cut_short, {}, horizon_days=2).as_dict()
+    assert result["history"]["to"] == "2026-03-14"
+    support = result["queues"]["support"]
+    assert support["forecast"][0]["start"] == "2026-03-16T00:00:00+00:00" and len(support["forecast"]) == 96
+    assert support["model"] == "seasonal_naive" and support["history_closed_share"] == 0
+    with pytest.raises(ForecastError, match=r"run 'today' has 13 whole day\(s\)"):
+        forecast_history(History("today", "UTC", 30, tuple(row for row in rows if row[1] < datetime(2026, 3, 14)),
+                                 datetime(2026, 3, 14, 0, 5, tzinfo=timezone.utc)), {})
 
 
 def test_too_little_history_is_a_clear_error(stored):

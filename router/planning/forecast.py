@@ -30,24 +30,29 @@ need no numba (statsmodels has no window average and fits one series at a time).
   training set holds at least two weeks.
 
 Backtest: rolling origin with folds of one week each, the last ending on the last whole
-history day: 3 folds, fewer (weeks − 1) when history is short.  Less than 14 days of history is
-a `ForecastError` naming the run and its days.  Backtest forecasts are post-processed like the
-final one (clipped at 0, closed intervals 0).  MASE: the fold's MAE over the in-sample MAE of
-seasonal naive (lag one week) on that fold's training data, averaged over the folds.  Daily
+history day: 3 folds, fewer when history is short so that two weeks come before the first
+(weeks − 2, at least 1).  Less than 14 days of history is a `ForecastError` naming the run and
+its days.  Backtest forecasts are post-processed like the final one (clipped at 0, closed
+intervals 0).  MASE: the fold's MAE over the in-sample MAE of seasonal naive (lag one week) on
+that fold's training data (on the whole history when that is a single week), averaged over the
+folds.  Daily
 MAPE (a fraction): the mean over the folds' days with calls, special days excluded, of
 |forecast total − actual total| / actual total.  Per queue the lowest MASE wins (ties go to the
 simpler model, in the order above).
 
 Band: 90 % (5 % to 95 %), split-conformal on the chosen model's backtest residuals in open,
-observed slots, each residual scaled by the Poisson standard deviation sqrt(max(f, 1)):
-lo = f + q05 sqrt(max(f, 1)), hi = f + q95 sqrt(max(f, 1)), so it covers the count's Poisson
-noise and the model's own error; lo is never negative and the band always contains f.
+observed slots, each residual scaled by the Poisson standard deviation sqrt(max(f, 1/4)):
+lo = f + q05 sqrt(max(f, 1/4)), hi likewise with q95, so it covers the count's Poisson noise and
+the model's own error (the floor keeps a near-empty interval's band narrow but not zero); lo is
+never negative and the band always contains f.
 
 Horizon: `horizon_days` whole local days from the day after the last history day; one value
 per real interval (a fall-back day has S + 60/interval of them, each repeated slot getting the
 slot's forecast; a spring-forward day fewer).  An interval whose queue's schedule is closed
 (at its start and at its last second: schedule edges on the grid make that exact) or a holiday
-forecasts 0, with lo = hi = 0.
+forecasts 0, with lo = hi = 0.  The share of the history's calls that arrived in closed intervals
+is reported per queue (`history_closed_share`): calls a schedule says cannot come, which the
+forecast leaves out.
 """
 from __future__ import annotations
 
@@ -69,6 +74,7 @@ MAX_FOLDS = 3
 MAX_WINDOW_WEEKS = 4
 BAND_LEVEL = 90
 _BAND_QUANTILES = (0.05, 0.95)
+_VARIANCE_FLOOR = 0.25
 # STL's trend and low-pass loess evaluated at every 10th point and interpolated between (R's stl
 # takes every ceil(window / 10)th; statsmodels' default, every point, took 8x as long on 5 weeks
 # of half-hours for a decomposition that differs by less than 0.005 calls).
@@ -98,12 +104,14 @@ class QueueForecast:
     lo: np.ndarray
     hi: np.ndarray
     history: np.ndarray                            # per wall-clock slot, NaN where unobserved/special
+    closed_share: float                            # history calls in intervals the schedule closes
 
     def as_dict(self) -> dict[str, Any]:
         chosen = self.scores[self.model]
         return {
             "model": self.model,
             "backtest": {"mase": chosen["mase"], "daily_mape": chosen["daily_mape"], "models": self.scores},
+            "history_closed_share": round(self.closed_share, 4),
             "forecast": [{"start": start.isoformat(), "offered": round(float(f), 3),
                           "lo": round(float(low), 3), "hi": round(float(high), 3)}
                          for start, f, low, high in zip(self.starts, self.offered, self.lo, self.hi)],
@@ -260,6 +268,8 @@ def _scores(actual: np.ndarray, observed: np.ndarray, folds: list[_Fold], model:
         predicted = fold.forecasts[model]
         y, ok = actual[fold.cut:fold.cut + week], observed[fold.cut:fold.cut + week]
         train, train_ok = actual[:fold.cut], observed[:fold.cut]
+        if fold.cut < 2 * week:                          # one training week has no lag-week errors
+            train, train_ok = actual, observed
         both = train_ok[week:] & train_ok[:-week]
         naive_errors = np.abs(train[week:] - train[:-week])[both]
         scale = naive_errors.mean() if naive_errors.size else 0.0
@@ -281,7 +291,7 @@ def _band(actual: np.ndarray, usable: np.ndarray, folds: list[_Fold], model: str
     for fold in folds:
         predicted = fold.forecasts[model]
         y, ok = actual[fold.cut:fold.cut + week], usable[fold.cut:fold.cut + week]
-        residuals.append(((y - predicted) / np.sqrt(np.maximum(predicted, 1.0)))[ok])
+        residuals.append(((y - predicted) / np.sqrt(np.maximum(predicted, _VARIANCE_FLOOR)))[ok])
     pooled = np.concatenate(residuals)
     if pooled.size == 0:
         return -1.645, 1.645                       # no evidence: the Poisson normal approximation
@@ -343,7 +353,7 @@ def forecast_history(history: History, schedules: Mapping[str, Schedule | None],
 
     step("backtest")
     n_slots = fit_days * per_day
-    n_folds = min(MAX_FOLDS, fit_days // 7 - 1)
+    n_folds = max(1, min(MAX_FOLDS, fit_days // 7 - 2))      # two weeks before the first fold if possible
     models = _candidates(n_slots - n_folds * week, per_day)
     names = [model.alias for model in models]
     cv = _engine(models).cross_validation(h=week, df=_frame({q: s.filled for q, s in series.items()}),
@@ -395,15 +405,17 @@ def forecast_history(history: History, schedules: Mapping[str, Schedule | None],
                 if not _interval_open(schedule, start, width):
                     value, low, high = 0.0, 0.0, 0.0
                 else:
-                    spread = np.sqrt(max(value, 1.0))
+                    spread = np.sqrt(max(value, _VARIANCE_FLOOR))
                     low = min(max(value + low_q * spread, 0.0), value)
                     high = max(value + high_q * spread, value)
                 starts.append(start)
                 offered.append(value)
                 lows.append(low)
                 highs.append(high)
+        total = np.nansum(s.actual)
+        closed_share = float(np.nansum(s.actual[~s.opened]) / total) if total > 0 else 0.0
         result.queues[queue] = QueueForecast(chosen[queue], scores[queue], starts, np.array(offered),
-                                             np.array(lows), np.array(highs), s.actual)
+                                             np.array(lows), np.array(highs), s.actual, closed_share)
     return result
 
 

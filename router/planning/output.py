@@ -37,6 +37,11 @@ def forecast_table(result: dict[str, Any]) -> str:
                            for model, scores in queue["backtest"].get("models", {}).items() if model != queue["model"])
         lines.append(f"{name:<{width}}  {queue['model']:<14} {'-' if mase is None else f'{mase:.3f}':>6}  "
                      f"{_percent(queue['backtest']['daily_mape']):>10}   {others}")
+    for name in queues:
+        share = result["queues"][name].get("history_closed_share", 0.0)
+        if share >= 0.005:
+            lines.append(f"note: {100 * share:.1f} % of {name}'s history arrived while its schedule was closed; "
+                         f"closed intervals forecast 0")
     totals: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0.0, 0.0]))
     for name in queues:
         for row in result["queues"][name]["forecast"]:
