@@ -41,13 +41,15 @@ async def simulate_day(centre: Centre, dsn: str, *, hours: float = 8.0, days: in
     else:
         await _claim_run(dsn, run, replace)
     progress = Progress(days or hours * 3600.0, "simulating") if show_progress else None
-    day_s = 86_400.0 if days else 1.0
     async with EventWriter(dsn, run=run) as writer:
         while not sim.done:
             for event in sim.run(5_000):
                 await writer.put(event)
-            if progress:
-                progress.update((sim.clock - sim.start) / day_s, f"{len(sim.arrivals):,} calls")
+            if progress and days:
+                day = (sim.clock - sim.start) / 86_400.0
+                progress.update(day, f"day {min(int(day) + 1, days)} of {days}, {len(sim.arrivals):,} calls")
+            elif progress:
+                progress.update(sim.clock - sim.start, f"{len(sim.arrivals):,} calls")
         await writer.flush()
     if progress:
         progress.close()
