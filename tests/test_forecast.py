@@ -267,6 +267,34 @@ def test_a_last_day_cut_short_is_left_out_of_the_fit_and_the_horizon_still_start
                                  datetime(2026, 3, 14, 0, 5, tzinfo=timezone.utc)), {})
 
 
+def test_history_counts_first_joins_per_local_wall_clock_interval(stored):
+    """Both real 01:00-01:30 intervals of the autumn change share the local 01:00 bucket; a call
+    that joins a second queue counts once, for its first."""
+    from router.planning.history import read_history
+    from router.store.database import connect
+
+    moments = [datetime(2026, 10, 25, 0, 10, tzinfo=timezone.utc),      # 01:10 BST
+               datetime(2026, 10, 25, 1, 10, tzinfo=timezone.utc),      # 01:10 GMT
+               datetime(2026, 10, 25, 1, 40, tzinfo=timezone.utc)]      # 01:40 GMT
+
+    async def read() -> History:
+        conn = await connect(stored)
+        try:
+            await conn.execute(
+                "INSERT INTO events (id, ts, run, call_id, type, queue) "
+                "SELECT gen_random_uuid(), t, 'sim:clocks', c, 'queue.joined', q "
+                "FROM unnest($1::timestamptz[], $2::text[], $3::text[]) AS u(t, c, q)",
+                moments + [moments[2] + timedelta(minutes=5)], ["c1", "c2", "c3", "c3"],
+                ["sales", "sales", "sales", "support"])
+            return await read_history(conn, run="sim:clocks", timezone="Europe/London", interval_minutes=30)
+        finally:
+            await conn.close()
+
+    history = asyncio.run(read())
+    assert history.rows == (("sales", datetime(2026, 10, 25, 1, 0), 2), ("sales", datetime(2026, 10, 25, 1, 30), 1))
+    assert history.last_event == moments[2] + timedelta(minutes=5)
+
+
 def test_too_little_history_is_a_clear_error(stored):
     from router.config.model import Centre
 

@@ -309,25 +309,32 @@ class _Series:
     filled: np.ndarray             # what the models see
 
 
-def forecast_history(history: History, schedules: Mapping[str, Schedule | None], *, horizon_days: int = 7,
-                     on_step: Callable[[str], None] | None = None) -> Forecast:
-    """Backtest, pick and forecast every queue of `history` for `horizon_days` local days.
+@dataclass
+class _Grid:
+    zone: ZoneInfo
+    interval_minutes: int
+    first_day: date
+    last_day: date                 # the last day with history (maybe cut short)
+    fit_days: int                  # whole days fitted, from first_day
+    gap_days: int                  # 1 when last_day is cut short and left out of the fit
+    series: dict[str, _Series]
 
-    `schedules` maps a queue to its schedule (None or absent: always open, no holidays).
-    `on_step` is told the name of each step as it starts (a progress bar's hook)."""
-    if horizon_days < 1:
-        raise ValueError(f"horizon_days must be at least 1, got {horizon_days}")
-    step = on_step or (lambda _name: None)
+    @property
+    def per_day(self) -> int:
+        return slots_per_day(self.interval_minutes)
+
+
+def _grid(history: History, schedules: Mapping[str, Schedule | None]) -> _Grid:
+    """Each queue's history on the wall-clock grid, with its observed, open and imputed slots."""
     zone, minutes = ZoneInfo(history.timezone), history.interval_minutes
-    per_day, week = slots_per_day(minutes), 7 * slots_per_day(minutes)
+    per_day = slots_per_day(minutes)
     if not history.rows:
         raise ForecastError(f"run {history.run!r} has no queue.joined events to forecast from")
     first_day = min(start for _, start, _ in history.rows).date()
     last_day = max(start for _, start, _ in history.rows).date()
-    days = (last_day - first_day).days + 1
     last_interval = day_intervals(last_day, zone, minutes)[-1][1]
     gap_days = 0 if history.last_event is not None and history.last_event >= last_interval else 1
-    fit_days = days - gap_days
+    fit_days = (last_day - first_day).days + 1 - gap_days
     if fit_days < MIN_HISTORY_DAYS:
         raise ForecastError(
             f"run {history.run!r} has {fit_days} whole day(s) of queue.joined history "
@@ -347,75 +354,97 @@ def forecast_history(history: History, schedules: Mapping[str, Schedule | None],
         special = np.repeat(_special_days(schedule, zone, first_day, fit_days), per_day)
         observed = (multiplicity > 0) & ~special
         actual = np.where(observed, counts[queue] / np.maximum(multiplicity, 1), np.nan)
-        series[queue] = _Series(actual, observed,
-                                _open_slots(schedule, zone, minutes, first_day, fit_days),
+        series[queue] = _Series(actual, observed, _open_slots(schedule, zone, minutes, first_day, fit_days),
                                 impute(actual, ~observed, minutes))
+    return _Grid(zone, minutes, first_day, last_day, fit_days, gap_days, series)
 
-    step("backtest")
-    n_slots = fit_days * per_day
-    n_folds = max(1, min(MAX_FOLDS, fit_days // 7 - 2))      # two weeks before the first fold if possible
-    models = _candidates(n_slots - n_folds * week, per_day)
-    names = [model.alias for model in models]
-    cv = _engine(models).cross_validation(h=week, df=_frame({q: s.filled for q, s in series.items()}),
-                                          n_windows=n_folds, step_size=week)
+
+def _backtest(grid: _Grid) -> tuple[list[Any], dict[str, list[_Fold]]]:
+    """The candidate models and, per queue, their post-processed forecasts of each fold."""
+    week = 7 * grid.per_day
+    n_folds = max(1, min(MAX_FOLDS, grid.fit_days // 7 - 2))      # two weeks before the first fold if possible
+    models = _candidates(grid.fit_days * grid.per_day - n_folds * week, grid.per_day)
+    frame = _frame({queue: s.filled for queue, s in grid.series.items()})
+    cv = _engine(models).cross_validation(h=week, df=frame, n_windows=n_folds, step_size=week)
     folds: dict[str, list[_Fold]] = {}
     for queue, rows in cv.groupby("unique_id", sort=False):
-        rows = rows.sort_values(["cutoff", "ds"])
-        fold_list = []
-        for cutoff, fold in rows.groupby("cutoff", sort=True):
-            cut = int(cutoff) + 1
-            opened = series[queue].opened[cut:cut + week]
-            fold_list.append(_Fold(cut, {name: _postprocess(fold[name].to_numpy(float), opened)
-                                         for name in names}))
-        folds[str(queue)] = fold_list
+        opened = grid.series[str(queue)].opened
+        folds[str(queue)] = [
+            _Fold(int(cutoff) + 1, {model.alias: _postprocess(fold.sort_values("ds")[model.alias].to_numpy(float),
+                                                              opened[int(cutoff) + 1:int(cutoff) + 1 + week])
+                                    for model in models})
+            for cutoff, fold in rows.groupby("cutoff", sort=True)]
+    return models, folds
 
-    result = Forecast(history.run, history.timezone, minutes, first_day, fit_days, n_folds)
-    chosen: dict[str, str] = {}
-    scores: dict[str, dict[str, dict[str, float | None]]] = {}
-    for queue, s in series.items():
-        scores[queue] = {name: _scores(s.actual, s.observed, folds[queue], name, per_day) for name in names}
 
-        def rank(name: str, queue_scores: dict[str, dict[str, float | None]] = scores[queue]) -> tuple[float, int]:
-            mase = queue_scores[name]["mase"]
-            return (mase if mase is not None else float("inf"), names.index(name))
-        chosen[queue] = min(names, key=rank)
+def _pick(scores: dict[str, dict[str, float | None]]) -> str:
+    """The lowest MASE; ties (and no MASE at all) go to the simpler model, listed first."""
+    names = list(scores)
+    return min(names, key=lambda name: (scores[name]["mase"] if scores[name]["mase"] is not None else float("inf"),
+                                        names.index(name)))
 
-    step("forecast")
-    horizon = gap_days * per_day + horizon_days * per_day
+
+def _predict(grid: _Grid, models: list[Any], chosen: dict[str, str], horizon_days: int) -> dict[str, np.ndarray]:
+    """Each queue's chosen model fitted on the whole history: wall-clock slots of the horizon."""
+    skip = grid.gap_days * grid.per_day
     predicted: dict[str, np.ndarray] = {}
-    for name in names:
-        group = [queue for queue in series if chosen[queue] == name]
-        if not group:
-            continue
-        model = models[names.index(name)]
-        frame = _frame({queue: series[queue].filled for queue in group})
-        out = _engine([model]).forecast(h=horizon, df=frame)
-        for queue, rows in out.groupby("unique_id", sort=False):
-            predicted[str(queue)] = rows.sort_values("ds")[name].to_numpy(float)[gap_days * per_day:]
+    for model in models:
+        group = [queue for queue in grid.series if chosen[queue] == model.alias]
+        if group:
+            frame = _frame({queue: grid.series[queue].filled for queue in group})
+            out = _engine([model]).forecast(h=skip + horizon_days * grid.per_day, df=frame)
+            for queue, rows in out.groupby("unique_id", sort=False):
+                predicted[str(queue)] = rows.sort_values("ds")[model.alias].to_numpy(float)[skip:]
+    return predicted
 
-    width = timedelta(minutes=minutes)
-    horizon_start = last_day + timedelta(days=1)
-    for queue, s in series.items():
-        schedule = schedules.get(queue)
-        low_q, high_q = _band(s.actual, s.observed & s.opened, folds[queue], chosen[queue], per_day)
-        starts, offered, lows, highs = [], [], [], []
-        for d in range(horizon_days):
-            for slot, start in day_intervals(horizon_start + timedelta(days=d), zone, minutes):
-                value = max(float(predicted[queue][d * per_day + slot]), 0.0)
-                if not _interval_open(schedule, start, width):
-                    value, low, high = 0.0, 0.0, 0.0
-                else:
-                    spread = np.sqrt(max(value, _VARIANCE_FLOOR))
-                    low = min(max(value + low_q * spread, 0.0), value)
-                    high = max(value + high_q * spread, value)
-                starts.append(start)
-                offered.append(value)
-                lows.append(low)
-                highs.append(high)
+
+def _horizon(grid: _Grid, schedule: Schedule | None, slots: np.ndarray, band: tuple[float, float],
+             horizon_days: int) -> tuple[list[datetime], np.ndarray, np.ndarray, np.ndarray]:
+    """Wall-clock slot forecasts onto the horizon's real intervals: starts, offered, lo, hi."""
+    width = timedelta(minutes=grid.interval_minutes)
+    starts, rows = [], []
+    for d in range(horizon_days):
+        day = grid.last_day + timedelta(days=1 + d)
+        for slot, start in day_intervals(day, grid.zone, grid.interval_minutes):
+            value = max(float(slots[d * grid.per_day + slot]), 0.0)
+            if not _interval_open(schedule, start, width):
+                rows.append((0.0, 0.0, 0.0))
+            else:
+                spread = np.sqrt(max(value, _VARIANCE_FLOOR))
+                low, high = max(value + band[0] * spread, 0.0), value + band[1] * spread
+                rows.append((value, min(low, value), max(high, value)))
+            starts.append(start)
+    offered, lo, hi = (np.array(column) for column in zip(*rows))
+    return starts, offered, lo, hi
+
+
+def forecast_history(history: History, schedules: Mapping[str, Schedule | None], *, horizon_days: int = 7,
+                     on_step: Callable[[str], None] | None = None) -> Forecast:
+    """Backtest, pick and forecast every queue of `history` for `horizon_days` local days.
+
+    `schedules` maps a queue to its schedule (None or absent: always open, no holidays).
+    `on_step` is told the name of each step as it starts (a progress bar's hook)."""
+    if horizon_days < 1:
+        raise ValueError(f"horizon_days must be at least 1, got {horizon_days}")
+    step = on_step or (lambda _name: None)
+    grid = _grid(history, schedules)
+    step("backtest")
+    models, folds = _backtest(grid)
+    scores = {queue: {model.alias: _scores(s.actual, s.observed, folds[queue], model.alias, grid.per_day)
+                      for model in models}
+              for queue, s in grid.series.items()}
+    chosen = {queue: _pick(scores[queue]) for queue in grid.series}
+    step("forecast")
+    predicted = _predict(grid, models, chosen, horizon_days)
+    result = Forecast(history.run, history.timezone, grid.interval_minutes, grid.first_day, grid.fit_days,
+                      len(next(iter(folds.values()))))
+    for queue, s in grid.series.items():
+        band = _band(s.actual, s.observed & s.opened, folds[queue], chosen[queue], grid.per_day)
+        starts, offered, lo, hi = _horizon(grid, schedules.get(queue), predicted[queue], band, horizon_days)
         total = np.nansum(s.actual)
         closed_share = float(np.nansum(s.actual[~s.opened]) / total) if total > 0 else 0.0
-        result.queues[queue] = QueueForecast(chosen[queue], scores[queue], starts, np.array(offered),
-                                             np.array(lows), np.array(highs), s.actual, closed_share)
+        result.queues[queue] = QueueForecast(chosen[queue], scores[queue], starts, offered, lo, hi, s.actual,
+                                             closed_share)
     return result
 
 
