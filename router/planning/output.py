@@ -86,7 +86,7 @@ def plot_forecast(forecast: Forecast, path: str) -> None:
     import numpy as np
 
     names = sorted(forecast.queues)
-    figure, axes = plt.subplots(len(names), 1, figsize=(14, 3.6 * len(names)), squeeze=False)
+    figure, axes = plt.subplots(len(names), 1, figsize=(14, 3.6 * len(names)), squeeze=False, layout="constrained")
     step = timedelta(minutes=forecast.interval_minutes)
     per_day = 1440 // forecast.interval_minutes
     origin = datetime.combine(forecast.first_day, datetime.min.time())
@@ -116,6 +116,5 @@ def plot_forecast(forecast: Forecast, path: str) -> None:
         axis.grid(True, alpha=0.3)
         axis.legend(loc="upper left", fontsize=8)
     figure.suptitle(f"Offered calls per queue, history and forecast ({forecast.timezone} local time)", fontsize=12)
-    figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
