@@ -25,7 +25,7 @@ import pytest
 from router.cli import main
 from router.planning.forecast import BAND_LEVEL, ForecastError, History, day_intervals, forecast_history, impute
 from router.planning.history import forecast_from_store
-from router.planning.output import forecast_csv
+from router.planning.output import forecast_csv, forecast_table
 
 ZONE = ZoneInfo("Europe/London")
 FIRST_DAY, DAYS = date(2026, 9, 13), 42
@@ -303,6 +303,16 @@ def test_too_little_history_is_a_clear_error(stored):
         asyncio.run(forecast_from_store(centre, stored, run=SHORT_RUN, show_progress=False))
     with pytest.raises(ForecastError, match="run 'nothing' has no queue.joined events"):
         forecast_history(History("nothing", "UTC", 30, (), None), {})
+
+
+def test_table_for_humans(cli_run):
+    table = forecast_table(cli_run[0])
+    lines = table.splitlines()
+    sales = next(line for line in lines if line.startswith("sales "))
+    assert cli_run[0]["queues"]["sales"]["model"] in sales and "%" in sales
+    day_rows = [line for line in lines if line[:3] in {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"}]
+    assert [row[4:14] for row in day_rows] == [f"2026-10-{d}" for d in range(25, 32)]
+    assert day_rows[3].split()[2] == "0"                         # Wed 28 Oct: a sales holiday
 
 
 def test_csv_and_plot_files(cli_run, tmp_path):
