@@ -166,6 +166,9 @@ def _parser() -> argparse.ArgumentParser:
     staff.add_argument("--verify", action="store_true", help="run the plan through the simulator and adjust it "
                                                              "to the least staffing that meets every target")
     staff.add_argument("--seeds", type=int, default=4, metavar="N", help="with --verify: seeds per day (default 4)")
+    staff.add_argument("--dedicated", action="store_true",
+                       help="with --verify: the simulated agents have only their queue's skills (no multi-skill "
+                            "sharing), to tell Erlang A's model error from the effect of shared agents")
     staff.add_argument("--plot", metavar="PNG", help="also draw agents and service levels per queue to this file")
     staff_output = staff.add_mutually_exclusive_group()
     staff_output.add_argument("--json", action="store_true", help="print one JSON object")
@@ -444,7 +447,7 @@ def _staff(args: argparse.Namespace) -> int:
         forecast, measured, notes = asyncio.run(read_inputs(centre, dsn, run=args.run, forecast_file=args.forecast,
                                                             show_progress=not args.json))
         report = build_report(centre, forecast, measured, notes, verify=args.verify, seeds=args.seeds,
-                              show_progress=not args.json)
+                              dedicated=args.dedicated, show_progress=not args.json)
     except (OSError, ValueError, KeyError) as exc:
         print(f"acd-router staff: {exc!s}", file=sys.stderr)
         return 1

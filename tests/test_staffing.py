@@ -147,6 +147,9 @@ def test_clones_keep_the_skills_of_qualifying_agents():
     for clone in clones.values():
         assert clone.skills["es"] >= 7
     assert clones["spanish-001"].skills == centre.agents["a006"].skills      # the first agent with es >= 7
+    dedicated = V.clone_agents(centre, {"spanish": 1, "billing": 1}, dedicated=True)
+    assert dedicated["spanish-001"].skills == {"es": 9}
+    assert dedicated["billing-001"].skills == {"billing": 8, "en": 7}   # a003, without its general skill
 
 
 def test_staff_json_contract_with_a_forecast_file(tmp_path, database_url):

@@ -51,7 +51,7 @@ async def read_inputs(centre: Centre, dsn: str, *, run: str, forecast_file: str 
 
 
 def build_report(centre: Centre, forecast: dict[str, Any], measured: dict[str, Measured], notes: list[str], *,
-                 verify: bool = False, seeds: int = 4, workers: int | None = None,
+                 verify: bool = False, seeds: int = 4, workers: int | None = None, dedicated: bool = False,
                  show_progress: bool = False) -> dict[str, Any]:
     """The staffing report (see the module head)."""
     unknown = sorted(set(forecast["queues"]) - set(centre.queues))
@@ -70,11 +70,12 @@ def build_report(centre: Centre, forecast: dict[str, Any], measured: dict[str, M
     if not verify:
         return report
     erlang_plan = {q: [row["agents"] for row in rows] for q, rows in report["queues"].items()}
-    jobs = len(day_jobs(centre, Grid.from_forecast(forecast, centre.timezone), erlang_plan, inputs, seeds))
+    jobs = len(day_jobs(centre, Grid.from_forecast(forecast, centre.timezone), erlang_plan, inputs, seeds,
+                        dedicated=dedicated))
     progress = Progress(jobs * MAX_ROUNDS, "verifying") if show_progress else None
     try:
         checked = verify_plan(centre, forecast, erlang_plan, inputs, seeds=seeds, workers=workers,
-                              progress=progress)
+                              progress=progress, dedicated=dedicated)
     finally:
         if progress:
             progress.close()
@@ -122,6 +123,7 @@ def format_table(report: dict[str, Any]) -> str:
     if verified:
         summary = report["verify"]
         state = "converged" if summary["converged"] else "NOT converged (rounds ran out)"
+        state += ", dedicated agents (no multi-skill)" if summary["dedicated"] else ""
         lines.append(f"\nverified with {summary['seeds']} seeds in {summary['rounds']} rounds, {state}"
                      + ("" if summary["feasible"] else "; NO plan met every target"))
         lines.append(f"  {'queue':<10} {'Erlang A h':>10} {'verified h':>10} {'more':>5} {'fewer':>5} "

@@ -13,7 +13,9 @@ agent ("Q-001", ...) has the skills of the k-th agent of the centre that meets
 Q's minimums (cycling through them), so a clone can take calls of every queue
 its skills allow and overflow steps reach it as they would reach the real
 agent.  Clone k of Q is logged in during every interval where the plan has more
-than k agents for Q.
+than k agents for Q.  `dedicated` clones keep only the skills Q requires: no
+multi-skill sharing (overflow steps still reach other queues' agents), which
+separates Erlang A's own model error from the effects of shared agents.
 
 Every (day, seed) pair is one independent job, run in parallel processes.
 Service level and abandonment per (entry queue, interval) are the KPIs' own
@@ -94,8 +96,9 @@ class DayJob:
     short_abandon_s: float
 
 
-def clone_agents(centre: Centre, counts: dict[str, int]) -> dict[str, Agent]:
-    """`counts[Q]` clones per queue Q, each with the skills of a centre agent that meets Q's minimums."""
+def clone_agents(centre: Centre, counts: dict[str, int], *, dedicated: bool = False) -> dict[str, Agent]:
+    """`counts[Q]` clones per queue Q, each with the skills of a centre agent that meets Q's minimums
+    (`dedicated`: only the skills Q requires, at that agent's levels)."""
     clones: dict[str, Agent] = {}
     for queue_id, count in counts.items():
         queue = centre.queues[queue_id]
@@ -106,8 +109,9 @@ def clone_agents(centre: Centre, counts: dict[str, int]) -> dict[str, Agent]:
         for k in range(count):
             template = qualifying[k % len(qualifying)]
             agent_id = f"{queue_id}-{k + 1:03d}"
+            skills = {s: template.skills[s] for s in queue.skills} if dedicated else dict(template.skills)
             clones[agent_id] = Agent(agent_id, f"{template.name} ({agent_id})", f"Local/{agent_id}@plan",
-                                     dict(template.skills), template.team)
+                                     skills, template.team)
     return clones
 
 
@@ -122,12 +126,12 @@ def _talk_time(centre: Centre, queue_id: str, aht_s: float) -> Distribution:
 
 
 def day_jobs(centre: Centre, grid: Grid, plan: dict[str, list[int]], inputs: dict[str, QueueInputs],
-             seeds: int) -> list[DayJob]:
+             seeds: int, *, dedicated: bool = False) -> list[DayJob]:
     """The simulations of a plan: every forecast day with calls, for every seed."""
     zone = ZoneInfo(grid.zone)
     base = centre.simulation or Simulation(datetime(2000, 1, 1), 30, {}, {}, {})
     peak = {q: max(agents, default=0) for q, agents in plan.items()}
-    clones = clone_agents(centre, peak)
+    clones = clone_agents(centre, peak, dedicated=dedicated)
     handle = {q: _talk_time(centre, q, inputs[q].aht_s) for q in centre.queues}
     patience = {q: Distribution("exponential", inputs[q].patience_s) for q in centre.queues}
     first = next(iter(centre.queues))
@@ -237,7 +241,7 @@ def run_jobs(jobs: list[DayJob], executor: Executor | None,
 
 def verify(centre: Centre, forecast: dict[str, Any], erlang_plan: dict[str, list[int]],
            inputs: dict[str, QueueInputs], *, seeds: int = DEFAULT_SEEDS, max_rounds: int = MAX_ROUNDS,
-           workers: int | None = None, progress: Any = None) -> dict[str, Any]:
+           workers: int | None = None, progress: Any = None, dedicated: bool = False) -> dict[str, Any]:
     """Adjust `erlang_plan` (agents per queue per forecast interval) as the module head says.
 
     `workers=1` runs every simulation in this process; otherwise a process pool of `workers`
@@ -247,7 +251,7 @@ def verify(centre: Centre, forecast: dict[str, Any], erlang_plan: dict[str, list
     grid = Grid.from_forecast(forecast, centre.timezone)
     plan = {q: list(agents) for q, agents in erlang_plan.items()}
     failing = {q: [-1] * len(agents) for q, agents in plan.items()}
-    jobs_per_round = len(day_jobs(centre, grid, plan, inputs, seeds))
+    jobs_per_round = len(day_jobs(centre, grid, plan, inputs, seeds, dedicated=dedicated))
     done = 0
 
     def tick() -> None:
@@ -263,7 +267,7 @@ def verify(centre: Centre, forecast: dict[str, Any], erlang_plan: dict[str, list
     rounds = 0
     try:
         while rounds < max_rounds:
-            counts = run_jobs(day_jobs(centre, grid, plan, inputs, seeds), executor, tick)
+            counts = run_jobs(day_jobs(centre, grid, plan, inputs, seeds, dedicated=dedicated), executor, tick)
             erlang_counts = erlang_counts or counts
             rounds += 1
             proposal, all_met = _adjust(centre, grid, plan, failing, counts)
@@ -278,7 +282,7 @@ def verify(centre: Centre, forecast: dict[str, Any], erlang_plan: dict[str, list
             executor.shutdown()
     final_plan, final_counts = best if best is not None else (plan, counts)
     return _report(centre, grid, erlang_plan, final_plan, erlang_counts or {}, final_counts,
-                   seeds=seeds, rounds=rounds, converged=converged, feasible=best is not None)
+                   seeds=seeds, rounds=rounds, converged=converged, feasible=best is not None, dedicated=dedicated)
 
 
 def _adjust(centre: Centre, grid: Grid, plan: dict[str, list[int]], failing: dict[str, list[int]],
@@ -305,7 +309,7 @@ def _adjust(centre: Centre, grid: Grid, plan: dict[str, list[int]], failing: dic
 
 def _report(centre: Centre, grid: Grid, erlang_plan: dict[str, list[int]], plan: dict[str, list[int]],
             erlang_counts: dict[tuple[str, float], list[int]], counts: dict[tuple[str, float], list[int]], *,
-            seeds: int, rounds: int, converged: bool, feasible: bool) -> dict[str, Any]:
+            seeds: int, rounds: int, converged: bool, feasible: bool, dedicated: bool) -> dict[str, Any]:
     hours = grid.width_s / 3600.0
     queues: dict[str, list[dict[str, Any]]] = {}
     summary: dict[str, Any] = {}
@@ -329,7 +333,7 @@ def _report(centre: Centre, grid: Grid, erlang_plan: dict[str, list[int]], plan:
             "verified_simulated_service_level": service_level(_sum_rows(counts, keys)),
         }
     return {"queues": queues, "summary": {"seeds": seeds, "rounds": rounds, "converged": converged,
-                                          "feasible": feasible, "queues": summary}}
+                                          "feasible": feasible, "dedicated": dedicated, "queues": summary}}
 
 
 def _sum_rows(counts: dict[tuple[str, float], list[int]], keys: list[tuple[str, float]]) -> list[int] | None:
