@@ -171,3 +171,19 @@ def test_staff_json_contract_with_a_forecast_file(tmp_path, database_url):
     assert report["verify"]["queues"]["billing"]["verified_agent_hours"] == sum(r["agents"] for r in rows) * 0.5
     assert any("patience from simulation.patience" in note for note in report["notes"])
     assert (tmp_path / "staff.png").stat().st_size > 10_000
+
+
+def test_staff_csv_has_one_row_per_queue_and_interval(tmp_path, database_url):
+    path = tmp_path / "forecast.json"
+    path.write_text(json.dumps(forecast("billing", [0, 14, 30])))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ACD_DATABASE_URL": database_url}
+    done = subprocess.run([sys.executable, "-m", "router", "staff", "--forecast", str(path), "--csv"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "queue,start,offered,agents,scheduled,service_level,abandonment_rate"
+    billing = sample_centre().queues["billing"]       # no history: the config's AHT, simulation's patience
+    inputs = QueueInputs(billing.aht_estimate_s, 150.0, billing.sl_target, billing.sl_threshold_s)
+    assert [line.split(",")[:4] for line in lines[1:]] == [
+        ["billing", f"2026-11-23T0{8 + i // 2}:{30 * (i % 2):02d}:00+00:00", f"{n:.1f}",
+         str(least_agents(n, 1800.0, inputs).agents)] for i, n in enumerate([0, 14, 30])]
