@@ -245,7 +245,7 @@ def verify(centre: Centre, forecast: dict[str, Any], erlang_plan: dict[str, list
     """Adjust `erlang_plan` (agents per queue per forecast interval) as the module head says.
 
     `workers=1` runs every simulation in this process; otherwise a process pool of `workers`
-    (default: the CPU count).  Returns per queue per interval the verified agents, the pooled
+    (default: the CPUs this process may use).  Returns per queue per interval the verified agents, the pooled
     simulated SL and abandonment of the verified plan and the simulated SL of the Erlang plan,
     and a `summary`."""
     grid = Grid.from_forecast(forecast, centre.timezone)
@@ -260,7 +260,7 @@ def verify(centre: Centre, forecast: dict[str, Any], erlang_plan: dict[str, list
         if progress is not None:
             progress.update(done, f"round {rounds + 1}, {done}/{jobs_per_round * max_rounds} days x seeds")
 
-    executor = None if workers == 1 else ProcessPoolExecutor(max_workers=workers or os.cpu_count())
+    executor = None if workers == 1 else ProcessPoolExecutor(max_workers=workers or len(os.sched_getaffinity(0)))
     erlang_counts: dict[tuple[str, float], list[int]] | None = None
     best: tuple[dict[str, list[int]], dict[tuple[str, float], list[int]]] | None = None
     converged = False
