@@ -21,8 +21,8 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from router.config import ConfigError, load_config, parse_config
 from router.cli import main
+from router.config import ConfigError, load_config, parse_config
 from router.config.model import Break, Distribution, IvrTraffic, Shift, Simulation
 from router.ivr import load_flowset
 from router.sim import traffic
@@ -254,8 +254,10 @@ def test_simulate_days_from_the_command_line(database_url, tmp_path):
 
     done = acd("--days", "7", "--run", "cli-history", "--json")
     assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout)["simulation"]
+    result = json.loads(done.stdout)
+    summary = result["simulation"]
     assert (summary["days"], summary["run"]) == (7, "cli-history") and summary["calls"] > 30
+    assert result["offered"] == summary["calls"] and "service_level" in result["queues"]["q"]
     refused = acd("--days", "7", "--run", "cli-history", "--json")
     assert refused.returncode == 1 and refused.stdout == ""
     assert "run 'cli-history' already has events" in refused.stderr
