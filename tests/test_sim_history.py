@@ -1,5 +1,5 @@
 """A history to learn from (`simulate --days N`): whole local days, each playing the arrival profile
-once, scaled by weekday and trend, overdispersed by a Gamma factor, cut on a queue's holidays; shifts
+once, scaled by weekday and trend, overdispersed by a Gamma factor, cut while a queue is closed; shifts
 repeat every day; a named run label is never mixed with another run's events.
 
 Statistical checks use a fixed seed and tolerances of about four standard errors derived from the
@@ -25,6 +25,7 @@ from router.cli import main
 from router.config import ConfigError, load_config, parse_config
 from router.config.model import Break, Distribution, IvrTraffic, Shift, Simulation
 from router.ivr import load_flowset
+from router.schedules import is_open
 from router.sim import traffic
 from router.sim.run import RunExists, simulate_day
 from router.sim.simulator import Simulator
@@ -83,7 +84,7 @@ def test_overdispersion_makes_interval_counts_negative_binomial_with_the_configu
         assert variance - lam > 10 * standard_error            # clearly more than Poisson's lambda
 
 
-def test_a_queue_gets_no_direct_calls_on_its_holidays_but_the_ivr_line_does():
+def test_a_queue_gets_direct_calls_only_while_open_but_the_ivr_line_always_does():
     sample = load_config(None)                                 # office: 25 Dec; spain: 8 and 25 Dec
     sim = Simulator(sample, days=33, seed=2, flowset=load_flowset(sample))
     per_day = Counter((datetime.fromtimestamp(sim.start + a.offset_s, UTC).date(), a.queue or "ivr")
@@ -94,6 +95,11 @@ def test_a_queue_gets_no_direct_calls_on_its_holidays_but_the_ivr_line_does():
         assert per_day[(eve, line)] > 0, line
     assert per_day[(christmas, "ivr")] > 100                   # the flow tells them the centre is closed
     assert per_day[(spanish_holiday, "spanish")] == 0 and per_day[(spanish_holiday, "billing")] > 0
+    closed_hours = [a for a in sim.arrivals if a.queue is not None and not is_open(
+        sample.schedules[sample.queues[a.queue].schedule], datetime.fromtimestamp(sim.start + a.offset_s, UTC))]
+    assert not closed_hours                                    # nor after hours (Saturday 13:00, Spanish lunch)
+    saturday = date(2026, 11, 28)
+    assert per_day[(saturday, "billing")] > 0 and per_day[(saturday, "spanish")] == 0
 
 
 def test_each_day_plays_the_profile_once_from_the_start_time_without_wrapping():
@@ -134,7 +140,7 @@ def test_an_ivr_line_follows_weekdays_and_trend_and_each_day_has_its_own_callers
     history = replace(model((5.0,) * 4, weekdays={"sun": 0.0}, trend_per_week=0.5),
                       ivr=IvrTraffic(flow="main", arrivals=(40.0,) * 4))
     days = traffic.history_days(history, 14, UTC)
-    ivr = [a for a in traffic.history(history, days, seed=4, closed={"billing": frozenset({days[1].date})})
+    ivr = [a for a in traffic.history(history, days, seed=4, closed=lambda queue, offset_s: offset_s < 2 * 86_400)
            if a.queue is None]
     totals = daily_totals(ivr, days)
     assert totals[1] > 0 and totals[6] == totals[13] == 0

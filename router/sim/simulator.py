@@ -54,6 +54,7 @@ from router.events import Event
 from router.ivr.model import FlowSet
 from router.ivr.session import Enqueue, FlowSession
 from router.ivr.session import OfferCallback as IvrCallback
+from router import schedules
 from router.sim import traffic
 from router.sim.ivr_callers import IvrCallerModel
 
@@ -103,9 +104,7 @@ class Simulator:
             calendar = traffic.history_days(model, days, self.zone)
             midnight = datetime.combine(calendar[-1].date + timedelta(days=1), time(), tzinfo=self.zone)
             self.hours = (midnight.timestamp() - self.start) / 3600.0
-            closed = {q.id: frozenset(centre.schedules[q.schedule].holidays)
-                      for q in centre.queues.values() if q.schedule in centre.schedules}
-            self.arrivals = traffic.history(model, calendar, seed, closed)
+            self.arrivals = traffic.history(model, calendar, seed, self._queue_closed)
         self._survey_rng = random.Random(f"survey:{seed}")
         self._callback_rng = random.Random(f"callback:{seed}")
         self._callbacks: set[str] = set()          # calls turned into call-backs (caller gone)
@@ -113,6 +112,11 @@ class Simulator:
             kind = "arrive" if arrival.queue is not None else "ivr_arrive"
             self._at(self.start + arrival.offset_s, kind, (f"sim{seed}-{n:07d}", arrival))
         self._plan_shifts()
+
+    def _queue_closed(self, queue: str, offset_s: float) -> bool:
+        """Whether `queue`'s schedule is closed `offset_s` after `simulation.start` (no schedule: open)."""
+        schedule = self.centre.schedules.get(self.centre.queues[queue].schedule or "")
+        return schedule is not None and not schedules.is_open(schedule, _aware(self.start + offset_s))
 
     @property
     def done(self) -> bool:

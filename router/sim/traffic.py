@@ -11,16 +11,18 @@ from: every local day plays the profile once, from `simulation.start`'s time of
 day, its rates scaled by the day's `weekdays` factor, by the `trend_per_week`
 compounded since `simulation.start`'s date and, with `overdispersion` k > 0, by
 an independent Gamma(mean 1, variance k) draw per (day, line, interval), so a
-count is negative binomial with variance lambda + k * lambda^2.  A queue gets no
-direct calls on a holiday of its schedule; the IVR line is never cut (the flow
-checks its own opening hours).  Each day of each line has its own streams, so a
+count is negative binomial with variance lambda + k * lambda^2.  A queue gets
+direct calls only while its schedule is open (not on its holidays, not after
+hours: callers of a closed line hear so and the history does not teach the
+forecaster to expect them); the IVR line is never cut (the flow checks its own
+opening hours).  Each day of each line has its own streams, so a
 holiday or another day's draws do not shift the calls of the others.
 """
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -107,11 +109,11 @@ def day_factor(model: Simulation, day: Day) -> float:
 
 
 def history(model: Simulation, days: Sequence[Day], seed: int,
-            closed: Mapping[str, frozenset[date]] | None = None) -> list[Arrival]:
+            closed: Callable[[str, float], bool] | None = None) -> list[Arrival]:
     """Every call of a history of whole days, in time order (see the module's head).
 
-    `closed` maps a queue to the dates it is closed (its schedule's holidays)."""
-    closed = closed or {}
+    `closed(queue, offset_s)` says whether a queue is closed (after hours or on a holiday of its
+    schedule) at `offset_s` seconds after `simulation.start`; its direct calls then do not come."""
     width = model.interval_minutes * 60.0
     out: list[Arrival] = []
     for entry, profile in _lines(model).items():
@@ -121,8 +123,6 @@ def history(model: Simulation, days: Sequence[Day], seed: int,
             factor = day_factor(model, day)
             pool = max(50, int(4 * factor * sum(profile)))   # ~1 in 5 callers of a line calls it again that day
             base, number_base = number_base, number_base + pool
-            if entry is not None and day.date in closed.get(entry, ()):
-                continue
             rng = random.Random(f"arrivals:{seed}:{name}:{n}")
             callers = random.Random(f"callers:{seed}:{name}:{n}")
             spread = random.Random(f"overdispersion:{seed}:{name}:{n}")
@@ -136,8 +136,9 @@ def history(model: Simulation, days: Sequence[Day], seed: int,
                     t += rng.expovariate(rate)
                     if t >= end:
                         break
-                    out.append(Arrival(day.offset_s + interval * width + t, entry,
-                                       f"+4477{base + callers.randrange(pool):08d}"))
+                    offset, number = day.offset_s + interval * width + t, base + callers.randrange(pool)
+                    if entry is None or closed is None or not closed(entry, offset):
+                        out.append(Arrival(offset, entry, f"+4477{number:08d}"))
     out.sort(key=lambda a: (a.offset_s, a.queue or ""))
     return out
 
