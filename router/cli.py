@@ -16,6 +16,8 @@ import zoneinfo
 from datetime import date, datetime, time
 from typing import Any, Awaitable, Callable, Sequence
 
+import yaml
+
 from router.config import ConfigError, check_config
 from router.config.model import Centre
 from router.ivr.registry import FlowError, flows_directory
@@ -107,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--seeds", type=_whole_number, metavar="N",
                      help="seeds --seed .. --seed+N-1 in parallel processes, in memory: mean and 95%% interval "
                           "per KPI")
+    sim.add_argument("--shifts", metavar="FILE",
+                     help="play the shifts of FILE (a `simulation: shifts:` block, as `schedule --output` writes "
+                          "it) instead of the config's")
     sim.add_argument("--compare", action="store_true",
                      help="with --set: the centre without and with the changes on the same seeds, and the "
                           "difference (paired by seed)")
@@ -306,6 +311,12 @@ def _simulate(args: argparse.Namespace) -> int:
         print("acd-router simulate: --run and --days store a run; --no-store, --seeds and --compare do not",
               file=sys.stderr)
         return 2
+    if args.shifts is not None:
+        try:
+            args.changes.append(_shifts_change(args.shifts))
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            print(f"acd-router simulate: --shifts {args.shifts}: {exc}", file=sys.stderr)
+            return 1
     centre = load_config(args.config, args.changes)
     if args.seeds is not None or args.compare:
         return _what_if(centre, args)
@@ -327,6 +338,16 @@ def _simulate(args: argparse.Namespace) -> int:
             stop()
     _print_simulation(centre, kpis, args.json)
     return 0
+
+
+def _shifts_change(path: str) -> str:
+    """`--shifts FILE` as the `--set` change it stands for (the file's `simulation.shifts`)."""
+    with open(path, encoding="utf-8") as file:
+        document = yaml.safe_load(file)
+    shifts = document.get("simulation", {}).get("shifts") if isinstance(document, dict) else None
+    if not isinstance(shifts, list):
+        raise ValueError("expected a `simulation:` section with a `shifts:` list, as `acd-router schedule` writes")
+    return "simulation.shifts=" + json.dumps(shifts)
 
 
 def _print_simulation(centre: Centre, kpis: dict[str, Any], as_json: bool) -> None:

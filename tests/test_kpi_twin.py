@@ -7,7 +7,6 @@ event logs go through both.  Same keys everywhere; floats equal to 1e-9 relative
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 import uuid
@@ -47,13 +46,9 @@ def assert_same(sql: Any, twin: Any, where: str = "kpis") -> None:
         assert type(sql) is type(twin) and sql == twin, f"{where}: {sql!r} != {twin!r}"
 
 
-# The stored id of each event, however `Event` takes it (the id itself or its integer `serial`).
-_ID_FIELD = "serial" if "serial" in {f.name for f in dataclasses.fields(Event)} else "id"
-
-
 def events_of(s: Scenario) -> list[Event]:
     return [Event(ts=ts.timestamp(), type=type_, call_id=call_id, queue=queue, agent=agent, data=json.loads(data),
-                  **{_ID_FIELD: event_id.int if _ID_FIELD == "serial" else event_id})
+                  serial=event_id.int)
             for event_id, ts, _, call_id, type_, queue, agent, data in s.rows]
 
 

@@ -123,3 +123,21 @@ def test_a_95_percent_student_t_interval():
     assert summary([1.0, 2.0, 3.0]) == {"mean": 2.0, "lo": -0.484138, "hi": 4.484138, "n": 3}   # t(2) 4.3027
     assert summary([None, 5.0]) == {"mean": 5.0, "lo": None, "hi": None, "n": 1}
     assert summary([None]) == {"mean": None, "lo": None, "hi": None, "n": 0}
+
+
+def test_shifts_from_a_schedule_file_replace_the_configs(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("ACD_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")    # never reached
+    roster = tmp_path / "shifts.yaml"
+    roster.write_text('# as `acd-router schedule --output` writes it\nsimulation:\n  shifts:\n'
+                      '    - {agents: [a001, a003], start: "08:00", end: "16:00", breaks: []}\n', encoding="utf-8")
+    code, out, _ = run_cli(capsys, "--no-store", "--hours", "0.5", "--seed", "2", "--shifts", str(roster), "--json")
+    code_set, out_set, _ = run_cli(capsys, "--no-store", "--hours", "0.5", "--seed", "2", "--json", "--set",
+                                   'simulation.shifts=[{agents: [a001, a003], start: "08:00", end: "16:00"}]')
+    usual_code, usual, _ = run_cli(capsys, "--no-store", "--hours", "0.5", "--seed", "2", "--json")
+    assert code == code_set == usual_code == 0
+    assert json.loads(out) == json.loads(out_set)
+    assert json.loads(out)["service_level"] < json.loads(usual)["service_level"]    # 2 agents, not 17
+
+    roster.write_text("simulation:\n  arrivals: {}\n", encoding="utf-8")
+    code, out, err = run_cli(capsys, "--no-store", "--shifts", str(roster))
+    assert code == 1 and out == "" and "expected a `simulation:` section with a `shifts:` list" in err

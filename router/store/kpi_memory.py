@@ -152,7 +152,7 @@ class _Row:
     @property
     def order(self) -> int:
         """The event id as an integer: PostgreSQL's uuid order, which breaks ties of `ts`."""
-        return self.event.id.int
+        return self.event.serial
 
 
 def _ts_micros(ts: float) -> int:
