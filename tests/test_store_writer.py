@@ -282,6 +282,8 @@ async def test_bad_events_are_refused_at_put_and_do_not_poison_a_batch(dsn, run_
         Event(ts=1.0, type="call.arrived", data={"name": "\udfff"}),
         Event(ts=math.inf, type="call.arrived"),
         Event(ts=1.0, type=""),
+        Event(ts=1.0, type="call.arrived", serial=-1),
+        Event(ts=1.0, type="call.arrived", serial=1 << 128),
     ]
     odd_but_fine = Event(ts=2.0, type="ivr.input", data={"digits": "\\u0000", "note": "ü€😀"})
     async with EventWriter(dsn, run=run_label, flush_interval_s=3600, spool_dir=tmp_path) as writer:

@@ -80,7 +80,18 @@ TRANSIENT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyn
                     asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
                     asyncpg.AdminShutdownError, asyncpg.CrashShutdownError)
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+# The C encoder json.JSONEncoder builds on every call, built once: compact, UTF-8 kept,
+# NaN and infinities refused (ValueError), no circular-reference bookkeeping (event data
+# are fresh dicts of plain values).  Equal output to JSONEncoder(ensure_ascii=False,
+# allow_nan=False, separators=(",", ":")), at two thirds of the cost.
+_encode_data = (json.encoder.c_make_encoder(None, None, json.encoder.encode_basestring, None, ":", ",",
+                                            False, False, False)
+                if json.encoder.c_make_encoder is not None else None)
 _DATA_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _json(data: dict[str, Any]) -> str:
+    return "".join(_encode_data(data, 0)) if _encode_data is not None else _DATA_ENCODER.encode(data)
 
 
 class WriterFull(asyncio.QueueFull):
@@ -93,8 +104,8 @@ class InvalidEvent(TypeError, ValueError):
 
 def encode_event(event: Event, run: str) -> Row:
     """The `events` row for `event`; raises InvalidEvent for what PostgreSQL would reject."""
-    if not isinstance(event.id, uuid.UUID):
-        raise InvalidEvent(f"event id must be a uuid.UUID, not {type(event.id).__name__}")
+    if type(event.serial) is not int or not 0 <= event.serial < 1 << 128:
+        raise InvalidEvent(f"event id must be a 128-bit integer, not {event.serial!r}")
     if not isinstance(event.ts, (int, float)) or not math.isfinite(event.ts):
         raise InvalidEvent(f"event ts must be finite epoch seconds, not {event.ts!r}")
     try:
@@ -103,17 +114,20 @@ def encode_event(event: Event, run: str) -> Row:
         raise InvalidEvent(f"event ts {event.ts!r} is out of range") from exc
     if not isinstance(event.type, str) or not event.type:
         raise InvalidEvent("event type must be a non-empty string")
-    for name in ("type", "call_id", "queue", "agent"):
-        _check_text(name, getattr(event, name))
+    for name, value in (("type", event.type), ("call_id", event.call_id), ("queue", event.queue),
+                        ("agent", event.agent)):
+        if value is not None and not (type(value) is str and value.isascii() and "\x00" not in value):
+            _check_text(name, value)
     if not isinstance(event.data, dict):
         raise InvalidEvent(f"event data must be a dict, not {type(event.data).__name__}")
     try:
-        data = _DATA_ENCODER.encode(event.data)
+        data = _json(event.data)
     except (TypeError, ValueError) as exc:
         raise InvalidEvent(f"event data is not JSON-serialisable: {exc}") from exc
     if "\\u0000" in data and _ESCAPED_NUL.search(data):
         raise InvalidEvent("event data contains a NUL character (jsonb cannot store it)")
-    _check_text("data", data)
+    if not data.isascii():
+        _check_text("data", data)
     return (event.id, ts, run, event.call_id, event.type, event.queue, event.agent, data)
 
 
