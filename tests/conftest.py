@@ -40,6 +40,33 @@ def fresh_database() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def _logging_at_start() -> tuple[dict, list, int]:
+    import logging
+
+    import structlog
+
+    root = logging.getLogger()
+    return structlog.get_config(), list(root.handlers), root.level
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored(_logging_at_start) -> Iterator[None]:
+    """A test (or a module fixture) that runs the CLI in-process (`router.cli.main`) configures
+    logging onto pytest's capture stream, which is closed after the test, and at the CLI's level:
+    every test ends with the configuration the session started with."""
+    yield
+    import logging
+
+    import structlog
+
+    config, handlers, level = _logging_at_start
+    structlog.configure(**config)
+    root = logging.getLogger()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture(scope="session")
 def database_url():
     """DSN of a fresh, empty database for this test session."""
     with fresh_database() as dsn:
