@@ -117,7 +117,7 @@ def parse_config(source: str | bytes, filename: str = "<config>", *,
     """`load_config` for text already in memory; `filename` names it in messages."""
     problems = ProblemList()
     root = load(source, filename, problems)
-    centre = _validate(root, filename, problems, environ)
+    centre = validate(root, filename, problems, environ)
     if centre is None:
         raise ConfigError(list(problems))
     return centre
@@ -129,11 +129,12 @@ def check_config(path: str | Path | None = None, *,
     filename = str(path if path is not None else default_config_path())
     problems = ProblemList()
     root = read(filename, problems)
-    return _validate(root, filename, problems, environ), problems
+    return validate(root, filename, problems, environ), problems
 
 
-def _validate(root: Node | None, filename: str, problems: ProblemList,
-              environ: Mapping[str, str] | None) -> Centre | None:
+def validate(root: Node | None, filename: str, problems: ProblemList,
+             environ: Mapping[str, str] | None) -> Centre | None:
+    """The centre of a parsed document, its problems added to `problems` (None on an error)."""
     if root is None:
         return None
     validator = ConfigReader(filename, problems, os.environ if environ is None else environ)

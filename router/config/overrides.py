@@ -24,7 +24,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from router.config.loader import _validate, default_config_path
+from router.config.loader import validate, default_config_path
 from router.config.model import Centre
 from router.yamlsrc import Mark, Node, ProblemList, describe, did_you_mean, load, read
 
@@ -45,7 +45,7 @@ def check_changed_config(path: str | Path | None, changes: Sequence[str], *,
         apply_change(root, number, change, problems)
     if problems.errors:
         return None, problems
-    centre = _validate(root, filename, problems, os.environ if environ is None else environ)
+    centre = validate(root, filename, problems, os.environ if environ is None else environ)
     return centre, _placed(problems, changes)
 
 

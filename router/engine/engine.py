@@ -185,7 +185,7 @@ class Engine:
         self._agent_by_slot: list[AgentRuntime] = []
         for slot, spec in enumerate(centre.agents.values()):
             runtime = AgentRuntime(spec=spec, slot=slot)
-            runtime.queues = {q.id for q in centre.queues.values() if _meets(spec.skills, q.skills)}
+            runtime.queues = {q.id for q in centre.queues.values() if meets(spec.skills, q.skills)}
             self.agents[spec.id] = runtime
             self._agent_by_slot.append(runtime)
         self.calls: dict[str, CallRuntime] = {}
@@ -370,7 +370,7 @@ class Engine:
         original = {**self._queue(call.entry_queue).skills, **call.extra_skills}
         self._emit(now, "call.connected", call, agent=agent.spec.id, data={
             "wait_s": round(now - call.joined_at, 3), "team": agent.spec.team,
-            "skills_met": _meets(agent.spec.skills, original)})   # routing accuracy: no relaxed or widened step
+            "skills_met": meets(agent.spec.skills, original)})   # routing accuracy: no relaxed or widened step
         if call.callback is not None:
             self._emit(now, "callback.connected", call, agent=agent.spec.id, data={
                 "number": call.callback.number, "attempt": call.callback.attempts,
@@ -781,7 +781,7 @@ class Engine:
         if target.id == call.queue:
             raise InvalidInput(f"call {msg.call_id!r} is already in queue {target.id!r}")
         requirements = {**target.skills, **call.extra_skills}
-        if not any(_meets(agent.spec.skills, requirements) for agent in self.agents.values()):
+        if not any(meets(agent.spec.skills, requirements) for agent in self.agents.values()):
             raise InvalidInput(f"no agent has the skills queue {target.id!r} needs for call {msg.call_id!r}")
         if call.callback is not None:
             key = (target.id, call.callback.number)
@@ -1141,7 +1141,8 @@ class Engine:
 _STATE_NAMES: dict[AgentState, str] = {state: state.value for state in AgentState}   # Enum.value is Python code
 
 
-def _meets(skills: dict[str, int], requirements: dict[str, int]) -> bool:
+def meets(skills: dict[str, int], requirements: dict[str, int]) -> bool:
+    """Whether an agent's skills reach every minimum (the engine's rule; schedules count by it too)."""
     return all(skills.get(skill, 0) >= minimum for skill, minimum in requirements.items())
 
 

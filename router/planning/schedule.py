@@ -45,7 +45,7 @@ from zoneinfo import ZoneInfo
 from ortools.sat.python import cp_model
 
 from router.config.model import Break, Centre, Shift, ShiftRule
-from router.engine.engine import _meets as meets_requirements   # the engine's own rule
+from router.engine.engine import meets as meets_requirements   # the engine's own rule
 
 MINUTES_PER_DAY = 1440
 

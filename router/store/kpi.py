@@ -433,7 +433,7 @@ def in_zone(ts: datetime | None, zone: ZoneInfo) -> datetime | None:
     return ts.replace(tzinfo=zone)
 
 
-def _local_origin(t0: datetime, width: timedelta | None, zone: ZoneInfo) -> datetime:
+def local_origin(t0: datetime, width: timedelta | None, zone: ZoneInfo) -> datetime:
     """The interval edge at or before `t0` on the centre's local clock.  Buckets are counted from
     it in absolute time, which keeps 15/30/60-minute edges local across a DST change (clocks
     move by whole hours at an hour's edge)."""
@@ -537,7 +537,7 @@ async def _compute(
     t0, t1 = bounds["t0"], bounds["t1"]
     judged_at = now or bounds["last"]
     queue_rows = await conn.fetch(_QUEUE_SQL, run, t0, t1, width, short_abandon_s, FCR_HORIZON,
-                                  _local_origin(t0, width, zone) if t0 is not None else None, judged_at)
+                                  local_origin(t0, width, zone) if t0 is not None else None, judged_at)
     agent_rows = await conn.fetch(_AGENT_SQL, run, t0, t1)
     ivr = await conn.fetchrow(_IVR_SQL, run, t0, t1)
     ivr_nodes = await conn.fetch(_IVR_NODES_SQL, run, t0, t1)

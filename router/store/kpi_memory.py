@@ -50,7 +50,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from router.events import WITHHELD_NUMBERS, Event
-from router.store.kpi import FCR_HORIZON, _local_origin, in_zone
+from router.store.kpi import FCR_HORIZON, local_origin, in_zone
 
 EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
 MICROSECOND = timedelta(microseconds=1)
@@ -348,7 +348,7 @@ class _Window:
             if row.call_id is not None:
                 self.by_call[row.call_id].append(row)
         self.width = width // MICROSECOND if width is not None else None
-        self.origin = (_micros(_local_origin(_moment(t0), width, zone))
+        self.origin = (_micros(local_origin(_moment(t0), width, zone))
                        if t0 is not None and width is not None else None)
         self.buckets: list[int] = []
         if self.defined and self.width is not None:

@@ -90,7 +90,7 @@ _encode_data = (json.encoder.c_make_encoder(None, None, json.encoder.encode_base
 _DATA_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
-def _json(data: dict[str, Any]) -> str:
+def _json(data: dict[str, object]) -> str:
     return "".join(_encode_data(data, 0)) if _encode_data is not None else _DATA_ENCODER.encode(data)
 
 
