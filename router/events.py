@@ -33,6 +33,17 @@ The KPI SQL (router/store/kpi.py) relies on these `data` fields:
   admin.action      data: action, by (token name), token (its fingerprint, never the token),
                     role, target, result (ok or the error id), detail; agent/call_id/queue when
                     the action names one: the audit trail of the web API
+  recording.started call_id, queue, agent; data: file (name under the recordings directory,
+                    made by the router, never from caller input), channels (stereo|mixed), format
+  recording.saved   call_id, queue, agent; data: file, size_bytes, duration_s, retention_days
+  recording.paused / recording.resumed   call_id, queue, agent; data: reason (sensitive|
+                    supervisor|agent), by (token name, or the IVR node for a sensitive span)
+  recording.missing call_id; data: file, reason (a file a task expected and could not read)
+  recording.pruned  call_id; data: file, age_days (deleted past its retention)
+  qa.evaluated      call_id, queue, agent (the evaluated agent); data: evaluation_id, scorecard,
+                    version, evaluator (token name), answers {question: value}, comments,
+                    score (0-100), critical_failed
+  qa.acknowledged   call_id, agent; data: evaluation_id, comment
 """
 from __future__ import annotations
 
@@ -58,6 +69,8 @@ EVENT_TYPES: frozenset[str] = frozenset({
     "callback.offered", "callback.accepted", "callback.dialing", "callback.connected",
     "callback.failed", "callback.cancelled", "agent.state", "survey.answered", "flow.reloaded",
     "call.priority_changed", "call.moved", "admin.action",
+    "recording.started", "recording.saved", "recording.paused", "recording.resumed", "recording.missing",
+    "recording.pruned", "qa.evaluated", "qa.acknowledged",
 })
 
 
