@@ -36,23 +36,28 @@ from typing import Any
 from router.config.model import (STRATEGIES, TERMINAL_ACTIONS, WEEKDAYS, Agent, AgiSettings, AmiSettings,
                                  Break, CallbackPolicy, Centre, DatabaseSettings, Distribution, HaSettings, HoldPolicy,
                                  BreakRule, IvrTraffic, OverflowStep, Planning, ShiftRule,
-                                 Queue, Schedule, Shift, Simulation, Skill, WEB_ROLES, Webhook, WebSettings, WebToken)
+                                 Queue, RecordingPolicy, RecordingSettings, Schedule, Shift, Simulation, Skill,
+                                 WEB_ROLES, Webhook, WebSettings, WebToken)
 from router.yamlsrc import Mark, Node, Problem, ProblemList, describe, did_you_mean, load, read
 
 SAMPLE_PATH = Path(__file__).resolve().parent.parent / "samples" / "centre.yaml"
 DATABASE_URL_ENV = "ACD_DATABASE_URL"
 
 TOP_KEYS = ("skills", "agents", "queues", "schedules", "database", "ami", "agi", "flows",
-            "short_abandon_s", "timezone", "simulation", "planning", "web", "ha")
+            "short_abandon_s", "timezone", "simulation", "planning", "web", "ha", "recording")
 SKILL_KEYS = ("id", "name", "kind")
 AGENT_KEYS = ("id", "name", "endpoint", "team", "skills")
 QUEUE_KEYS = ("id", "name", "skills", "strategy", "priority", "weight", "service_level", "wrap_up_s",
-              "ring_timeout_s", "rona_pause", "aht_estimate_s", "schedule", "overflow", "callback", "hold", "survey", "webhook")
+              "ring_timeout_s", "rona_pause", "aht_estimate_s", "schedule", "overflow", "callback", "hold", "survey", "webhook",
+              "recording")
 CALLBACK_KEYS = ("offer_ewt_s", "max_pending", "retry_s", "max_attempts", "customer_first", "prefixes",
                  "min_digits", "max_digits", "hours", "max_days_ahead", "dial", "whisper", "offer_flow")
 HOLD_KEYS = ("moh_class", "announce_s", "announce_position", "announce_ewt", "callback_key", "leave_key",
              "leave_mailbox")
 HOLD_KEY_CHOICES = tuple("0123456789*#")
+RECORDING_KEYS = ("directory", "retention_days", "asterisk_directory")
+RECORDING_POLICY_KEYS = ("mode", "sample_percent", "channels", "format", "retention_days", "announce")
+_PROMPT = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*")
 SERVICE_LEVEL_KEYS = ("target", "within_s")
 TIMED_CHANGES = ("relax", "add_skills", "copy_to", "move_to")
 CONDITIONAL_KEYS = ("when", "value", "action", "target", "message")
@@ -340,6 +345,8 @@ class ConfigReader:
             "ha": self.ha(top.get("ha"), root.keys.get("ha")),
             "flows": self.text(top["flows"], "'flows'", nullable=True) if "flows" in top else None,
         }
+        if "recording" in top and top["recording"].value is not None:
+            settings["recording"] = self.recording(top["recording"])
         if "short_abandon_s" in top:
             settings["short_abandon_s"] = self.number(top["short_abandon_s"], "'short_abandon_s'", lo=0)
         if "timezone" in top:
@@ -540,6 +547,10 @@ class ConfigReader:
             hold = self.hold_policy(f["hold"], f"'hold' of {owner}")
             if hold is not None:
                 values["hold"] = hold
+        if "recording" in f and f["recording"].value is not None:
+            recording = self.recording_policy(f["recording"], f"'recording' of {owner}")
+            if recording is not None:
+                values["recording"] = recording
         if ident is None:
             return None
         return Queue(ident, values.pop("name", ident) or ident, skills, **values)
@@ -570,6 +581,57 @@ class ConfigReader:
         if any(v is None for k, v in values.items() if k not in ("callback_key", "leave_key")):
             return None
         return HoldPolicy(**values)
+
+    def recording(self, node: Node) -> RecordingSettings | None:
+        """The centre's `recording:`; directories relative to the config file become absolute."""
+        f = self.fields(node, "section 'recording'", RECORDING_KEYS)
+        if f is None:
+            return None
+        values: dict[str, Any] = {}
+        for key in ("directory", "asterisk_directory"):
+            if key in f:
+                text = self.text(f[key], f"{key!r} of section 'recording'")
+                values[key] = None if text is None else str((Path(self.file).parent / text).resolve()
+                                                            if key == "directory" else text)
+                if key == "asterisk_directory" and text is not None and not text.startswith("/"):
+                    self.error(f[key], f"'asterisk_directory' of section 'recording': expected an absolute path"
+                                       f" (the directory as Asterisk sees it), got {text!r}")
+        if "retention_days" in f:
+            values["retention_days"] = self.integer(f["retention_days"], "'retention_days' of section 'recording'",
+                                                    lo=1)
+        if any(v is None for v in values.values()):
+            return None
+        return RecordingSettings(**values)
+
+    def recording_policy(self, node: Node, owner: str) -> RecordingPolicy | None:
+        f = self.fields(node, owner, RECORDING_POLICY_KEYS)
+        if f is None:
+            return None
+        values: dict[str, Any] = {}
+        for key, choices in (("mode", ("all", "sample", "none")), ("channels", ("stereo", "mixed")),
+                             ("format", ("wav", "opus"))):
+            if key in f:
+                values[key] = self.choice(f[key], f"{key!r} of {owner}", choices, key)
+        if "sample_percent" in f:
+            values["sample_percent"] = self.number(f["sample_percent"], f"'sample_percent' of {owner}",
+                                                   lo=0, hi=100, lo_open=True)
+            if values.get("mode", "none") != "sample":
+                self.error(f["sample_percent"], f"'sample_percent' of {owner}: only with mode: sample")
+        elif values.get("mode") == "sample":
+            self.error(f["mode"], f"{owner}: mode sample needs 'sample_percent' (greater than 0 and at most 100)")
+        if "retention_days" in f:
+            values["retention_days"] = self.integer(f["retention_days"], f"'retention_days' of {owner}", lo=1)
+        if "announce" in f and f["announce"].value is not None:
+            values["announce"] = self.text(f["announce"], f"'announce' of {owner}")
+            if values["announce"] is not None and not _PROMPT.fullmatch(values["announce"]):
+                self.error(f["announce"], f"'announce' of {owner}: expected a prompt name of letters, digits,"
+                                          f" '_', '-' or '/', got {values['announce']!r}")
+        if values.get("format") == "opus" and values.get("channels", "stereo") == "stereo":
+            self.error(f["format"], f"'format' of {owner}: opus recordings are mixed only (add channels: mixed);"
+                                    f" stereo recordings are WAV")
+        if any(v is None for v in values.values()):
+            return None
+        return RecordingPolicy(**values)
 
     def overflow(self, node: Node | None, owner: str, ident: str | None,
                  skills: dict[str, int]) -> tuple[OverflowStep, ...]:

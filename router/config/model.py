@@ -119,6 +119,25 @@ class Webhook:
 
 
 @dataclass(frozen=True)
+class RecordingPolicy:
+    """A queue's call recording (docs/recording.md): which connected calls, in what form."""
+    mode: Literal["all", "sample", "none"] = "none"
+    sample_percent: float = 100.0      # mode sample: this share of calls, decided by a hash of the call id
+    channels: Literal["stereo", "mixed"] = "stereo"   # stereo: caller left, agent right
+    format: Literal["wav", "opus"] = "wav"            # opus: mixed only
+    retention_days: int | None = None  # None: the centre's recording.retention_days
+    announce: str | None = None        # prompt telling the caller they are recorded
+
+
+@dataclass(frozen=True)
+class RecordingSettings:
+    """Where recordings are kept and for how long by default (the centre's `recording:`)."""
+    directory: str = "recordings"      # the router's view; the loader makes it absolute
+    retention_days: int = 90
+    asterisk_directory: str | None = None   # the same directory as Asterisk sees it (chroot, container)
+
+
+@dataclass(frozen=True)
 class Queue:
     id: str
     name: str
@@ -138,6 +157,7 @@ class Queue:
     hold: HoldPolicy = field(default_factory=HoldPolicy)
     survey: str | None = None          # IVR flow the caller is taken to when the agent hangs up
     webhook: Webhook | None = None     # screen pop to a CRM on each offer
+    recording: RecordingPolicy = field(default_factory=RecordingPolicy)
 
 
 @dataclass(frozen=True)
@@ -323,3 +343,4 @@ class Centre:
     flows: str | None = None            # directory of IVR flow files
     short_abandon_s: float = 5.0
     timezone: str = "UTC"               # the centre's IANA zone: shift times, intervals, "today"
+    recording: RecordingSettings = field(default_factory=RecordingSettings)
