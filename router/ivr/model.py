@@ -23,6 +23,7 @@ class FlowNode:
     file: str
     line: int
     col: int
+    sensitive: bool = False                 # a span recordings mute (card numbers): docs/recording.md
 
 
 @dataclass(frozen=True)

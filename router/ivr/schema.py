@@ -155,6 +155,8 @@ NODE_TYPES: dict[str, dict[str, Field]] = {
     },
 }
 
+SENSITIVE_HELP = "a recorded call's recording is muted while the caller is in this node (card numbers)"
+
 INPUT_TYPES = frozenset({"menu", "collect", "survey", "transfer", "subflow"})
 """Node types that wait for the caller or the outside world (a loop through one is not stuck)."""
 
@@ -219,7 +221,8 @@ def json_schema() -> dict[str, Any]:
     node_schemas = []
     for name, fields in NODE_TYPES.items():
         properties: dict[str, Any] = {"type": {"const": name, "description": NODE_HELP[name]},
-                                      "description": {"type": "string"}}
+                                      "description": {"type": "string"},
+                                      "sensitive": {"type": "boolean", "description": SENSITIVE_HELP}}
         properties.update({key: _field_schema(field) for key, field in fields.items()})
         required = ["type"] + [key for key, field in fields.items() if field.required]
         node_schemas.append({"if": {"properties": {"type": {"const": name}}, "required": ["type"]},

@@ -282,7 +282,7 @@ class FlowSession:
     def _enter(self, node_id: str) -> str | None:
         self.node = node = self.flow.nodes[node_id]
         self._wait = None
-        self._event("ivr.node", type=node.type)
+        self._event("ivr.node", type=node.type, **({"sensitive": True} if node.sensitive else {}))
         return getattr(self, f"_node_{node.type}")(node.params)
 
     def _event(self, kind: str, queue: str | None = None, agent: str | None = None, **data: Any) -> None:

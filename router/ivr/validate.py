@@ -339,7 +339,7 @@ class _SetChecker:
             return None
         owner = f"{kind} node {node_id!r}"
         table = NODE_TYPES[kind]
-        f = reader.fields(node, owner, ("type", "description", *table), required=tuple(
+        f = reader.fields(node, owner, ("type", "description", "sensitive", *table), required=tuple(
             key for key, spec in table.items() if spec.required))
         if f is None:
             return None
@@ -357,10 +357,11 @@ class _SetChecker:
             if value is not None:
                 params[key] = value
         self.check_node_rules(source, kind, node, f, params, owner)
+        sensitive = reader.flag(f["sensitive"], f"'sensitive' of {owner}") if "sensitive" in f else False
         if reader.error_count != before:
             return None
         mark = source.node_marks[node_id]
-        return FlowNode(node_id, kind, params, tuple(edges), reader.file, mark.line, mark.col)
+        return FlowNode(node_id, kind, params, tuple(edges), reader.file, mark.line, mark.col, bool(sensitive))
 
     def check_node_rules(self, source: _FlowSource, kind: str, node: Node, f: dict[str, Node],
                          params: dict[str, Any], owner: str) -> None:
