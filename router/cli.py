@@ -225,6 +225,12 @@ def _parser() -> argparse.ArgumentParser:
     graph.add_argument("flow_file", metavar="FLOW_FILE")
     graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
     graph.add_argument("--config", metavar="FILE", help="centre config whose queues and schedules flows use")
+    cards = commands.add_parser("scorecards", help="QA scorecards: validate").add_subparsers(metavar="ACTION")
+    check = cards.add_parser("validate", help="check scorecard directories or files; exit 1 on any error")
+    check.set_defaults(handler=_scorecards_validate)
+    check.add_argument("paths", nargs="*", metavar="PATH",
+                       help="scorecard directory or file (default: the config's `scorecards`, else ./scorecards)")
+    check.add_argument("--config", metavar="FILE", help="centre config whose queues the scorecards name")
     return parser
 
 
@@ -603,6 +609,22 @@ def _flows_validate(args: argparse.Namespace) -> int:
         failed = failed or flowset is None
         if flowset is not None:
             print(f"{path}: {len(flowset.flows)} flow(s) valid, version {flowset.version}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _scorecards_validate(args: argparse.Namespace) -> int:
+    from router.quality.scorecard import load_scorecards
+
+    centre = load_config(args.config)
+    failed = False
+    for path in args.paths or [centre.scorecards or "scorecards"]:
+        cards, problems = load_scorecards(path, centre.queues)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        failed = failed or not cards
+        if cards:
+            versions = ", ".join(f"{card.id} {card.version}" for card in cards.values())
+            print(f"{path}: {len(cards)} scorecard(s) valid ({versions})", file=sys.stderr)
     return 1 if failed else 0
 
 

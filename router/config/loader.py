@@ -44,7 +44,7 @@ SAMPLE_PATH = Path(__file__).resolve().parent.parent / "samples" / "centre.yaml"
 DATABASE_URL_ENV = "ACD_DATABASE_URL"
 
 TOP_KEYS = ("skills", "agents", "queues", "schedules", "database", "ami", "agi", "flows",
-            "short_abandon_s", "timezone", "simulation", "planning", "web", "ha", "recording")
+            "short_abandon_s", "timezone", "simulation", "planning", "web", "ha", "recording", "scorecards")
 SKILL_KEYS = ("id", "name", "kind")
 AGENT_KEYS = ("id", "name", "endpoint", "team", "skills")
 QUEUE_KEYS = ("id", "name", "skills", "strategy", "priority", "weight", "service_level", "wrap_up_s",
@@ -347,6 +347,9 @@ class ConfigReader:
         }
         if "recording" in top and top["recording"].value is not None:
             settings["recording"] = self.recording(top["recording"])
+        if "scorecards" in top:      # QA scorecard directory, relative to this file (router.quality)
+            scorecards = self.text(top["scorecards"], "'scorecards'", nullable=True)
+            settings["scorecards"] = str((Path(self.file).parent / scorecards).resolve()) if scorecards else None
         if "short_abandon_s" in top:
             settings["short_abandon_s"] = self.number(top["short_abandon_s"], "'short_abandon_s'", lo=0)
         if "timezone" in top:

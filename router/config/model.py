@@ -344,3 +344,4 @@ class Centre:
     short_abandon_s: float = 5.0
     timezone: str = "UTC"               # the centre's IANA zone: shift times, intervals, "today"
     recording: RecordingSettings = field(default_factory=RecordingSettings)
+    scorecards: str | None = None       # QA scorecard directory (absolute; the loader resolves it)

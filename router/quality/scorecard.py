@@ -168,14 +168,14 @@ def check_sources(sources: list[tuple[str, bytes | str]], problems: ProblemList,
             continue
         if card.id in card_marks:
             first_file, first = card_marks[card.id]
-            reader.error(ident_node, f"duplicate scorecard id {card.id!r} (first in {first_file}:{first.line})")
+            reader.error(ident_node, f"duplicate scorecard id {card.id!r} (first in {Path(first_file).name}:{first.line})")
             continue
         card_marks[card.id] = (name, ident_node.mark)
         for queue, mark in reader.queue_marks.items():
             if queue in claims:
                 other, other_file, other_mark = claims[queue]
                 reader.error(mark, f"queue {queue!r} already has scorecard {other!r} "
-                                   f"({other_file}:{other_mark.line}); a queue has one scorecard")
+                                   f"({Path(other_file).name}:{other_mark.line}); a queue has one scorecard")
             else:
                 claims[queue] = (card.id, name, mark)
         if reader.error_count == 0:
