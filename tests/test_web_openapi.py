@@ -154,7 +154,8 @@ def queue_calls(live: Live) -> dict[str, list[str]]:
     for call_id, queue in zip(calls, ("billing", "tech", "sales", "sales", "billing")):
         live.queue_call(call_id, queue, caller=f"+4477009001{call_id[-1]}0", account=f"1234{call_id[-1]}")
     live.pbx.submit(CallbackAccepted("call-4", "+447700900140"))
-    return {"agent": ["ann", "bob", "cid"], "call": calls}
+    return {"agent": ["ann", "bob", "cid"], "call": calls, "queue": ["billing", "tech", "sales"],
+            "evaluation": ["6f1c2a52-58d4-4b7e-9a53-0c7e41f0a001"]}                     # quality monitoring
 
 
 async def test_schemathesis_finds_the_service_true_to_its_spec(live):

@@ -27,6 +27,7 @@ from router.web.hub import Hub
 from router.web.metrics import Metrics
 from router.web.openapi import openapi_spec
 from router.web.operations import ActionError, Operations, Target
+from router.web.quality import QualityApi, QualitySource
 
 log = structlog.get_logger("router.web.app")
 
@@ -49,7 +50,8 @@ def api_error(status: int, error: str, message: str) -> web.Response:
 
 
 class WebApp:
-    def __init__(self, tokens: TokenBook, hub: Hub, operations: Operations, metrics: Metrics) -> None:
+    def __init__(self, tokens: TokenBook, hub: Hub, operations: Operations, metrics: Metrics,
+                 quality: QualitySource | None = None) -> None:
         self.tokens, self.hub, self.operations, self.metrics = tokens, hub, operations, metrics
         self.app = web.Application(middlewares=[self._errors], client_max_size=64 * 1024)
         self.app.router.add_routes([
@@ -69,6 +71,8 @@ class WebApp:
             web.delete("/api/v1/callbacks/{call}", self._callback_cancel),
             web.post("/api/v1/flows/reload", self._reload),
         ])
+        self.quality = QualityApi(self, quality)         # recordings, timelines, scorecards, evaluations
+        self.app.router.add_routes(self.quality.routes())
 
     # --- plumbing -------------------------------------------------------------------
 

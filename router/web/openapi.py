@@ -46,6 +46,98 @@ def _action(summary: str, operation: str, parameter: str, body: dict[str, Any] |
 AGENT_ERRORS = (400, 401, 403, 404, 409, 422)
 
 
+def _quality_paths() -> dict[str, Any]:
+    """Quality monitoring (router/web/quality.py): recordings, timelines, scorecards, evaluations."""
+    def query(*names: str) -> list[dict[str, Any]]:
+        return [{"name": name, "in": "query", "required": False, "schema": {"type": "string"}} for name in names]
+
+    def path(name: str) -> list[dict[str, Any]]:
+        return [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}]
+
+    def read(summary: str, operation: str, result: dict[str, Any], parameters: list[dict[str, Any]],
+             errors: tuple[int, ...] = (401, 403, 422)) -> dict[str, Any]:
+        return {"get": {"summary": summary, "operationId": operation, "security": [{"bearer": []}],
+                        "parameters": parameters,
+                        "responses": {"200": {"description": "OK", **_json(result)}, **_errors(*errors)}}}
+
+    listing = {"type": "object", "additionalProperties": True}
+    window = query("from", "to")
+    return {
+        "/api/v1/recordings": read(
+            "Recorded calls (default: the last 7 days); from/to are ISO dates or date-times in the centre's time",
+            "list_recordings", {"type": "object", "required": ["recordings"], "properties": {
+                "from": {"type": "string"}, "to": {"type": "string"},
+                "recordings": {"type": "array", "items": {"$ref": "#/components/schemas/Recording"}}}},
+            window + query("agent", "queue")),
+        "/api/v1/recordings/{call}/audio": {"get": {
+            "summary": "The call's recording (Range requests answered); the file named by its recording.saved",
+            "operationId": "recording_audio", "security": [{"bearer": []}], "parameters": path("call"),
+            "responses": {"200": {"description": "The audio file",
+                                  "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}},
+                                              "audio/ogg": {"schema": {"type": "string", "format": "binary"}}}},
+                          "206": {"description": "Part of the audio file (a Range request)",
+                                  "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}},
+                                              "audio/ogg": {"schema": {"type": "string", "format": "binary"}}}},
+                          **_errors(401, 403, 404)}}},
+        "/api/v1/calls/{call}/timeline": read(
+            "The call's events in order, its IVR path and its recording", "call_timeline",
+            {"type": "object", "required": ["call_id", "events", "ivr_path"], "properties": {
+                "call_id": {"type": "string"}, "queue": {"type": "string", "nullable": True},
+                "agent": {"type": "string", "nullable": True},
+                "recording": {"type": "object", "nullable": True},
+                "events": {"type": "array", "items": {"type": "object"}},
+                "ivr_path": {"type": "array", "items": {"type": "object"}}}},
+            path("call"), (401, 403, 404)),
+        "/api/v1/scorecards": read("The QA scorecards", "list_scorecards", {
+            "type": "object", "required": ["scorecards"],
+            "properties": {"scorecards": {"type": "array", "items": {"type": "object"}}}}, [], (401, 403)),
+        "/api/v1/scorecards/for/{queue}": read("The scorecard assigned to a queue", "scorecard_for",
+                                               {"type": "object"}, path("queue"), (401, 403, 404)),
+        "/api/v1/evaluations": {
+            **read("Evaluations (an agent token: its own only)", "list_evaluations", {
+                "type": "object", "required": ["evaluations"],
+                "properties": {"evaluations": {"type": "array", "items": {"type": "object"}}}},
+                query("agent", "call_id") + window, (401, 403, 404, 422)),
+            "post": {
+                "summary": "Score a recorded call with a scorecard (scored by the server); records qa.evaluated",
+                "operationId": "evaluate", "security": [{"bearer": []}],
+                "requestBody": {"required": True, **_json({
+                    "type": "object", "required": ["call_id", "answers"], "properties": {
+                        "call_id": {"type": "string"}, "scorecard": {"type": "string"},
+                        "answers": {"type": "object", "additionalProperties": {
+                            "oneOf": [{"type": "string", "enum": ["yes", "no", "na"]},
+                                      {"type": "integer", "minimum": 1, "maximum": 5}]}},
+                        "comments": {"type": "string", "maxLength": 4000}}})},
+                "responses": {"200": {"description": "Recorded", **_json({
+                    "type": "object", "required": ["ok", "evaluation_id", "score"], "properties": {
+                        "ok": {"type": "boolean"}, "evaluation_id": {"type": "string"},
+                        "call_id": {"type": "string"}, "agent": {"type": "string"},
+                        "queue": {"type": "string", "nullable": True}, "scorecard": {"type": "string"},
+                        "version": {"type": "string"}, "score": {"type": "number"},
+                        "critical_failed": {"type": "boolean"}, "sections": {"type": "object"}}})},
+                              **_errors(400, 401, 403, 404, 409, 422)}}},
+        "/api/v1/evaluations/{evaluation}/acknowledge": _action(
+            "The evaluated agent acknowledges its evaluation; records qa.acknowledged", "evaluation_acknowledge",
+            "evaluation", {"type": "object", "properties": {"comment": {"type": "string", "maxLength": 4000}}},
+            "AcknowledgeResult", (400, 401, 403, 404, 409, 422)),
+        "/api/v1/quality/proposals": read(
+            "Calls proposed for evaluation per agent for the week starting on `week` (random and targeted)",
+            "quality_proposals", {"type": "object", "required": ["week", "agents"], "properties": {
+                "week": {"type": "string"}, "agents": listing}}, query("week")),
+        "/api/v1/quality/calibration": read(
+            "Calls scored by two or more evaluators, with their spread", "quality_calibration",
+            {"type": "object", "required": ["calls"], "properties": {
+                "from": {"type": "string"}, "to": {"type": "string"},
+                "calls": {"type": "array", "items": {"type": "object"}}}}, window),
+        "/api/v1/quality/summary": read(
+            "Quality score and evaluations beside AHT, FCR and CSAT, per queue, team and agent",
+            "quality_summary", {"type": "object", "required": ["queues", "teams", "agents"], "properties": {
+                "from": {"type": "string"}, "to": {"type": "string"},
+                "total": {"type": "object", "nullable": True},
+                "queues": listing, "teams": listing, "agents": listing}}, window),
+    }
+
+
 def openapi_spec() -> dict[str, Any]:
     agent_path = "/api/v1/agents/{agent}"
     paths: dict[str, Any] = {
@@ -140,7 +232,14 @@ def openapi_spec() -> dict[str, Any]:
         "MonitorResult": {"type": "object", "required": ["ok", "agent", "mode"], "properties": {
             "ok": {"type": "boolean"}, "agent": {"type": "string"}, "mode": {"type": "string"},
             "channel": {"type": "string"}, "originate_id": {"type": "string"}}},
+        "Recording": {"type": "object", "required": ["call_id"], "properties": {
+            "call_id": {"type": "string"}, "queue": nullable_string, "agent": nullable_string,
+            "connected_at": nullable_string, "talk_s": nullable_number, "file": nullable_string,
+            "duration_s": nullable_number, "caller": nullable_string, "evaluations": {"type": "integer"}}},
+        "AcknowledgeResult": {"type": "object", "required": ["ok", "evaluation_id"], "properties": {
+            "ok": {"type": "boolean"}, "evaluation_id": {"type": "string"}, "acknowledged": {"type": "boolean"}}},
     }
+    paths.update(_quality_paths())
     return {
         "openapi": "3.0.3",
         "info": {"title": "acd-router admin API", "version": "1",

@@ -35,6 +35,7 @@ from router.web.board import Board
 from router.web.hub import Hub
 from router.web.metrics import Metrics
 from router.web.operations import Operations, Pbx
+from router.web.quality import QualitySource
 from router.web.webhook import Webhooks
 
 log = structlog.get_logger("router.web.server")
@@ -62,7 +63,8 @@ class WebService:
         self.metrics = Metrics(centre, self.board, pbx.now, spooled, link_up)
         self.webhooks = Webhooks(centre)
         self.operations = Operations(pbx)
-        self.web = WebApp(self.tokens, self.hub, self.operations, self.metrics)
+        self.web = WebApp(self.tokens, self.hub, self.operations, self.metrics,
+                          QualitySource(centre, dsn, run, flush))
         self._runner: web.AppRunner | None = None
         self._refresher: asyncio.Task[None] | None = None
         self.kpi_reads = 0

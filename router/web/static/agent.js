@@ -170,4 +170,52 @@
     }
   }
   setInterval(tick, 1000);
+
+  // --- my evaluations (quality monitoring): read, and acknowledge each once ---------------
+
+  async function loadEvaluations() {
+    let body;
+    try {
+      body = await api("GET", "/api/v1/evaluations", undefined, { quiet: true });
+    } catch (err) {
+      return;
+    }
+    const list = $("#my-evaluations");
+    setText($("#evaluation-count"), body.evaluations.length);
+    if (!body.evaluations.length) {
+      list.replaceChildren(el("li", { class: "none", text: "No evaluations yet." }));
+      return;
+    }
+    const at = (iso) => (iso ? new Date(iso).toLocaleString("en-GB", { day: "numeric", month: "short",
+                                                                       hour: "2-digit", minute: "2-digit" }) : "");
+    list.replaceChildren(...body.evaluations.map((e) => {
+      const item = el("li", { dataset: { evaluation: e.evaluation_id } },
+        el("span", { class: "score " + (e.score >= 80 ? "good" : e.score >= 60 ? "fair" : "poor"),
+                     text: Number(e.score).toFixed(1) }),
+        el("span", { class: "meta", text: `call ${e.call_id} · ${e.scorecard} · by ${e.evaluator} · ${at(e.ts)}` }),
+        e.critical_failed ? el("span", { class: "crit", text: "critical failed" }) : null,
+        el("span", { class: "ack" + (e.acknowledged ? " yes" : ""),
+                     text: e.acknowledged ? `acknowledged ${at(e.acknowledged_at)}` : "not acknowledged" }));
+      if (!e.acknowledged) {
+        item.append(el("button", { type: "button", class: "small primary", dataset: { action: "acknowledge" },
+                                   text: "Acknowledge", onclick: (event) => acknowledge(event.currentTarget, e) }));
+      }
+      if (e.comments) item.append(el("div", { class: "comment", text: e.comments }));
+      return item;
+    }));
+  }
+
+  async function acknowledge(button, evaluation) {
+    button.disabled = true;
+    try {
+      await api("POST", `/api/v1/evaluations/${encodeURIComponent(evaluation.evaluation_id)}/acknowledge`, { comment: "" });
+      toast("Evaluation acknowledged", "ok");
+    } catch (err) {
+      button.disabled = false;     /* api() has shown the refusal */
+    }
+    await loadEvaluations();
+  }
+
+  loadEvaluations();
+  setInterval(loadEvaluations, 60000);
 })();
