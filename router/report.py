@@ -7,7 +7,8 @@
   when the result has intervals, one row per interval (totals).
 - `kpi_csv`: one CSV row per scope (total, queue, agent, team, interval, and
   per queue within an interval), pinned KPI keys as columns, then the agent-only
-  columns team, talk_s, no_answers; an interval's total row has an empty id.
+  columns team, talk_s, no_answers, then quality_score and evaluations (every
+  scope); an interval's total row has an empty id.
 - `kpi_json`: the dict itself as JSON, keys in their natural order.
 
 Tables are described as data (a tuple of `Column`s: header, key, formatter) and
@@ -22,11 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
-from router.store.kpi import PINNED_KEYS
+from router.store.kpi import PINNED_KEYS, QUALITY_KEYS
 
 MISSING = "—"
 CSV_FIELDS: tuple[str, ...] = (
-    "scope", "id", "interval_start", *PINNED_KEYS, "team", "talk_s", "no_answers",
+    "scope", "id", "interval_start", *PINNED_KEYS, "team", "talk_s", "no_answers", *QUALITY_KEYS,
 )
 
 

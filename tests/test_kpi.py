@@ -195,12 +195,14 @@ async def test_centre_agents_and_teams(conn):
         "a1": {"team": "blue", "answered": 2, "talk_s": 150.0,   # c1 100 + c6 50
                "aht_s": 90.0,                                     # (120 + 60) / 2
                "occupancy": 0.2219,                               # 180 / (180 + 230 + 401 open)
-               "no_answers": 0, "csat_avg": 5.0, "routing_accuracy": 1.0},
+               "no_answers": 0, "csat_avg": 5.0, "routing_accuracy": 1.0,
+               "quality_score": None, "evaluations": 0},                 # no qa.evaluated events
         "a2": {"team": "red", "answered": 2, "talk_s": 280.0,    # c2 200 + c7 80
                "aht_s": 140.0,                                    # (200 + 80) / 2
                "occupancy": 0.3994,                               # 280 / (280 + 120 + 301 open); pause out
                "no_answers": 1, "csat_avg": 3.0,                  # (2 + 4) / 2
-               "routing_accuracy": 0.5},                          # c2 yes, c7 no
+               "routing_accuracy": 0.5,                           # c2 yes, c7 no
+               "quality_score": None, "evaluations": 0},
     }
     assert k["teams"] == {
         "blue": {key: v for key, v in k["agents"]["a1"].items() if key != "team"},

@@ -7,6 +7,8 @@ event logs go through both.  Same keys everywhere; floats equal to 1e-9 relative
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import random
 import uuid
@@ -19,6 +21,7 @@ import pytest
 from router.config.loader import load_config
 from router.events import Event
 from router.ivr.registry import load_flowset
+from router.report import kpi_csv, kpi_json
 from router.sim.simulator import Simulator
 from router.store.kpi import compute_kpis
 from router.store.kpi_memory import kpis_from_events
@@ -58,6 +61,22 @@ async def both_ways(conn, s: Scenario, **options: Any) -> dict[str, Any]:
     return sql
 
 
+def evaluation(rng: random.Random, t: float, call_id: str | None, queue: str | None, agent: str | None) -> Event:
+    """A `qa.evaluated` event as the quality page writes it, by one of three evaluators."""
+    return Event(ts=t, type="qa.evaluated", call_id=call_id, queue=queue, agent=agent,
+                 data={"evaluation_id": str(uuid.uuid4()), "scorecard": "service", "version": "v1",
+                       "evaluator": rng.choice(["sue", "tom", "ann"]), "answers": {}, "comments": "",
+                       "score": round(rng.uniform(0, 100), 2), "critical_failed": False})
+
+
+def evaluations_of(events: list[Event], rng: random.Random) -> list[Event]:
+    """Evaluations of some connected calls: one to four each (an evaluator may score a call twice,
+    the latest counts), up to three days later (past any window end)."""
+    return [evaluation(rng, e.ts + rng.uniform(60, 3 * 86400), e.call_id, e.queue, e.agent)
+            for e in events if e.type == "call.connected" and rng.random() < 0.6
+            for _ in range(rng.randint(1, 4))]
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_simulated_hours_of_the_sample_centre(conn, database_url, tmp_path, seed):
     centre = load_config(None)
@@ -65,6 +84,7 @@ async def test_simulated_hours_of_the_sample_centre(conn, database_url, tmp_path
     events = []
     while not sim.done:
         events.extend(sim.run(5_000))
+    events += evaluations_of(events, random.Random(seed))
     run = f"sim:{uuid.uuid4()}"
     async with EventWriter(database_url, run=run, spool_dir=tmp_path / "spool") as writer:
         for event in events:
@@ -73,6 +93,7 @@ async def test_simulated_hours_of_the_sample_centre(conn, database_url, tmp_path
     options = {"short_abandon_s": centre.short_abandon_s, "timezone": centre.timezone}
     whole = await compute_kpis(conn, run=run, **options)
     assert whole["offered"] > 200 and whole["agents"] and whole["ivr_nodes"]   # a real day's figures
+    assert whole["evaluations"] > 50 and 0 < whole["quality_score"] < 100
     assert_same(whole, kpis_from_events(events, run=run, **options))
     moment = datetime.fromtimestamp(events[len(events) // 3].ts, timezone.utc)
     for extra in ({"interval_minutes": 15}, {"interval_minutes": 30, "start": moment - timedelta(minutes=7)},
@@ -185,6 +206,37 @@ async def test_ivr_callbacks_and_agent_first_legs(conn):
     await both_ways(conn, s, start=at(35), interval_minutes=60)
 
 
+async def test_quality_figures_by_hand(conn):
+    """The centre scenario's answered calls evaluated: latest per evaluator, mean per call, mean of calls."""
+    s = centre_scenario()
+    scored = lambda t, call, queue, agent, evaluator, score: s.event(    # noqa: E731
+        t, "qa.evaluated", call, queue, agent, evaluation_id=str(uuid.uuid4()), scorecard="service",
+        version="v1", evaluator=evaluator, answers={}, comments="", score=score, critical_failed=score == 0)
+    scored(2000, "c1", "sales", "a1", "sue", 80.0)
+    scored(2100, "c1", "sales", "a1", "sue", 90.0)                  # sue's latest: 90
+    scored(2200, "c1", "sales", "a1", "tom", 70.0)                  # c1 = (90 + 70) / 2 = 80
+    scored(2300, "c2", "sales", "a2", "sue", 50.0)                  # c2 = 50
+    scored(90000, "c7", "sales", "a2", "tom", 0.0)                  # c7 = 0 (a day later; entry queue support)
+    s.event(2400, "qa.evaluated", "c6", "sales", "a1", evaluator="sue", comments="no score: not counted")
+    await s.save(conn)
+    k = await both_ways(conn, s, interval_minutes=60)
+    assert (k["quality_score"], k["evaluations"]) == (43.33, 4)    # (80 + 50 + 0) / 3
+    assert {q: (f["quality_score"], f["evaluations"]) for q, f in k["queues"].items()} == {
+        "sales": (65.0, 3), "support": (0.0, 1)}
+    assert {a: (f["quality_score"], f["evaluations"]) for a, f in k["agents"].items()} == {
+        "a1": (80.0, 2), "a2": (25.0, 2)}
+    assert {t: (f["quality_score"], f["evaluations"]) for t, f in k["teams"].items()} == {
+        "blue": (80.0, 2), "red": (25.0, 2)}
+    assert (k["intervals"][0]["quality_score"], k["intervals"][0]["queues"]["support"]["evaluations"]) == (43.33, 1)
+    rows = {(r["scope"], r["id"]): r for r in csv.DictReader(io.StringIO(kpi_csv(k)))}
+    assert [(rows[key]["quality_score"], rows[key]["evaluations"]) for key in
+            [("total", ""), ("queue", "sales"), ("agent", "a2"), ("team", "blue")]] == [
+        ("43.33", "4"), ("65.0", "3"), ("25.0", "2"), ("80.0", "2")]
+    assert json.loads(kpi_json(k))["queues"]["support"]["quality_score"] == 0.0
+    later = await both_ways(conn, s, start=at(100), interval_minutes=15)    # only c7 joined in the window
+    assert (later["quality_score"], later["evaluations"], later["agents"]["a1"]["evaluations"]) == (0.0, 1, 0)
+
+
 async def test_an_empty_run(conn):
     s = Scenario()
     await both_ways(conn, s, interval_minutes=15)
@@ -222,6 +274,8 @@ async def test_random_logs(conn, seed):
             if rng.random() < 0.5:
                 s.event(joined + 30, "queue.overflowed", f"c{n}", queue, step=0, action="copy", to="q3", wait_s=30)
                 s.joined(f"c{n}", "q3", joined + 30, caller=caller)
+    for e in evaluations_of(events_of(s), random.Random(1000 + seed)):
+        s.event(secs(datetime.fromtimestamp(e.ts, timezone.utc)), e.type, e.call_id, e.queue, e.agent, **e.data)
     await s.save(conn)
     cut = rng.uniform(0, 3 * 3600)
     await both_ways(conn, s)

@@ -38,6 +38,18 @@ inserting at the same time cannot make totals and breakdowns disagree):
 5. *Call-back kept-place wait*: the mean `kept_wait_s` (acceptance to
    customer connected) of `callback.connected` events, total and per queue.
 
+6. *Quality* (`quality_score`, `evaluations`): the `qa.evaluated` events of
+   the window's calls (by first join, like every call figure: entry queue and
+   interval; an evaluation made later follows its call).  Per call and
+   evaluated agent, each evaluator counts once, with their latest evaluation;
+   the call's score is the mean of those; `quality_score` is the mean of the
+   calls' scores (a call scored by two evaluators for calibration weighs once)
+   and `evaluations` the number of evaluations counted.  Total, per queue,
+   interval, interval x queue, evaluated agent (when that agent is among the
+   agents) and team (the agent's team of the agent figures, passed in).  The
+   statement starts from the run's `qa.evaluated` rows, so a run without
+   evaluations costs one empty index scan.
+
 Time: intervals start on the edges of the centre's local clock (its
 `timezone:`): buckets are counted in absolute time from the local edge at or
 before the window's start, which keeps 15/30/60-minute edges local across a
@@ -98,6 +110,9 @@ AGENT_KEYS: tuple[str, ...] = (
     "team", "answered", "talk_s", "aht_s", "occupancy", "no_answers", "csat_avg", "routing_accuracy",
 )
 TEAM_KEYS: tuple[str, ...] = AGENT_KEYS[1:]
+# Quality monitoring (router.quality): mean evaluation score 0-100 of the scope's calls, and how many
+# evaluations count; in every scope (total, queue, interval, agent, team).
+QUALITY_KEYS: tuple[str, ...] = ("quality_score", "evaluations")
 # Centre-wide agent time behind occupancy (total and intervals): on call + wrap-up, and that plus
 # available + reserved, in seconds; states are split at interval and window edges.
 FLOOR_KEYS: tuple[str, ...] = ("busy_s", "staffed_s")
@@ -521,6 +536,60 @@ GROUP BY 1
 ORDER BY 1
 """
 
+# $1 run, $2 from, $3 to, $4 interval width, $5 interval origin, $6 agents, $7 their teams.
+_QUALITY_SQL = """
+WITH scored AS (
+    SELECT DISTINCT ON (call_id, agent, data->>'evaluator') call_id, agent, (data->>'score')::float8 AS score
+    FROM events
+    WHERE run = $1 AND type = 'qa.evaluated' AND call_id IS NOT NULL AND data->>'score' IS NOT NULL
+    ORDER BY call_id, agent, data->>'evaluator', ts DESC, id DESC
+),
+entries AS (
+    SELECT DISTINCT ON (e.call_id) e.call_id, e.queue, e.ts AS joined_ts
+    FROM events e
+    WHERE e.run = $1 AND e.type = 'queue.joined' AND e.call_id IN (SELECT call_id FROM scored)
+    ORDER BY e.call_id, e.ts, e.id
+),
+call_scores AS (
+    SELECT s.call_id, s.agent, n.queue, date_bin($4::interval, n.joined_ts, $5::timestamptz) AS bucket,
+           avg(s.score) AS score, count(*) AS evaluations
+    FROM scored s JOIN entries n USING (call_id)
+    WHERE n.joined_ts >= $2 AND n.joined_ts < $3
+    GROUP BY s.call_id, s.agent, n.queue, n.joined_ts
+),
+teams AS (
+    SELECT agent, team FROM unnest($6::text[], $7::text[]) AS t(agent, team)
+)
+SELECT c.bucket, c.queue, c.agent, t.team,
+       grouping(c.bucket) = 1 AS all_time, grouping(c.queue) = 1 AS all_queues,
+       grouping(c.agent) = 0 AS is_agent, grouping(t.team) = 0 AS is_team,
+       round(avg(c.score)::numeric, 2)::float8 AS quality_score, coalesce(sum(c.evaluations), 0)::int AS evaluations
+FROM call_scores c LEFT JOIN teams t USING (agent)
+GROUP BY GROUPING SETS ((), (c.queue), (c.bucket), (c.bucket, c.queue), (c.agent), (t.team))
+"""
+
+
+def _add_quality(result: dict[str, Any], intervals: dict[datetime, dict[str, Any]], rows: list) -> None:
+    """`quality_score` and `evaluations` into every scope of the result (null and 0 where none)."""
+    scopes = [result, *result["queues"].values(), *result["agents"].values(), *result["teams"].values()]
+    for interval in intervals.values():
+        scopes += [interval, *interval["queues"].values()]
+    for figures in scopes:
+        figures.update(quality_score=None, evaluations=0)
+    for row in rows:
+        figures = {key: row[key] for key in QUALITY_KEYS}
+        if row["is_agent"]:
+            target = result["agents"].get(row["agent"])
+        elif row["is_team"]:
+            target = result["teams"].get(row["team"])
+        elif row["all_time"]:
+            target = result if row["all_queues"] else result["queues"].get(row["queue"])
+        else:
+            interval = intervals.get(row["bucket"])
+            target = interval if row["all_queues"] or interval is None else interval["queues"].get(row["queue"])
+        if target is not None:
+            target.update(figures)
+
 
 async def _compute(
     conn: asyncpg.Connection,
@@ -542,6 +611,10 @@ async def _compute(
     ivr = await conn.fetchrow(_IVR_SQL, run, t0, t1)
     ivr_nodes = await conn.fetch(_IVR_NODES_SQL, run, t0, t1)
     kept_waits = await conn.fetch(_KEPT_WAIT_SQL, run, t0, t1)
+    agent_teams = [(row["agent"], row["team"]) for row in agent_rows if not row["is_team"]]
+    quality = await conn.fetch(_QUALITY_SQL, run, t0, t1, width,
+                               local_origin(t0, width, zone) if t0 is not None else None,
+                               [agent for agent, _ in agent_teams], [team for _, team in agent_teams])
 
     result: dict[str, Any] = {}
     intervals: dict[datetime, dict[str, Any]] = {}
@@ -582,6 +655,7 @@ async def _compute(
     result["ivr_calls"], result["ivr_time_s"] = ivr["ivr_calls"], ivr["ivr_time_s"]
     result["ivr_nodes"] = {row["node"]: {"entered": row["entered"], "hangups": row["hangups"],
                                          "timeouts": row["timeouts"]} for row in ivr_nodes}
+    _add_quality(result, intervals, quality)
     if width is not None:
         result["intervals"] = list(intervals.values())
     return result

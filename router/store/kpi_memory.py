@@ -33,7 +33,9 @@ follows the call; GROUPING SETS become four scopes (total, queue, interval,
 interval x queue) accumulated per call; state spans are clipped to the window
 and split at interval edges; agents and teams group the same rows as the agent
 SQL; IVR, drop-off per node and call-back kept-place waits are windowed by
-their own timestamp.  Pure functions: no I/O.
+their own timestamp; quality figures take the latest evaluation per evaluator
+of each window call and agent, their mean per call, and the mean of those per
+scope.  Pure functions: no I/O.
 """
 from __future__ import annotations
 
@@ -325,6 +327,7 @@ def kpis_from_events(
     result["queues"] = result.pop("queues")
     result["agents"], result["teams"] = window.agents(calls)
     window.kept_waits(result)
+    window.quality(calls, result, dict(zip(window.buckets, intervals)))
     result["ivr_calls"], result["ivr_time_s"] = window.ivr()
     result["ivr_nodes"] = window.ivr_nodes()
     if width is not None:
@@ -637,6 +640,48 @@ class _Window:
             if team is not None:
                 team_figures.setdefault(team, _AgentFigures()).merge(figures[agent])
         return agents, {team: team_figures[team].figures() for team in sorted(team_figures)}
+
+    # -- quality -------------------------------------------------------------------------
+
+    def quality(self, calls: list[_Call], result: dict[str, Any], intervals: dict[int, dict[str, Any]]) -> None:
+        """`quality_score` and `evaluations` of every scope: the quality statement."""
+        scores: dict[tuple, list[float]] = defaultdict(list)      # scope -> the calls' mean scores
+        counts: dict[tuple, int] = defaultdict(int)
+        for call in calls:
+            latest: dict[tuple[str | None, str | None], _Row] = {}   # (agent, evaluator) -> its latest
+            for row in self.by_call[call.call_id]:
+                if row.type == "qa.evaluated" and _text(row.data.get("score")) is not None:
+                    key = (row.agent, _text(row.data.get("evaluator")))
+                    if key not in latest or _before(latest[key], row):
+                        latest[key] = row
+            per_agent: dict[str | None, list[float]] = defaultdict(list)
+            for (agent, _), row in latest.items():
+                per_agent[agent].append(_float(row.data.get("score")))
+            for agent, values in per_agent.items():
+                agent_figures = result["agents"].get(agent) if agent is not None else None
+                keys = [("all", None), ("queue", call.queue), ("agent", agent),
+                        ("team", agent_figures["team"] if agent_figures is not None else None)]
+                if call.bucket is not None:
+                    keys += [("bucket", call.bucket), ("bucket queue", call.bucket, call.queue)]
+                for key in keys:
+                    scores[key].append(_mean(values))
+                    counts[key] += len(values)
+
+        def figures(key: tuple) -> dict[str, Any]:
+            return {"quality_score": _round_float(_mean(scores[key]), 2) if key in scores else None,
+                    "evaluations": counts.get(key, 0)}
+
+        result.update(figures(("all", None)))
+        for queue, queue_figures in result["queues"].items():
+            queue_figures.update(figures(("queue", queue)))
+        for agent, agent_figures in result["agents"].items():
+            agent_figures.update(figures(("agent", agent)))
+        for team, team_figures in result["teams"].items():
+            team_figures.update(figures(("team", team)))
+        for bucket, interval in intervals.items():
+            interval.update(figures(("bucket", bucket)))
+            for queue, queue_figures in interval["queues"].items():
+                queue_figures.update(figures(("bucket queue", bucket, queue)))
 
     # -- IVR and call-backs --------------------------------------------------------------
 
