@@ -61,6 +61,13 @@ reads Asterisk's live channels and the store and carries out the recovery plan
 ``may_act``) stops every engine input and AMI action at once; `reset` leaves a
 fresh engine and switchboard for the next take-over.
 
+Recording (docs/recording.md): the switchboard plans it and the dialplan starts
+MixMonitor; the adapter stores ``recording.started``, mutes with AMI
+``MixMonitorMute`` (a sensitive IVR node — the flow driver waits for the mute
+before the node's prompts — or `recording`, the web API's pause and resume)
+and, when the call is over, waits for Asterisk to close the capture, finishes
+the file (router.recording.files) and stores ``recording.saved``.
+
 Events go to the `EventWriter` without waiting (its queue); when that queue is
 full an event is spilled to the writer's disk spool at once, never dropped, so
 neither the AMI reader nor the AGI route ever waits for PostgreSQL.
@@ -91,16 +98,19 @@ from router.pbx import dialplan as dp
 from router.pbx import recovery
 from router.pbx.agi_ivr import AgiFlowDriver
 from router.pbx.ami import AmiError, AmiEvent, AmiLink, LinkDown, LinkUp, Resync
-from router.pbx.calls import (Action, Connect, Divert, HangupChannel, OriginateCallback, PbxCall, Phase, Redirect,
-                              Step, Switchboard)
+from router.pbx.calls import (Action, Connect, Divert, HangupChannel, MuteRecording, NotRecording, OriginateCallback,
+                              PbxCall, Phase, RecordingStarted, Redirect, SaveRecording, Step, Switchboard)
 from router.pbx.fastagi import AGIError, AGIHangup, AGISession
+from router.recording import files
 from router.store.callback_store import CallbackStore
 from router.store.recovery import Recovered
 from router.store.writer import EventWriter, WriterFull
-from router.web.operations import MonitorUnavailable
+from router.web.operations import MonitorUnavailable, RecordingUnavailable
 
 log = structlog.get_logger("router.pbx.adapter")
 
+CAPTURE_SETTLE_S = 0.3         # a capture whose size stays put this long is closed by Asterisk
+CAPTURE_WAIT_S = 15.0          # ... and one that does not appear or settle by then is missing
 _CALL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")   # uuid4 text
 
 
@@ -132,6 +142,7 @@ class AsteriskAdapter:
         self.leading = True                 # False: a standby or a fenced leader, which acts on nothing
         self.may_act: Callable[[], bool] = lambda: True   # the HA lease, checked before every action
         self._held: list[AmiEvent] | None = None   # AMI events held back while a take-over recovers
+        self._mutes: dict[str, asyncio.Task[Any]] = {}   # a call's MixMonitorMute under way
 
     @property
     def calls(self) -> dict[str, PbxCall]:
@@ -290,6 +301,17 @@ class AsteriskAdapter:
         log.info("adapter.monitor", agent=agent, channel=channel, flags=flags)
         return {"channel": channel, "originate_id": originate_id}
 
+    async def recording(self, call_id: str, paused: bool, reason: str, by: str) -> dict[str, Any]:
+        """Pause or resume the recording of a call (a supervisor or the agent); RecordingUnavailable
+        when it is not being recorded, or not paused that way."""
+        try:
+            steps = self.board.pause_recording(call_id, paused, reason, by)
+        except NotRecording as error:
+            raise RecordingUnavailable(str(error)) from None
+        self._run(steps)
+        await self._settle(call_id)
+        return {"call_id": call_id, "paused": paused}
+
     async def reload_flows(self) -> dict[str, Any]:
         result = self.registry.reload(self.now())
         self.record(result.event)
@@ -307,6 +329,9 @@ class AsteriskAdapter:
             step = pending.popleft()
             if isinstance(step, (Connect, Redirect, Divert, OriginateCallback, HangupChannel)):
                 self._execute(step)
+                continue
+            if isinstance(step, (RecordingStarted, MuteRecording, SaveRecording)):
+                self._recording_step(step)
                 continue
             now = self.now()
             try:
@@ -396,6 +421,75 @@ class AsteriskAdapter:
             return []                   # the engine's ring timer (agent first) or a Hangup settles it
         leg = self.board.legs.get(action.call_id)
         return self.board.originate_answered(leg, answer.answered, answer.reason) if leg is not None else []
+
+    # --- recording -------------------------------------------------------------------------
+
+    def _recording_step(self, step: RecordingStarted | MuteRecording | SaveRecording) -> None:
+        """Stored at once (started), or carried out beside the call's lock: a mute must not wait
+        behind the call's actions, and the file is the adapter's own."""
+        if isinstance(step, RecordingStarted):
+            r = step.recording
+            self._emit(Event(self.now(), "recording.started", call_id=step.call_id, queue=step.queue,
+                             agent=step.agent, data={"file": r.file, "channels": r.channels, "format": r.format}))
+            return
+        if isinstance(step, MuteRecording):
+            previous = self._mutes.get(step.call_id)
+            task = asyncio.create_task(self._mute_recording(step, previous))
+            self._mutes[step.call_id] = task
+            task.add_done_callback(lambda t, call_id=step.call_id: self._mutes.get(call_id) is t
+                                   and self._mutes.pop(call_id))
+        else:
+            task = asyncio.create_task(self._save_recording(step))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle(self, call_id: str) -> None:
+        """Wait for the call's mute under way (the flow driver, before a node's prompts)."""
+        task = self._mutes.get(call_id)
+        if task is not None:
+            await asyncio.wait({task})
+
+    async def _mute_recording(self, step: MuteRecording, previous: asyncio.Task[Any] | None) -> None:
+        if previous is not None:
+            await asyncio.wait({previous})          # in order, per call
+        if step.mute is not None:
+            try:
+                await self.ami.action({"Action": "MixMonitorMute", "Channel": step.channel, "Direction": "both",
+                                       "State": "1" if step.mute else "0"})
+            except AmiError as error:
+                log.error("adapter.recording_mute_failed", call_id=step.call_id, mute=step.mute, reason=str(error))
+        self._emit(Event(self.now(), "recording.paused" if step.paused else "recording.resumed",
+                         call_id=step.call_id, queue=step.queue, agent=step.agent,
+                         data={"reason": step.reason, "by": step.by}))
+
+    async def _save_recording(self, step: SaveRecording) -> None:
+        """Wait until Asterisk has closed the capture, then finish it and store what it holds."""
+        r = step.recording
+        directory = self.centre.recording.directory
+        try:
+            capture, saved = files.resolve(directory, r.capture), files.resolve(directory, r.file)
+        except files.UnsafePath as error:
+            log.error("adapter.recording_unsafe", reason=str(error))
+            return
+        closed = await _settled(capture)
+        if not step.keep:
+            if closed:
+                capture.unlink(missing_ok=True)     # ringing of an offer that was not answered
+            return
+        try:
+            if not closed:
+                raise OSError(f"Asterisk wrote no file {r.capture} within {CAPTURE_WAIT_S:g} s")
+            if capture != saved:
+                await asyncio.to_thread(files.wav_from_raw, capture, saved, swap=step.swap)
+            size, duration = files.probe(saved)
+        except (OSError, ValueError) as error:
+            log.error("adapter.recording_missing", call_id=step.call_id, reason=str(error))
+            self._emit(Event(self.now(), "recording.missing", call_id=step.call_id, queue=step.queue,
+                             agent=step.agent, data={"file": r.file, "reason": str(error)}))
+            return
+        self._emit(Event(self.now(), "recording.saved", call_id=step.call_id, queue=step.queue, agent=step.agent,
+                         data={"file": r.file, "size_bytes": size, "duration_s": round(duration, 3),
+                               "retention_days": r.retention_days}))
 
     async def _timers(self) -> None:
         while True:
@@ -571,7 +665,8 @@ class AsteriskAdapter:
             log.error("adapter.survey_flow_unusable", flow=flow, reason=str(error))
             return
         try:
-            await AgiFlowDriver(agi, session, self._emit).run()
+            await AgiFlowDriver(agi, session, self._flow_emit,
+                                settle=functools.partial(self._settle, call.call_id)).run()
         except AGIError:
             log.warning("adapter.survey_failed", exc_info=True)
 
@@ -693,6 +788,12 @@ class AsteriskAdapter:
         """Store an event from outside the call flow (e.g. ``flow.reloaded``)."""
         self._emit(event)
 
+    def _flow_emit(self, event: Event) -> None:
+        """An IVR event: stored, and the recording muted or unmuted on a sensitive node."""
+        self._emit(event)
+        if event.type in ("ivr.node", "ivr.ended"):
+            self._run(self.board.flow_event(event))
+
     def _emit(self, event: Event) -> None:
         for observe in self.observers:
             observe(event)
@@ -730,3 +831,20 @@ class AsteriskAdapter:
         self._run(steps)
         if isinstance(event, Resync):
             log.info("adapter.resynced", channels=len(event.channels), calls=self.board.live())
+
+
+async def _settled(path: Any) -> bool:
+    """Whether `path` exists and its size stayed put for CAPTURE_SETTLE_S (Asterisk closed it),
+    waiting up to CAPTURE_WAIT_S."""
+    loop = asyncio.get_running_loop()
+    deadline, last = loop.time() + CAPTURE_WAIT_S, -1
+    while loop.time() < deadline:
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = -1
+        if size >= 0 and size == last:
+            return True
+        last = size
+        await asyncio.sleep(CAPTURE_SETTLE_S)
+    return False

@@ -65,13 +65,15 @@ class AgiFlowDriver:
     def __init__(self, agi: AGISession, session: FlowSession, emit: Callable[[Event], None],
                  on_callback: Callable[[OfferCallback], Awaitable[bool | None]] | None = None,
                  hold_variables: Callable[[str], dict[str, str]] | None = None,
-                 on_enqueue: Callable[[Enqueue], str | None] | None = None) -> None:
+                 on_enqueue: Callable[[Enqueue], str | None] | None = None,
+                 settle: Callable[[], Awaitable[None]] | None = None) -> None:
         self.agi = agi
         self.session = session
         self.emit = emit
         self.on_callback = on_callback
         self.hold_variables = hold_variables
         self.on_enqueue = on_enqueue
+        self.settle = settle            # awaited after a batch's events, before its commands (a mute)
         self.language: str | None = None
 
     async def run(self) -> list[Any]:
@@ -79,6 +81,8 @@ class AgiFlowDriver:
         outputs = self.session.start()
         while True:
             commands = self._events_out(outputs)
+            if self.settle is not None:
+                await self.settle()
             if self.session.finished:
                 await self._finish(commands)
                 return commands

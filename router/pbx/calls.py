@@ -15,6 +15,18 @@ adapter to carry out on Asterisk:
   actions' fate (``action_begins``, ``action_done``, ``action_failed``,
   ``originate_answered``).
 
+Recording (docs/recording.md) is decided here too.  When a call is offered,
+router.recording.policy plans its recording from the queue's policy (a hash of
+the call id decides a sample); the `Connect` carries it in ``ROUTER_RECORD*``
+variables and ``[router-connect]`` starts MixMonitor on the caller's channel
+before it dials (a recorded call never takes the IVR's own Dial, which could
+not).  ``call.connected`` → `RecordingStarted`; the caller's hang-up →
+`SaveRecording`.  A recording is muted (`MuteRecording`, AMI MixMonitorMute)
+while the caller is in a ``sensitive`` IVR node (`flow_event`: a survey or
+payment flow after the agent) or while a supervisor or the agent paused it
+(`pause_recording`); it is muted while any of those holds.  Call-backs are
+recorded the same way on the leg that dials the second one.
+
 Each call on Asterisk has a `Phase`; every change goes through `TRANSITIONS`
 (a data table, as in router.engine.agents), keyed by (phase, trigger).  A
 trigger that has no entry for the current phase is a race that lost (a late
@@ -54,6 +66,7 @@ from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, Agen
 from router.events import Event
 from router.ivr.session import Enqueue
 from router.pbx import dialplan as dp
+from router.recording.policy import Recording, plan
 from router.pbx.ami import (AmiEvent, ContactStatus, DeviceStateChange, DialBegin, DialEnd, Hangup, Resync,
                             UserEvent)
 
@@ -153,7 +166,48 @@ class HangupChannel:
     channel: str
 
 
-Action = Union[Connect, Redirect, Divert, OriginateCallback, HangupChannel]
+@dataclass(frozen=True, slots=True)
+class RecordingStarted:
+    """The recorded call connected: store ``recording.started``."""
+    call_id: str
+    queue: str | None
+    agent: str | None
+    recording: Recording
+
+
+@dataclass(frozen=True, slots=True)
+class MuteRecording:
+    """Store ``recording.paused``/``resumed``; `mute` True/False: MixMonitorMute first (None:
+    the recording stays muted for another reason)."""
+    call_id: str
+    channel: str
+    mute: bool | None
+    paused: bool
+    reason: str                         # sensitive | supervisor | agent
+    by: str                             # the IVR node, or the token name
+    queue: str | None
+    agent: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SaveRecording:
+    """The recorded channel hung up: once Asterisk has closed the capture, finish the file and
+    store ``recording.saved`` (or ``recording.missing``); `keep` False: the call never connected,
+    a capture of its ringing is deleted."""
+    call_id: str
+    queue: str | None
+    agent: str | None
+    recording: Recording
+    keep: bool
+    swap: bool                          # the capture's first channel is the agent (agent-first call-back)
+
+
+class NotRecording(Exception):
+    """A pause or resume of a call that is not being recorded (or not paused that way)."""
+
+
+Action = Union[Connect, Redirect, Divert, OriginateCallback, HangupChannel, RecordingStarted, MuteRecording,
+               SaveRecording]
 Step = Any                              # an engine input or an Action
 
 
@@ -182,6 +236,11 @@ class PbxCall:
     waiting_since: float | None = None  # joined a queue, or back in it (route time is measured from here)
     survey: dict[str, str] = field(default_factory=dict)   # queue and agent, for the survey
     dial: DialCallback | None = None    # a call-back leg: what is being dialled
+    recording: Recording | None = None  # planned at the offer
+    recorded: bool = False              # connected with the recording running
+    record_set: bool = False            # ROUTER_RECORD was set on the channel
+    announced: bool = False             # the recording prompt was played
+    mutes: dict[str, str] = field(default_factory=dict)   # sensitive | manual -> who muted
 
     @property
     def state(self) -> str:
@@ -254,7 +313,7 @@ class Switchboard:
     def take_agi_dial(self, call: PbxCall, now: float) -> str | None:
         """The offer made the moment the caller queued, as an AGI ``EXEC Dial`` on the IVR's own
         channel (no hold, no Redirect); None when there is none, or its endpoint needs the AMI path."""
-        if call.phase is not P.RINGING or not call.pending or call.endpoint is None \
+        if call.phase is not P.RINGING or not call.pending or call.endpoint is None or call.recording is not None \
                 or any(ch in call.endpoint for ch in _UNSAFE_IN_AGI_DIAL):
             return None
         call.pending, call.redirected, call.dialing_in_agi = False, True, True
@@ -318,7 +377,7 @@ class Switchboard:
             if isinstance(output, Event):
                 steps += self._on_engine_event(output, now)
             elif isinstance(output, DialCallback):
-                steps += self._dial_callback(output)
+                steps += self._dial_callback(output, now)
             elif output.call_id in self.legs:
                 steps += self._leg_command(self.legs[output.call_id], output)
             elif output.call_id in self.calls:
@@ -335,7 +394,9 @@ class Switchboard:
             if self._to(call, "queued"):
                 call.waiting_since = call.waiting_since or now
         elif event.type == "call.connected":
-            self._to(call, "answered")
+            if self._to(call, "answered") and call.recording is not None:
+                call.recorded = True
+                return [RecordingStarted(call.call_id, event.queue, event.agent, call.recording)]
         elif event.type == "agent.no_answer":
             if self._to(call, "missed"):
                 self._requeued(call, now)
@@ -354,7 +415,8 @@ class Switchboard:
             ring_s = max(1, int(command.ring_timeout_s) - 1)   # Asterisk reports a no-answer before
             return [Connect(call.call_id, call.channel, call.offers, {   # the engine's own ring timer fires
                 dp.TARGET: command.endpoint, dp.RING_TIMEOUT: str(ring_s), dp.CALL_ID: call.call_id,
-                dp.SURVEY: self.centre.queues[command.queue].survey or ""}, command.agent, command.endpoint)]
+                dp.SURVEY: self.centre.queues[command.queue].survey or "",
+                **self._record_variables(call, command.queue, now)}, command.agent, command.endpoint)]
         if isinstance(command, CancelOffer):
             if call.agent != command.agent or not self._to(call, "cancelled"):
                 return []
@@ -367,6 +429,57 @@ class Switchboard:
         if isinstance(command, OfferCallback) and call.phase is P.WAITING:
             return [Redirect(call.call_id, call.channel, dp.HOLD_CONTEXT, dp.HOLD_OFFER_EXTEN)]
         return []
+
+    def _record_variables(self, call: PbxCall, queue: str, now: float) -> dict[str, str]:
+        """ROUTER_RECORD* of an offer: the recording planned for the queue (the first announces it)."""
+        call.recording = plan(self.centre, queue, call.call_id, now)
+        recording = call.recording
+        if recording is None and not call.record_set:
+            return {}
+        call.record_set = True
+        announce = "" if recording is None or call.announced else recording.announce or ""
+        call.announced = call.announced or bool(announce)
+        return {dp.RECORD: recording.asterisk_path if recording else "",
+                dp.RECORD_OPTIONS: recording.options if recording else "", dp.RECORD_ANNOUNCE: announce}
+
+    # --- recording: muted spans ---------------------------------------------------------
+
+    def flow_event(self, event: Event) -> list[Step]:
+        """An IVR event of a recorded call: entering a sensitive node mutes the recording, the
+        next node that is not (or the flow's end) lifts that."""
+        call = self.calls.get(event.call_id or "")
+        if call is None or not call.recorded or event.type not in ("ivr.node", "ivr.ended"):
+            return []
+        sensitive = event.type == "ivr.node" and bool(event.data.get("sensitive"))
+        if sensitive == ("sensitive" in call.mutes):
+            return []
+        node = str(event.data.get("node", "")) if sensitive else call.mutes["sensitive"]   # the span's node
+        return [self._mute(call, "sensitive", sensitive, "sensitive", node)]
+
+    def pause_recording(self, call_id: str, paused: bool, reason: str, by: str) -> list[Step]:
+        """A supervisor's or the agent's pause (or resume); NotRecording when it does not apply."""
+        call = self.calls.get(call_id) or self.legs.get(call_id)
+        if call is None or not call.recorded or call.phase is P.ENDED or not call.channel:
+            raise NotRecording(f"call {call_id!r} is not being recorded")
+        if paused == ("manual" in call.mutes):
+            raise NotRecording(f"the recording of call {call_id!r} is {'already' if paused else 'not'} paused")
+        return [self._mute(call, "manual", paused, reason, by)]
+
+    def _mute(self, call: PbxCall, key: str, paused: bool, reason: str, by: str) -> MuteRecording:
+        before = bool(call.mutes)
+        if paused:
+            call.mutes[key] = by
+        else:
+            call.mutes.pop(key, None)
+        after = bool(call.mutes)
+        return MuteRecording(call.call_id, call.channel, after if after != before else None, paused, reason, by,
+                             call.queue or (call.dial.queue if call.dial else None), call.agent)
+
+    def _recording_over(self, call: PbxCall) -> list[Step]:
+        if call.recording is None:
+            return []
+        return [SaveRecording(call.call_id, call.queue or (call.dial.queue if call.dial else None), call.agent,
+                              call.recording, call.recorded, bool(call.dial and call.dial.agent_first))]
 
     def _requeued(self, call: PbxCall, now: float) -> None:
         self._forget_agent_channel(call)
@@ -387,9 +500,10 @@ class Switchboard:
 
     # --- call-backs ---------------------------------------------------------------------
 
-    def _dial_callback(self, dial: DialCallback) -> list[Step]:
+    def _dial_callback(self, dial: DialCallback, now: float) -> list[Step]:
         leg = PbxCall(dial.call_id, channel="", uniqueid="", caller_id=dial.number, phase=P.LEG_RINGING,
-                      agent=dial.agent, endpoint=dial.endpoint, dial=dial)
+                      agent=dial.agent, endpoint=dial.endpoint, dial=dial,
+                      recording=plan(self.centre, dial.queue, dial.call_id, now))
         self.legs[dial.call_id] = leg
         queue = self.centre.queues[dial.queue]
         policy = queue.callback
@@ -398,6 +512,9 @@ class Switchboard:
         variables = {dp.CALL_ID: dial.call_id, dp.CB_NUMBER: dial.number, dp.CB_AGENT: dial.endpoint,
                      dp.CB_CUSTOMER: customer, dp.WHISPER: (policy.whisper if policy else None) or "",
                      dp.RING_TIMEOUT: str(ring_s), dp.MOH_CLASS: queue.hold.moh_class}
+        if leg.recording is not None:
+            variables.update({dp.RECORD: leg.recording.asterisk_path, dp.RECORD_OPTIONS: leg.recording.options,
+                              dp.RECORD_ANNOUNCE: leg.recording.announce or ""})
         first, context = ((dial.endpoint, dp.CALLBACK_CONTEXT) if dial.agent_first
                           else (customer, dp.CALLBACK_CUSTOMER_CONTEXT))
         return [OriginateCallback(dial.call_id, dial, {
@@ -436,8 +553,13 @@ class Switchboard:
             if first:
                 leg.channel = event.channel or ""
                 self._by_channel[leg.channel] = leg
-            return [AgentAnswered(leg.call_id, leg.agent or "") if stage == "agent_up"
-                    else CallbackAnswered(leg.call_id)]
+            steps: list[Step] = [AgentAnswered(leg.call_id, leg.agent or "") if stage == "agent_up"
+                                 else CallbackAnswered(leg.call_id)]
+            if leg.phase is P.LEG_CONNECTED and leg.recording is not None:
+                leg.recorded = True
+                steps.append(RecordingStarted(leg.call_id, leg.dial.queue if leg.dial else None, leg.agent,
+                                              leg.recording))
+            return steps
         status = event.fields.get("status", "")
         if stage == "customer_failed" and self._to(leg, "leg_failed"):
             return [CallbackFailed(leg.call_id, dp.CALLBACK_FAILED.get(status, "unreachable"))]
@@ -449,11 +571,12 @@ class Switchboard:
         phase = leg.phase
         self._to(leg, "hangup")
         self.forget(leg)
+        saved = self._recording_over(leg) if leg.channel else []
         if phase is P.LEG_CONNECTED:
-            return [CallFinished(leg.call_id)]
+            return [CallFinished(leg.call_id), *saved]
         if phase is P.LEG_UP:                   # hung up before the second leg answered
-            return [CallbackFailed(leg.call_id, "hangup")]
-        return []
+            return [CallbackFailed(leg.call_id, "hangup"), *saved]
+        return saved
 
     # --- the actions' fate --------------------------------------------------------------
 
@@ -626,11 +749,12 @@ class Switchboard:
         self._to(call, "hangup")
         if phase is not P.IVR:               # the AGI route forgets calls that end in the IVR
             self.forget(call)
+        saved = self._recording_over(call) if call.record_set else []
         if phase is P.CONNECTED:
-            return [CallFinished(call.call_id)]
+            return [CallFinished(call.call_id), *saved]
         if phase in (P.WAITING, P.RINGING):
-            return [CallerHungUp(call.call_id)]
-        return []
+            return [CallerHungUp(call.call_id), *saved]
+        return saved
 
 
 def divert_variables(divert: DivertCall) -> dict[str, str]:

@@ -38,6 +38,9 @@ CB_NUMBER = "ROUTER_CB_NUMBER"
 CB_AGENT = "ROUTER_CB_AGENT"
 CB_CUSTOMER = "ROUTER_CB_CUSTOMER"
 WHISPER = "ROUTER_WHISPER"
+RECORD = "ROUTER_RECORD"                 # MixMonitor's file as Asterisk sees it (empty: not recorded)
+RECORD_OPTIONS = "ROUTER_RECORD_OPTIONS" # MixMonitor's options: D (stereo) or none
+RECORD_ANNOUNCE = "ROUTER_RECORD_ANNOUNCE"   # prompt telling the caller the call is recorded
 
 NEXT_HOLD, NEXT_TRANSFER, NEXT_VOICEMAIL, NEXT_HANGUP = "hold", "transfer", "voicemail", "hangup"
 

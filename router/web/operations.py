@@ -61,6 +61,10 @@ class MonitorUnavailable(Exception):
     """The PBX cannot monitor (the demo's simulated PBX, or no channel to spy on)."""
 
 
+class RecordingUnavailable(Exception):
+    """The call is not being recorded (or its recording is not paused that way)."""
+
+
 @dataclass(frozen=True)
 class Target:
     agent: str | None = None

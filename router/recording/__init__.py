@@ -1,0 +1,1 @@
+"""Call recording (docs/recording.md): the policy, the files, their retention."""
