@@ -25,7 +25,7 @@ import pytest
 
 from router.events import Event
 from router.store import EventWriter, InvalidEvent, WriterFull, connect, ensure_schema
-from router.store.writer import Spool, encode_event
+from router.store.writer import Spool, encode_event, row_to_line
 
 REPO = Path(__file__).resolve().parent.parent
 HANG_GUARD_S = 60.0  # only stops a broken test from hanging; never a speed assertion
@@ -462,3 +462,58 @@ async def test_missing_database_is_reported_at_start(dsn, tmp_path):
     missing = dsn.rpartition("/")[0] + f"/acd_missing_{uuid.uuid4().hex[:8]}"
     with pytest.raises(asyncpg.InvalidCatalogNameError):
         await EventWriter(missing, spool_dir=tmp_path).start()
+
+
+def test_a_row_in_binary_copy_format_carries_the_event_exactly():
+    """encode_event's binary COPY tuple decodes to the values the former path sent (a UUID, the
+    datetime that `datetime.fromtimestamp` gives, the texts, the compact JSON), and a spool
+    line of it parses back to the same bytes."""
+    from datetime import datetime, timezone
+
+    from router.store.writer import decode_record, line_to_row, row_to_record
+    cases = [Event(ts=1_767_225_600.0 + k / 7, type="call.connected", call_id=f"c{k}", queue="q",
+                   agent=None if k % 2 else "a1", data={"wait_s": k / 3, "team": "t", "ok": True})
+             for k in range(50)]
+    cases += [Event(ts=0.5000005, type="ivr.input", data={"note": "ü€😀", "digits": "\\u0000"}),
+              Event(ts=-1.25, type="flow.reloaded", call_id="", data={}, serial=(1 << 128) - 1)]
+    for event in cases:
+        record = encode_event(event, "sim:ü")
+        decoded = decode_record(record)
+        assert decoded == (event.id, datetime.fromtimestamp(event.ts, timezone.utc), "sim:ü", event.call_id,
+                           event.type, event.queue, event.agent, decoded[7])
+        assert json.loads(decoded[7]) == event.data
+        assert row_to_record(decoded) == record
+        assert row_to_record(line_to_row(row_to_line(record))) == record
+
+
+def test_spool_lines_written_before_binary_copy_still_parse(tmp_path):
+    line = (b'{"id": "0b5e7c2a-1f0e-4c11-8f3a-2d7b9c4e5a61", "ts": "2026-01-01T00:00:00.125000+00:00", '
+            b'"run": "sim:old", "call_id": "c1", "type": "call.arrived", "queue": null, "agent": null, '
+            b'"data": {"caller_id":"+44","dnis":"100"}}\n')
+    (tmp_path / "00000000000000000001-1.jsonl").write_bytes(line)
+    spool = Spool(tmp_path)
+    claimed = spool.claim(spool.files()[0])
+    try:
+        assert claimed is not None and claimed.corrupt_lines == 0
+        assert row_to_line(claimed.rows[0]) == line
+    finally:
+        claimed.release()
+
+
+async def test_put_many_keeps_order_refuses_a_bad_slice_whole_and_waits_when_full(dsn, run_label, tmp_path):
+    events = make_events(2_500)
+    bad = Event(ts=math.nan, type="call.arrived")
+    async with EventWriter(dsn, run=run_label, batch_size=300, max_queue=700, spool_dir=tmp_path) as writer:
+        with pytest.raises(InvalidEvent):
+            await writer.put_many([events[0], bad])
+        for start in range(0, len(events), 1_000):       # slices larger than the queue: put_many waits
+            await writer.put_many(events[start:start + 1_000])
+        await writer.flush()
+        assert (writer.written, writer.spooled) == (2_500, 0) and writer.batches >= 9
+    conn = await connect(dsn)
+    try:
+        ids = [r["id"] for r in await conn.fetch(
+            "SELECT id FROM events WHERE run = $1 ORDER BY xmin::text::bigint, ctid", run_label)]
+    finally:
+        await conn.close()
+    assert ids == [e.id for e in events]                 # each batch in put order, batches in order

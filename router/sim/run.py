@@ -21,6 +21,11 @@ from router.store.kpi import compute_kpis
 from router.store.writer import EventWriter
 
 RESERVED_RUNS = ("live", "demo")          # the router's and the demo's own events
+# Events per simulated slice, handed to the writer as one batch (one COPY); `put_many` then
+# yields to the loop, so PostgreSQL (another process: another core) copies a slice while the
+# simulator computes the next.  The queue holds a few slices before it pushes back.
+SLICE_EVENTS = 5_000
+QUEUED_EVENTS = 8 * SLICE_EVENTS
 
 
 class RunExists(ValueError):
@@ -41,10 +46,9 @@ async def simulate_day(centre: Centre, dsn: str, *, hours: float = 8.0, days: in
     else:
         await _claim_run(dsn, run, replace)
     progress = Progress(days or hours * 3600.0, "simulating") if show_progress else None
-    async with EventWriter(dsn, run=run) as writer:
+    async with EventWriter(dsn, run=run, batch_size=SLICE_EVENTS, max_queue=QUEUED_EVENTS) as writer:
         while not sim.done:
-            for event in sim.run(5_000):
-                await writer.put(event)
+            await writer.put_many(sim.run(SLICE_EVENTS))
             if progress and days:
                 day = (sim.clock - sim.start) / 86_400.0
                 progress.update(day, f"day {min(int(day) + 1, days)} of {days}, {len(sim.arrivals):,} calls")
