@@ -211,6 +211,14 @@ def _parser() -> argparse.ArgumentParser:
     mig.set_defaults(handler=_db_migrate)
     with_config(mig)
 
+    recordings = commands.add_parser("recordings", help="call recordings: prune").add_subparsers(metavar="ACTION")
+    prune = recordings.add_parser("prune", help="delete recordings past their retention; record recording.pruned "
+                                                "(and recording.missing for files not there)")
+    prune.set_defaults(handler=_recordings_prune)
+    with_config(prune)
+    prune.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete and record nothing")
+    prune.add_argument("--json", action="store_true", help="print one JSON object")
+
     flows = commands.add_parser("flows", help="IVR flows: validate, test, graph").add_subparsers(metavar="ACTION")
     validate = flows.add_parser("validate", help="check flow directories or files; exit 1 on any error")
     validate.set_defaults(handler=_flows_validate)
@@ -587,6 +595,26 @@ def _db_migrate(args: argparse.Namespace) -> int:
         if stop:
             stop()
     print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+    return 0
+
+
+def _recordings_prune(args: argparse.Namespace) -> int:
+    from time import time as now
+
+    from router.recording.prune import prune, store
+
+    centre = load_config(args.config)
+
+    async def run(conn: Any) -> Any:
+        report = await prune(conn, centre.recording.directory, now(), dry_run=args.dry_run)
+        await store(conn, report.events)
+        return report
+
+    report = _read_store(centre, args, run)
+    if args.json:
+        _print_json(report.as_json())
+    else:
+        print("\n".join(report.lines()))
     return 0
 
 

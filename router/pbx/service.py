@@ -23,7 +23,9 @@ dialplan moves on to the next router of ``ROUTER_AGI``), drops its state and
 competes again as a standby.  Agents start logged out unless the store says
 otherwise; ``auto_login`` logs some in (tests, demos), feature codes and the
 adapter's API do the rest.  Flow files are watched (mtime) and reloaded on
-SIGHUP; each reload is recorded as ``flow.reloaded``.
+SIGHUP; each reload is recorded as ``flow.reloaded``.  While it leads, the
+router deletes recordings past their retention once a day
+(router.recording.prune).
 
 `Service.stop()` drains: the FastAGI port closes (new calls go on to the next
 router of ``ROUTER_AGI``, or wait in the dialplan for one), calls in progress may
@@ -51,6 +53,7 @@ from router.ivr.registry import FlowError, FlowRegistry, ReloadResult, flows_dir
 from router.pbx.adapter import AsteriskAdapter
 from router.pbx.ami import AmiError, AmiLink
 from router.pbx.fastagi import FastAGIServer
+from router.recording.prune import run_daily as prune_daily
 from router.store.callback_store import CallbackStore
 from router.store.database import default_spool_dir, ensure_schema, resolve_dsn
 from router.store.recovery import load as load_recovered
@@ -85,6 +88,7 @@ class Service:
         self._link: AmiLink | None = None
         self._server: FastAGIServer | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None      # recordings past retention, daily
         self._leading: asyncio.Task[None] | None = None
         self._serving = asyncio.Event()         # leader, recovered, FastAGI listening
         self._stopping = False
@@ -141,6 +145,8 @@ class Service:
         except AmiError as error:
             log.warning("service.ami_not_yet", reason=str(error), retrying=True)
         self._watcher = asyncio.create_task(watch(registry, on_reload=self._reloaded), name="router.flows")
+        self._pruner = asyncio.create_task(prune_daily(dsn, centre.recording.directory, self.adapter.record,
+                                                       lambda: self.role == ROLE_LEADER), name="router.recordings")
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, sighup_handler(registry, self._reloaded))
         self._leading = asyncio.create_task(self._lead(), name="router.ha")
@@ -238,9 +244,10 @@ class Service:
         if self.web is not None:
             await self.web.close()
         asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-        if self._watcher is not None:
-            self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
+        for task in (self._watcher, self._pruner):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self.adapter is not None:
             await self.adapter.close()
         if self._link is not None:
