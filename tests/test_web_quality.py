@@ -122,7 +122,7 @@ async def insert(dsn: str, run: str, events: list[tuple]) -> None:
 
 def call_events(call_id: str, queue: str, agent: str | None, t0: datetime, *, caller: str = "+447700900111",
                 talk_s: float = 120.0, file: str | None = None, csat: int | None = None,
-                team: str = "red") -> list[tuple]:
+                team: str = "red", duration_s: float = 2.0) -> list[tuple]:
     """What the router records for one call through the IVR to `agent`, recorded to `file`."""
     at = lambda s: t0 + timedelta(seconds=s)     # noqa: E731
     events = [
@@ -149,7 +149,7 @@ def call_events(call_id: str, queue: str, agent: str | None, t0: datetime, *, ca
     ]
     if file is not None:
         events.append((at(end + 1), "recording.saved", call_id, queue, agent, {
-            "file": file, "size_bytes": 64044, "duration_s": 2.0, "retention_days": 30}))
+            "file": file, "size_bytes": 64044, "duration_s": duration_s, "retention_days": 30}))
     if csat is not None:
         events.append((at(end + 40), "survey.answered", call_id, queue, agent, {"question": "csat", "score": csat}))
     return events

@@ -166,7 +166,8 @@ class Board:
                                  + delta.get("abandoned", 0)),
                 "service_level": sl, "sl_target": queue.sl_target, "sl_threshold_s": queue.sl_threshold_s,
                 "off_target": sl is not None and sl < queue.sl_target,
-                "callbacks_pending": 0}
+                "callbacks_pending": 0, "quality_score": base.get("quality_score"),      # QA of today's calls
+                "evaluations": int(base.get("evaluations") or 0)}
         for call in engine.calls.values():
             if call.agent is not None and call.connected_at is None and call.callback is None:
                 calls[call.call_id] = {"call_id": call.call_id, "queue": call.queue, "caller": call.caller_id,
@@ -203,6 +204,7 @@ class Board:
                 "since": agent.since, "reason": agent.reason, "call_id": agent.call_id,
                 "queue": call.queue if call is not None else None, "queues": sorted(agent.queues),
                 "calls_today": int(answered), "aht_today_s": round(handle / handled, 1) if handled else None,
+                "quality_today": base.get("quality_score"),
                 "pending": agent.deferred[0] if agent.deferred else None}
         return agents
 

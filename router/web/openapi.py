@@ -182,6 +182,11 @@ def openapi_spec() -> dict[str, Any]:
                                                  "type": "object", "required": ["queue"],
                                                  "properties": {"queue": {"type": "string"}}},
                                              "CallResult", AGENT_ERRORS),
+        **{f"/api/v1/calls/{{call}}/recording/{verb}": _action(
+            f"{verb.title()} a connected call's recording (a supervisor, or the call's agent); 409 not_recording "
+            f"when it is not recorded or not {'running' if verb == 'pause' else 'paused'}",
+            f"call_recording_{verb}", "call", None, "RecordingPauseResult", (401, 403, 404, 409))
+           for verb in ("pause", "resume")},
         "/api/v1/callbacks/{call}": _action("Cancel a pending call-back", "callback_cancel", "call", None,
                                             "CallResult", (401, 403, 404, 409), method="delete"),
         "/api/v1/flows/reload": {"post": {
@@ -204,13 +209,15 @@ def openapi_spec() -> dict[str, Any]:
                                  "offered": {"type": "integer"}, "answered": {"type": "integer"},
                                  "abandoned": {"type": "integer"}, "service_level": nullable_number,
                                  "sl_target": {"type": "number"}, "sl_threshold_s": {"type": "number"},
-                                 "off_target": {"type": "boolean"}, "callbacks_pending": {"type": "integer"}}},
+                                 "off_target": {"type": "boolean"}, "callbacks_pending": {"type": "integer"},
+                                 "quality_score": nullable_number, "evaluations": {"type": "integer"}}},
         "Agent": {"type": "object", "required": ["id", "state"], "properties": {
             "id": {"type": "string"}, "name": {"type": "string"}, "team": nullable_string,
             "state": {"type": "string", "enum": ["logged_out", "available", "reserved", "on_call", "wrap_up",
                                                  "paused"]},
             "since": nullable_number, "reason": nullable_string, "call_id": nullable_string,
-            "queue": nullable_string, "calls_today": {"type": "integer"}, "aht_today_s": nullable_number}},
+            "queue": nullable_string, "calls_today": {"type": "integer"}, "aht_today_s": nullable_number,
+            "quality_today": nullable_number}},
         "Call": {"type": "object", "required": ["call_id", "queue", "state"], "properties": {
             "call_id": {"type": "string"}, "queue": {"type": "string"}, "caller": {"type": "string"},
             "place": {"type": "integer", "nullable": True}, "joined_at": {"type": "number"},
@@ -232,6 +239,8 @@ def openapi_spec() -> dict[str, Any]:
         "MonitorResult": {"type": "object", "required": ["ok", "agent", "mode"], "properties": {
             "ok": {"type": "boolean"}, "agent": {"type": "string"}, "mode": {"type": "string"},
             "channel": {"type": "string"}, "originate_id": {"type": "string"}}},
+        "RecordingPauseResult": {"type": "object", "required": ["ok", "call_id", "paused"], "properties": {
+            "ok": {"type": "boolean"}, "call_id": {"type": "string"}, "paused": {"type": "boolean"}}},
         "Recording": {"type": "object", "required": ["call_id"], "properties": {
             "call_id": {"type": "string"}, "queue": nullable_string, "agent": nullable_string,
             "connected_at": nullable_string, "talk_s": nullable_number, "file": nullable_string,

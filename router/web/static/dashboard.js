@@ -175,7 +175,7 @@
     row._c = {};
     cell(row, "name");
     for (const name of ["waiting", "longest", "ewt", "available", "on_call", "wrap_up", "paused", "offered",
-                        "answered", "abandoned", "sl", "callbacks"]) {
+                        "answered", "abandoned", "sl", "quality", "callbacks"]) {
       cell(row, name, "n");
     }
     return row;
@@ -209,6 +209,9 @@
     c.sl.classList.toggle("off", !!queue.off_target);
     c.sl.classList.toggle("on", sl !== null && sl !== undefined && !queue.off_target);
     c.sl.title = `Answered within ${queue.sl_threshold_s} s; target ${percent(queue.sl_target)}`;
+    const quality = queue.quality_score;
+    setText(c.quality, quality === null || quality === undefined ? "—" : quality.toFixed(1));
+    c.quality.title = `${queue.evaluations || 0} evaluations of today's calls`;
   }
 
   function renderQueues() {
@@ -224,7 +227,7 @@
       el("td", { class: "n", text: (staff.on_call || 0) + (staff.reserved || 0) }),
       el("td", { class: "n", text: staff.wrap_up || 0 }), el("td", { class: "n", text: staff.paused || 0 }),
       el("td", { class: "n", text: sum("offered") }), el("td", { class: "n", text: sum("answered") }),
-      el("td", { class: "n", text: sum("abandoned") }), el("td", { class: "n" }),
+      el("td", { class: "n", text: sum("abandoned") }), el("td", { class: "n" }), el("td", { class: "n" }),
       el("td", { class: "n", text: sum("callbacks_pending") })));
   }
 
@@ -240,6 +243,7 @@
     cell(row, "reason");
     cell(row, "calls", "n");
     cell(row, "aht", "n");
+    cell(row, "qa", "n");
     const actions = cell(row, "actions", "act");
     const button = (action, label, className = "") => el("button", {
       type: "button", class: className, dataset: { action }, text: label,
@@ -281,6 +285,8 @@
     setText(c.calls, agent.calls_today);
     c.calls.classList.toggle("zero", !agent.calls_today);
     setText(c.aht, agent.aht_today_s ? duration(agent.aht_today_s) : "—");   // 0: no call finished yet
+    setText(c.qa, agent.quality_today === null || agent.quality_today === undefined ? "—"
+                                                                                     : agent.quality_today.toFixed(1));
     const b = row._b;
     const out = agent.state === "logged_out";
     const pausing = agent.pending === "pause";

@@ -265,18 +265,21 @@
     }
     $("#submit-evaluation").disabled = false;
     const card = state.card;
-    setText($("#card-title"), `${card.title} (v${card.version})`);
+    $("#card-title").replaceChildren(card.title, el("span", { class: "version", text: `version ${String(card.version).slice(0, 8)}` }));
     const label = (choice) => (choice === "na" ? "n.a." : String(choice));
-    sections.replaceChildren(...card.sections.map((section) => el("fieldset", { class: "section", dataset: { section: section.id } },
-      el("legend", { text: `${section.title}` }, el("span", { class: "weight", text: ` ×${section.weight}` })),
-      ...section.questions.map((question) => el("div", { class: "question" + (question.critical ? " critical" : ""),
-                                                         dataset: { question: question.id } },
-        el("div", { class: "text" }, question.text,
-          question.critical ? el("span", { class: "crit", title: "A “no” makes the whole score 0", text: "critical" }) : null),
-        el("div", { class: "choices", role: "radiogroup", "aria-label": question.text },
-          ...question.choices.map((choice) => el("label", { class: "choice" },
-            el("input", { type: "radio", name: "q-" + question.id, value: String(choice) }),
-            el("span", { text: label(choice) }))))))));
+    const choice = (question, value) => el("label", { class: "choice" },
+      el("input", { type: "radio", name: "q-" + question.id, value: String(value) }),
+      el("span", { text: label(value) }));
+    const row = (question) => el("div", { class: "question" + (question.critical ? " critical" : ""),
+                                          dataset: { question: question.id } },
+      el("div", { class: "text" }, question.text,
+        question.critical ? el("span", { class: "crit", title: "A “no” makes the whole score 0", text: "critical" }) : null),
+      el("div", { class: "choices", role: "radiogroup", "aria-label": question.text },
+        ...question.choices.map((value) => choice(question, value))));
+    sections.replaceChildren(...card.sections.map((section) => el("fieldset", { class: "section",
+                                                                                dataset: { section: section.id } },
+      el("legend", { text: section.title }, el("span", { class: "weight", text: ` ×${section.weight}` })),
+      ...section.questions.map(row))));
   }
 
   async function loadCallEvaluations(callId) {
