@@ -29,9 +29,10 @@ import structlog
 from router.config.model import Centre
 from router.events import Event
 from router.ivr.registry import FlowRegistry, flows_directory, load_flowset
+from router.recording.policy import plan
 from router.sim.simulator import Simulator
 from router.store.writer import EventWriter
-from router.web.operations import MonitorUnavailable
+from router.web.operations import MonitorUnavailable, RecordingUnavailable
 
 log = structlog.get_logger("router.demo")
 DEMO_HOURS = 7 * 24.0
@@ -54,6 +55,7 @@ class SimulatedPbx:
         self._outbox: list[Event] = []
         self._wake = asyncio.Event()
         self._wall_start = time.monotonic()
+        self._recording_paused: set[str] = set()     # calls whose (notional) recording is paused
 
     def now(self) -> float:
         """The simulated clock: epoch seconds, `speed` times as fast as the wall clock."""
@@ -78,6 +80,18 @@ class SimulatedPbx:
     async def monitor(self, agent: str, supervisor: str, flags: str) -> dict[str, Any]:
         raise MonitorUnavailable("monitoring rings the supervisor's phone on Asterisk; "
                                  "the demo's PBX is simulated (serve with an `ami:` section)")
+
+    async def recording(self, call_id: str, paused: bool, reason: str, by: str) -> dict[str, Any]:
+        """No audio here: a connected call of a queue that records gets the pause or resume event."""
+        call = self.engine.calls.get(call_id)
+        if call is None or call.connected_at is None or plan(self.centre, call.queue, call_id, self.now()) is None:
+            raise RecordingUnavailable(f"call {call_id!r} is not being recorded")
+        if paused == (call_id in self._recording_paused):
+            raise RecordingUnavailable(f"the recording of call {call_id!r} is {'already' if paused else 'not'} paused")
+        self._recording_paused.symmetric_difference_update({call_id})
+        self.record(Event(self.now(), "recording.paused" if paused else "recording.resumed", call_id=call_id,
+                          queue=call.queue, agent=call.agent, data={"reason": reason, "by": by}))
+        return {"call_id": call_id, "paused": paused}
 
     async def reload_flows(self) -> dict[str, Any]:
         registry = FlowRegistry(flows_directory(self.centre), known_queues=list(self.centre.queues),

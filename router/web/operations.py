@@ -12,7 +12,10 @@ mutates) and are recorded too.
 
 The PBX is either the Asterisk adapter or the simulated PBX of the demo; both
 implement `Pbx`.  Monitoring needs a real Asterisk: the simulated PBX refuses
-it with ``monitor_unavailable``.
+it with ``monitor_unavailable``.  A recording's pause and resume (a supervisor,
+or the agent on the call) go to `Pbx.recording`, which mutes it on Asterisk and
+records ``recording.paused``/``resumed``; a call that is not being recorded (or
+not paused) is ``not_recording`` (409).
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ class Pbx(Protocol):
     def submit(self, message: Any) -> None: ...        # raises InvalidInput, changing nothing
     def record(self, event: Event) -> None: ...
     async def monitor(self, agent: str, supervisor: str, flags: str) -> dict[str, Any]: ...
+    async def recording(self, call_id: str, paused: bool, reason: str, by: str) -> dict[str, Any]: ...
     async def reload_flows(self) -> dict[str, Any]: ...
 
 
@@ -163,6 +167,27 @@ class Operations:
             raise self.refuse(who, "callback.cancel", target, 404, "unknown_callback",
                                f"no pending call-back {call_id!r}")
         return self._call_action(who, "callback.cancel", target, CancelCallback(call_id))
+
+    async def recording_pause(self, who: Principal, call_id: str) -> dict[str, Any]:
+        return await self._recording(who, call_id, True)
+
+    async def recording_resume(self, who: Principal, call_id: str) -> dict[str, Any]:
+        return await self._recording(who, call_id, False)
+
+    async def _recording(self, who: Principal, call_id: str, paused: bool) -> dict[str, Any]:
+        """Pause or resume a connected call's recording: a supervisor who sees its queue, or its agent."""
+        action = "call.recording_pause" if paused else "call.recording_resume"
+        call = self.engine.calls.get(call_id)
+        if call is None or not (who.agent == call.agent if who.agent is not None else who.sees_queue(call.queue)):
+            raise self.refuse(who, action, Target(call_id=call_id), 404, "unknown_call", f"unknown call {call_id!r}")
+        target = Target(call_id=call_id, queue=call.queue, agent=call.agent)
+        reason = "agent" if who.agent is not None else "supervisor"
+        try:
+            result = await self.pbx.recording(call_id, paused, reason, who.name)
+        except RecordingUnavailable as error:
+            raise self.refuse(who, action, target, 409, "not_recording", str(error)) from None
+        self._audit(who, action, target, "ok", {"reason": reason})
+        return {"ok": True, **result}
 
     async def reload_flows(self, who: Principal) -> dict[str, Any]:
         result = await self.pbx.reload_flows()
