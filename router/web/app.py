@@ -68,7 +68,8 @@ class WebApp:
             web.post("/api/v1/agents/{agent}/{verb}", self._agent_verb),
             web.post("/api/v1/calls/{call}/priority", self._call_priority),
             web.post("/api/v1/calls/{call}/move", self._call_move),
-            web.post("/api/v1/calls/{call}/recording/{verb}", self._call_recording),
+            web.post("/api/v1/calls/{call}/recording/pause", self._call_recording),
+            web.post("/api/v1/calls/{call}/recording/resume", self._call_recording),
             web.delete("/api/v1/callbacks/{call}", self._callback_cancel),
             web.post("/api/v1/flows/reload", self._reload),
         ])
@@ -277,9 +278,7 @@ class WebApp:
 
     async def _call_recording(self, request: web.Request) -> web.StreamResponse:
         """Pause or resume a call's recording: a supervisor, or the agent on the call."""
-        call_id, verb = request.match_info["call"], request.match_info["verb"]
-        if verb not in ("pause", "resume"):
-            raise ActionError(404, "not_found", f"unknown recording action {verb!r}")
+        call_id, verb = request.match_info["call"], request.path.rsplit("/", 1)[1]
         live = self.operations.engine.calls.get(call_id)
         principal = self._require(request, "supervisor", agent=live.agent if live else None,
                                   action=f"call.recording_{verb}", target=Target(call_id=call_id))
