@@ -202,6 +202,8 @@ def test_a_supervisor_scores_a_recorded_call_and_the_agent_acknowledges(served: 
         expect(item.locator(".ack")).to_contain_text("acknowledged")
         expect(item.locator(".ack")).not_to_contain_text("not")
         expect(item.locator("button[data-action='acknowledge']")).to_have_count(0)
+        page.evaluate("() => document.querySelector('#toasts').replaceChildren()")
+        page.screenshot(path=str(ARTIFACTS / "agent-evaluations.png"), full_page=True)
         page.goto(f"{served.url}/quality")                      # an agent has no quality page
         assert page.url == f"{served.url}/agent"
         assert errors == []
