@@ -32,6 +32,7 @@ element can seek.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -47,9 +48,10 @@ from aiohttp import web
 from router.config.model import Centre
 from router.events import Event
 from router.quality import scorecard, store
+from router.recording.files import UnsafePath, resolve
 from router.store.database import create_pool
 from router.store.kpi import compute_kpis
-from router.web.auth import Principal
+from router.web.auth import SESSION_COOKIE, Principal
 from router.web.operations import ActionError, Target
 
 if TYPE_CHECKING:
@@ -229,7 +231,6 @@ class QualityApi:
     # --- the page -------------------------------------------------------------------
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
-        from router.web.auth import SESSION_COOKIE
         session = request.cookies.get(SESSION_COOKIE)
         principal = self.app.tokens.session(session) if session else None
         if principal is None:
@@ -299,7 +300,6 @@ class QualityApi:
 
     def _resolve(self, call_id: str, name: str) -> Path:
         """The recording's file under the recordings directory; anything escaping it is refused."""
-        from router.recording.files import UnsafePath, resolve
         settings = getattr(self.centre, "recording", None)
         if settings is None:
             raise ActionError(404, "not_recorded", "this centre has no recordings directory")
@@ -395,10 +395,9 @@ class QualityApi:
         if not isinstance(comments, str) or len(comments) > MAX_COMMENT or "\x00" in comments:
             raise self._refuse(who, action, target, 422, "invalid_comments",
                                f"comments: expected text of at most {MAX_COMMENT} characters")
-        scoring = scorecard
         try:
-            result = scoring.score(card, answers)
-        except scoring.AnswerError as error:
+            result = scorecard.score(card, answers)
+        except scorecard.AnswerError as error:
             raise self._refuse(who, action, target, 422, "invalid_answer", str(error)) from None
         evaluation_id = str(uuid.uuid4())
         data = {"evaluation_id": evaluation_id, "scorecard": card.id, "version": card.version,
@@ -561,5 +560,4 @@ def _default(value: Any) -> Any:
 
 
 def _dumps(value: Any) -> str:
-    import json
     return json.dumps(value, default=_default)
