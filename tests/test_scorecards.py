@@ -103,6 +103,8 @@ def golden_card():
     ({"a1": "yes", "a2": 2.5, "b1": "no", "b2": 4, "c1": 3}, "a2", "expected an integer from 1 to 5 or \"na\", got 2.5"),
     ({"a1": "yes", "a2": 2, "b1": "maybe", "b2": 4, "c1": 3}, "b1", "expected \"yes\", \"no\" or \"na\", got 'maybe'"),
     ({"a1": "yes", "a2": 2, "b1": "no", "b2": 4, "c1": True}, "c1", "expected an integer from 1 to 5, got True"),
+    ({"a1": "yes", "a2": 2, "b1": "no", "b2": 4, "c1": "\u00b2"}, "c1", "expected an integer from 1 to 5, got '\u00b2'"),
+    ({"a1": "yes", "a2": 2, "b1": "no", "b2": 4, "c1": [3]}, "c1", "expected an integer from 1 to 5, got [3]"),
 ])
 def test_answers_outside_the_card_raise_answer_error(answers, question, message):
     with pytest.raises(AnswerError) as error:

@@ -300,7 +300,7 @@ def answer_value(question: Question, answer: object) -> float | None:
             return 0.0
         raise AnswerError(question.id, f'expected "yes", "no"{na_hint}, got {answer!r}')
     level = answer
-    if isinstance(answer, str) and answer.strip().isdigit():
+    if isinstance(answer, str) and answer.strip() in ("1", "2", "3", "4", "5"):   # a form's text
         level = int(answer.strip())
     if isinstance(level, bool) or not isinstance(level, int) or level not in SCALE:
         raise AnswerError(question.id, f"expected an integer from 1 to 5{na_hint}, got {answer!r}")
