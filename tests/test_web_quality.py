@@ -292,6 +292,19 @@ async def test_a_recording_whose_file_escapes_the_directory_is_never_served(q):
         outside.unlink()
 
 
+async def test_a_missing_or_pruned_recording_is_reported_not_served(q):
+    live = q.live
+    t0 = datetime.fromtimestamp(live.pbx.now(), timezone.utc) - timedelta(hours=1)
+    await insert(live.web.dsn, live.run, [
+        *call_events("m1", "billing", "ann", t0, file="2026/never-written.wav"),
+        (t0 + timedelta(days=1), "recording.pruned", "b2", None, None, {"file": "2026/b2.wav", "age_days": 31}),
+    ])
+    status, body = await live.call("GET", "/api/v1/recordings/m1/audio", "viewer")
+    assert (status, body["error"]) == (404, "recording_missing")
+    status, body = await live.call("GET", "/api/v1/recordings/b2/audio", "viewer")
+    assert (status, body["error"]) == (404, "recording_pruned")
+
+
 async def test_the_timeline_shows_the_calls_events_and_its_ivr_path(q):
     live = q.live
     status, body = await live.call("GET", "/api/v1/calls/b1/timeline", "viewer")
@@ -392,6 +405,13 @@ async def test_evaluation_errors_have_stable_ids_and_record_nothing_but_the_refu
     status, answer = await live.call("POST", "/api/v1/evaluations", "billing_supervisor",
                                      json={"call_id": "t1", "answers": {"fixed": 5, "courtesy": "yes"}})
     assert (status, answer["error"]) == (404, "unknown_call")
+    # a signed-in page of another site cannot evaluate with the session cookie
+    async with live.http.post(live.url + "/login", data={"token": TOKENS["supervisor"]}, allow_redirects=False):
+        pass
+    status, answer = await live.call("POST", "/api/v1/evaluations", json={"call_id": "b1", "answers": GOOD},
+                                     headers={"Origin": "https://evil.example"})
+    assert (status, answer["error"]) == (403, "cross_origin")
+    live.http.cookie_jar.clear()
     status, answer = await live.call("POST", "/api/v1/evaluations", "supervisor", data=b"{not json",
                                      headers={"Content-Type": "application/json"})
     assert (status, answer["error"]) == (400, "malformed_json")
