@@ -69,6 +69,7 @@ QUEUE_COLUMNS: tuple[Column, ...] = (
     Column("CSAT", "csat_avg", _two_decimals),
     Column("NPS", "nps", _one_decimal),
     Column("Match %", "routing_accuracy", _percent),
+    Column("QA", "quality_score", _one_decimal),
 )
 TEAM_COLUMNS: tuple[Column, ...] = (
     Column("Agents", "agents", _count),
@@ -79,6 +80,7 @@ TEAM_COLUMNS: tuple[Column, ...] = (
     Column("No-ans.", "no_answers", _count),
     Column("CSAT", "csat_avg", _two_decimals),
     Column("Match %", "routing_accuracy", _percent),
+    Column("QA", "quality_score", _one_decimal),
 )
 IVR_NODE_COLUMNS: tuple[Column, ...] = (
     Column("Entered", "entered", _count),

@@ -21,7 +21,7 @@ import pytest
 from router.config.loader import load_config
 from router.events import Event
 from router.ivr.registry import load_flowset
-from router.report import kpi_csv, kpi_json
+from router.report import format_kpi_table, kpi_csv, kpi_json
 from router.sim.simulator import Simulator
 from router.store.kpi import compute_kpis
 from router.store.kpi_memory import kpis_from_events
@@ -233,6 +233,9 @@ async def test_quality_figures_by_hand(conn):
             [("total", ""), ("queue", "sales"), ("agent", "a2"), ("team", "blue")]] == [
         ("43.33", "4"), ("65.0", "3"), ("25.0", "2"), ("80.0", "2")]
     assert json.loads(kpi_json(k))["queues"]["support"]["quality_score"] == 0.0
+    table = format_kpi_table(k).splitlines()
+    assert [line.split()[-1] for line in table if line.split()[:1] in (["blue"], ["support"], ["TOTAL"])] == [
+        "0.0", "43.3", "80.0"]                                     # the QA column, last
     later = await both_ways(conn, s, start=at(100), interval_minutes=15)    # only c7 joined in the window
     assert (later["quality_score"], later["evaluations"], later["agents"]["a1"]["evaluations"]) == (0.0, 1, 0)
 
