@@ -216,6 +216,12 @@ async def test_recordings_are_listed_for_viewers_within_their_queues(q):
     assert (status, body["error"]) == (403, "forbidden_queue")
     status, body = await live.call("GET", "/api/v1/recordings?from=yesterday", "viewer")
     assert (status, body["error"]) == (422, "invalid_time")
+    for bad in ("from=9999-12-31", "to=9999-12-31", "from=0001-01-01", "from=2026-12-01&to=2026-11-01",
+                "from=2026-01-01&to=2026-12-01"):
+        status, body = await live.call("GET", f"/api/v1/recordings?{bad}", "viewer")
+        assert (status, body["error"]) == (422, "invalid_time"), bad
+    status, body = await live.call("GET", "/api/v1/quality/proposals?week=9999-12-31", "viewer")
+    assert (status, body["error"]) == (422, "invalid_time")
     status, body = await live.call("GET", "/api/v1/recordings?queue=nope", "viewer")
     assert (status, body["error"]) == (422, "unknown_queue")
     old = (datetime.fromtimestamp(live.pbx.now(), timezone.utc) - timedelta(days=30)).date().isoformat()

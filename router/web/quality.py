@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("router.web.quality")
 
 MAX_COMMENT = 4000
+YEARS = (1970, 9000)                                  # dates a query may name (no overflow near year 1 or 9999)
 MAX_RANGE = timedelta(days=92)
 DEFAULT_RANGE = timedelta(days=7)
 AUDIO_TYPES = {".wav": "audio/wav", ".opus": "audio/ogg", ".ogg": "audio/ogg"}
@@ -189,12 +190,15 @@ class QualityApi:
             if len(text) == 10:
                 day = date.fromisoformat(text)
                 moment = datetime(day.year, day.month, day.day, tzinfo=self.zone)
-                return moment + timedelta(days=1) if end else moment
-            moment = datetime.fromisoformat(text)
+            else:
+                moment = datetime.fromisoformat(text)
+            if not YEARS[0] <= moment.year <= YEARS[1]:
+                raise ValueError(moment.year)
         except ValueError:
-            raise ActionError(422, "invalid_time", f"{name}: expected an ISO date or date-time, "
-                                                   f"e.g. 2026-12-04 or 2026-12-04T09:00") from None
-        return moment.replace(tzinfo=self.zone) if moment.tzinfo is None else moment
+            raise ActionError(422, "invalid_time", f"{name}: expected an ISO date or date-time from {YEARS[0]} to "
+                                                   f"{YEARS[1]}, e.g. 2026-12-04 or 2026-12-04T09:00") from None
+        moment = moment.replace(tzinfo=self.zone) if moment.tzinfo is None else moment
+        return moment + timedelta(days=1) if end and len(text) == 10 else moment
 
     def _window(self, request: web.Request) -> tuple[datetime, datetime]:
         """[from, to): by default the last 7 days up to now (the PBX's clock)."""
@@ -477,6 +481,8 @@ class QualityApi:
         try:
             if text:
                 day = date.fromisoformat(text)
+                if not YEARS[0] <= day.year <= YEARS[1]:
+                    raise ValueError(day.year)
             else:
                 day = datetime.fromtimestamp(self.app.operations.pbx.now(), self.zone).date()
                 day -= timedelta(days=day.weekday())      # this week's Monday
