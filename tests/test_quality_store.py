@@ -135,6 +135,8 @@ async def test_proposals_targeted_then_random_unevaluated_recorded_only(conn, da
     log = week_log()
     log.call("r9", "sales", "a3", WEEK + timedelta(days=1, hours=11), talk=100, caller="+443",
              recorded=False)                                        # r3's caller again, 1 h 15 min later
+    log.add(WEEK + timedelta(days=1, hours=12), "recording.saved", "r5", "billing", "a1", file="2026/12/r5-2.wav",
+            size_bytes=1, duration_s=1.0, retention_days=90)          # a second file of r5: proposed once
     run = await log.save(database_url, tmp_path)
     proposed = await store.proposals(conn, week_start=WEEK, per_agent=4, seed=7, run=run)
     assert set(proposed) == {"a1", "a2"}

@@ -226,10 +226,10 @@ async def proposals(conn: asyncpg.Connection, *, week_start: datetime, per_agent
         if row["talk_s"] is not None:
             talk[row["queue"]].append(row["talk_s"])
     mean_talk = {queue: sum(values) / len(values) for queue, values in talk.items()}
-    by_agent: dict[str, list[asyncpg.Record]] = defaultdict(list)
+    by_agent: dict[str, dict[str, asyncpg.Record]] = defaultdict(dict)     # agent -> call -> its first recording
     for row in rows:
         if row["agent"] is not None and row["evaluations"] == 0:
-            by_agent[row["agent"]].append(row)
+            by_agent[row["agent"]].setdefault(row["call_id"], row)
 
     def reasons(row: asyncpg.Record) -> set[str]:
         found = set()
@@ -244,7 +244,7 @@ async def proposals(conn: asyncpg.Connection, *, week_start: datetime, per_agent
     result: dict[str, list[dict]] = {}
     for agent in sorted(by_agent):
         rng = random.Random(f"{seed}/{week_start.isoformat()}/{agent}")
-        pool = list(by_agent[agent])              # in call-id order (the SQL's)
+        pool = list(by_agent[agent].values())     # in call-id order (the SQL's)
         rng.shuffle(pool)
         chosen: list[dict] = []
         for reason in REASONS[:-1]:
