@@ -554,3 +554,18 @@ async def test_the_quality_page_needs_a_supervisor_or_viewer_session(q):
     async with live.http.get(live.url + "/static/quality.js") as response:
         assert response.status == 200
     live.http.cookie_jar.clear()
+
+
+async def test_the_dashboard_board_carries_todays_quality_from_its_kpi_read(q):
+    live = q.live
+    now = live.pbx.now()
+    live.web.board.load_today({"queues": {"billing": {"offered": 3, "answered": 3, "quality_score": 87.5,
+                                                      "evaluations": 2}},
+                               "agents": {"ann": {"answered": 3, "aht_s": 100.0, "quality_score": 87.5}}}, None, now)
+    status, body = await live.call("GET", "/api/v1/queues", "viewer")
+    queues = {queue["id"]: queue for queue in body["queues"]}
+    assert (queues["billing"]["quality_score"], queues["billing"]["evaluations"]) == (87.5, 2)
+    assert (queues["tech"]["quality_score"], queues["tech"]["evaluations"]) == (None, 0)
+    status, body = await live.call("GET", "/api/v1/agents", "viewer")
+    agents = {agent["id"]: agent for agent in body["agents"]}
+    assert (agents["ann"]["quality_today"], agents["bob"]["quality_today"]) == (87.5, None)
