@@ -220,3 +220,47 @@ async def test_sensitive_ivr_span_is_silent_in_the_recording(
     after = start + max(quiet_runs)
     assert min(loud[after + 1:after + 6]) > 500             # ... and again after the span
     assert rms(right[start * window:(start + max(quiet_runs)) * window]) < 50
+
+
+@pytest.mark.parametrize("fmt", ["wav", "opus"])
+async def test_mixed_recording_in_each_format_after_the_announcement(
+        asterisk: Sandbox, ami, schema: str, tmp_path: Path, clean_directory: Path, fmt: str) -> None:
+    policy = RecordingPolicy(mode="all", channels="mixed", format=fmt, announce="beep")
+    async with recording_router(asterisk, schema, tmp_path, recording=policy) as router:
+        number = await place_call(router["link"], talk_s=3)
+        events = await call_events(router, schema, number, "recording.saved")
+    await ami.wait_event(lambda e: e.event == "Newexten" and e.get("Context") == "router-connect"
+                         and e.get("AppData", "").endswith("?Playback(beep)"))   # ExecIf(LEN?Playback)
+    saved, ended = by(events, "recording.saved"), by(events, "call.ended")
+    path = files.resolve(clean_directory, saved["data"]["file"])
+    assert path.suffix == f".{fmt}" and path.stat().st_size == saved["data"]["size_bytes"] > 0
+    print(f"{fmt}: recorded {saved['data']['duration_s']:.2f} s; talk_s {ended['data']['talk_s']:.2f}")
+    assert abs(saved["data"]["duration_s"] - ended["data"]["talk_s"]) <= 1.0
+    if fmt == "wav":
+        rate, (mixed,) = channels(path)
+        assert rms(mixed[rate:2 * rate]) > 500
+
+
+async def test_supervisor_pause_mutes_the_recording_until_resumed(
+        asterisk: Sandbox, schema: str, tmp_path: Path, clean_directory: Path) -> None:
+    import asyncio
+    policy = RecordingPolicy(mode="all", channels="stereo", format="wav")
+    async with recording_router(asterisk, schema, tmp_path, recording=policy) as router:
+        adapter = router["adapter"]
+        number = await place_call(router["link"], talk_s=6)
+        events = await call_events(router, schema, number, "recording.started")
+        call_id = events[0]["call_id"]
+        await asyncio.sleep(1.5)
+        assert await adapter.recording(call_id, True, "supervisor", "sup1") == {"call_id": call_id, "paused": True}
+        await asyncio.sleep(2.0)
+        await adapter.recording(call_id, False, "supervisor", "sup1")
+        events = await call_events(router, schema, number, "recording.saved")
+    paused, resumed = by(events, "recording.paused"), by(events, "recording.resumed")
+    assert paused["data"] == resumed["data"] == {"reason": "supervisor", "by": "sup1"}
+    span_s = resumed["ts"].timestamp() - paused["ts"].timestamp()
+    rate, (left, right) = channels(files.resolve(clean_directory, by(events, "recording.saved")["data"]["file"]))
+    window = rate // 10
+    loud = [rms(left[i:i + window]) + rms(right[i:i + window]) for i in range(0, len(left) - window + 1, window)]
+    quiet = [len(list(run)) for silent, run in itertools.groupby(level < 50 for level in loud) if silent]
+    print(f"paused {span_s:.2f} s by the events; silent {max(quiet) / 10:.1f} s in the file")
+    assert abs(max(quiet) / 10 - span_s) <= 0.5
