@@ -3,8 +3,15 @@ real `EventWriter` under a run of their own: recorded calls, timelines, evaluati
 acknowledgement, sampling proposals (targeted and seeded random) and calibration."""
 from __future__ import annotations
 
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
 import uuid
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -176,3 +183,30 @@ async def test_calibration_spread_of_two_or_more_evaluators(conn, database_url, 
         ("r1", "a1", {"sue": 75.0, "tom": 90.0}, 15.0),
         ("r2", "a1", {"ann": 52.5, "sue": 50.0, "tom": 40.0}, 12.5)]
     assert await store.calibration(conn, since=t + timedelta(hours=1), until=t + timedelta(hours=2), run=run) == []
+
+
+async def test_kpi_command_carries_the_quality_figures(database_url, tmp_path):
+    """`acd-router kpi --json` and `--csv` on a stored run: latest per evaluator, mean per call, mean of calls."""
+    log = week_log()
+    t = WEEK + timedelta(days=2)
+    log.evaluated("r1", "billing", "a1", t, "sue", 80.0)
+    log.evaluated("r1", "billing", "a1", t, "tom", 60.0)                  # r1 = 70; r7 = 80 (week_log)
+    log.evaluated("s1", "general", "a2", t, "sue", 90.0)                  # s1 = 90
+    run = await log.save(database_url, tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "ACD_DATABASE_URL": database_url}
+
+    def kpi(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "router", "kpi", "--run", run, *args], capture_output=True,
+                              text=True, env=env, cwd=tmp_path, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    figures = json.loads(kpi("--json"))
+    assert (figures["quality_score"], figures["evaluations"]) == (80.0, 4)           # (70 + 80 + 90) / 3
+    assert {q: (f["quality_score"], f["evaluations"]) for q, f in figures["queues"].items()} == {
+        "billing": (75.0, 3), "general": (90.0, 1)}
+    assert {a: (f["quality_score"], f["evaluations"]) for a, f in figures["agents"].items()} == {
+        "a1": (75.0, 3), "a2": (90.0, 1)}
+    assert figures["teams"]["red"]["quality_score"] == 80.0
+    rows = {(r["scope"], r["id"]): r for r in csv.DictReader(io.StringIO(kpi("--csv")))}
+    assert (rows[("agent", "a2")]["quality_score"], rows[("total", "")]["evaluations"]) == ("90.0", "4")
