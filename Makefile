@@ -13,12 +13,13 @@ UV_VERSION := 0.13.9
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py ext/matcher.pyx requirements.lock
+$(STAMP): pyproject.toml setup.py ext/matcher.pyx ext/encoder.pyx requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m pip check
 	$(PY) -c "import router.engine.cmatcher" || { echo "the compiled matcher did not build" >&2; exit 1; }
+	$(PY) -c "import router.store.cencoder" || { echo "the compiled event encoder did not build" >&2; exit 1; }
 	@touch $@
 
 # Rebuild the extension in place after editing ext/*.pyx.

@@ -1,4 +1,5 @@
-"""Build of the compiled matcher (ext/matcher.pyx -> router.engine.cmatcher).
+"""Build of the compiled matcher (ext/matcher.pyx -> router.engine.cmatcher) and event
+encoder (ext/encoder.pyx -> router.store.cencoder).
 
 Everything else is declared in pyproject.toml.  The extension is required:
 without a C compiler the build stops with a plain message instead of a
@@ -25,7 +26,8 @@ def extensions():
     from Cython.Build import cythonize
 
     return cythonize(
-        [Extension("router.engine.cmatcher", ["ext/matcher.pyx"], extra_compile_args=["-O3"])],
+        [Extension("router.engine.cmatcher", ["ext/matcher.pyx"], extra_compile_args=["-O3"]),
+         Extension("router.store.cencoder", ["ext/encoder.pyx"], extra_compile_args=["-O3"])],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False,
                              "cdivision": True, "initializedcheck": False},
         include_path=["ext"],

@@ -22,6 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from router.events import Event
 from router.store import EventWriter, InvalidEvent, WriterFull, connect, ensure_schema
@@ -517,3 +519,62 @@ async def test_put_many_keeps_order_refuses_a_bad_slice_whole_and_waits_when_ful
     finally:
         await conn.close()
     assert ids == [e.id for e in events]                 # each batch in put order, batches in order
+
+
+def _compiled_encoder():
+    """router.store.cencoder's encode_event; a skip where it is not built, a failure under
+    ACD_REQUIRE_COMPILED=1 (CI)."""
+    from router.store import writer
+    if not writer.COMPILED:
+        if os.environ.get("ACD_REQUIRE_COMPILED") == "1":
+            pytest.fail("ACD_REQUIRE_COMPILED=1 but router.store.cencoder does not import")
+        pytest.skip("the compiled event encoder is not built")
+    return writer.encode_event
+
+
+_TEXTS = st.one_of(st.none(), st.sampled_from(["q", "a01", "c-1", "", "ü", "a\"b", "a\\b", "\t", "c\x00"]),
+                   st.text(max_size=12))
+_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(min_value=-(1 << 70), max_value=1 << 70),
+              st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
+              st.sampled_from(["plain", "\\u0000", "x\x00", "\udfff", "😀", "a\"", "\x7f"])),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    max_leaves=6)
+
+
+@given(ts=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(1 << 40), 1 << 40),
+                    st.sampled_from([1_767_225_600.123, 0.5000005, -1.25, 253402300799.0, -62135596800.0])),
+       type_=st.one_of(st.sampled_from(["call.connected", "", "agent.state"]), st.text(max_size=6), st.none()),
+       call_id=_TEXTS, queue=_TEXTS, agent=st.one_of(_TEXTS, st.integers(0, 9)),
+       data=st.one_of(st.dictionaries(st.one_of(st.text(max_size=6), st.sampled_from(["wait_s", "a\"", "\\"])),
+                                      _VALUES, max_size=5),
+                      st.dictionaries(st.integers(0, 3), st.integers(), max_size=2),
+                      st.lists(st.integers(), max_size=2)),
+       serial=st.one_of(st.integers(0, (1 << 128) - 1), st.sampled_from([-1, 1 << 128, 0, (1 << 64) - 1, 1 << 64])),
+       run=st.sampled_from(["sim:x", "live", "ü", "r\x00"]))
+@settings(max_examples=600, deadline=None)
+def test_compiled_encoder_gives_the_bytes_and_errors_of_its_python_twin(ts, type_, call_id, queue, agent, data,
+                                                                        serial, run):
+    from router.store.writer import encode_event_py
+    compiled = _compiled_encoder()
+    event = Event(ts=ts, type=type_, call_id=call_id, queue=queue, agent=agent, data=data, serial=serial)
+    try:
+        expected = encode_event_py(event, run)
+    except InvalidEvent as exc:
+        with pytest.raises(InvalidEvent) as raised:
+            compiled(event, run)
+        assert str(raised.value) == str(exc)
+    else:
+        assert compiled(event, run) == expected
+
+
+def test_compiled_encoder_on_the_simulator_s_events():
+    from benchmarks import vs_simpy
+    from router.sim.simulator import Simulator
+    from router.store.writer import encode_event_py
+    compiled = _compiled_encoder()
+    model, hours = vs_simpy.centre(500)
+    sim = Simulator(model, hours=hours, seed=5)
+    events = sim.run(5_000)
+    assert len(events) >= 4_000
+    assert [compiled(e, "sim:t") for e in events] == [encode_event_py(e, "sim:t") for e in events]

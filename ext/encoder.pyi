@@ -1,0 +1,13 @@
+"""Type stub of the compiled event encoder (router.store.cencoder), built from ext/encoder.pyx.
+
+`encode_event(event, run)` returns the same bytes (one tuple of PostgreSQL's binary COPY
+format) and raises the same InvalidEvent as the pure-Python twin
+router.store.writer.encode_event_py, to which it hands every event outside its fast path.
+"""
+from collections.abc import Callable
+
+from router.events import Event
+
+def configure(fields: dict[str, bytes], field: Callable[[str, object], bytes],
+              fallback: Callable[[Event, str], bytes], ts_min: float, ts_max: float) -> None: ...
+def encode_event(event: Event, run: str) -> bytes: ...
