@@ -26,7 +26,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from router.config.model import RecordingPolicy, RecordingSettings
+from router.config.model import CallbackPolicy, RecordingPolicy, RecordingSettings
+from router.engine.messages import CallbackAccepted
 from router.engine.engine import Engine
 from router.ivr.registry import FlowRegistry
 from router.pbx.adapter import AsteriskAdapter
@@ -78,7 +79,8 @@ PROMPTS = "languages: [en]\nprompts:\n  beep: a beep\n"
 
 
 @asynccontextmanager
-async def recording_router(sandbox: Sandbox, dsn: str, tmp_path: Path, **queue_options) -> AsyncIterator[dict]:
+async def recording_router(sandbox: Sandbox, dsn: str, tmp_path: Path, *, agent: str = "7001",
+                           **queue_options) -> AsyncIterator[dict]:
     flows = tmp_path / "flows"
     flows.mkdir()
     (flows / "main.yaml").write_text(FLOW)
@@ -86,7 +88,7 @@ async def recording_router(sandbox: Sandbox, dsn: str, tmp_path: Path, **queue_o
     (flows / "prompts.yaml").write_text(PROMPTS)
     host_dir = sandbox.root / IN_CHROOT.lstrip("/")
     test_centre = dataclasses.replace(
-        centre({"7001": {"sales": 5}}, [queue("sales", {"sales": 1}, wrap_up_s=0.5, **queue_options)],
+        centre({agent: {"sales": 5}}, [queue("sales", {"sales": 1}, wrap_up_s=0.5, **queue_options)],
                skills=("sales",)),
         recording=RecordingSettings(directory=str(host_dir), retention_days=30, asterisk_directory=IN_CHROOT))
     registry = FlowRegistry(flows, known_queues=list(test_centre.queues), known_skills=list(test_centre.skills))
@@ -101,7 +103,7 @@ async def recording_router(sandbox: Sandbox, dsn: str, tmp_path: Path, **queue_o
         await adapter.start()
         await link.start()
         await server.start()
-        await adapter.login("7001")
+        await adapter.login(agent)
         yield {"adapter": adapter, "link": link, "writer": writer, "directory": host_dir}
         await adapter.drain(CALL_TIMEOUT_S)
         await adapter.close()                       # the recording's file is finished by then
@@ -264,3 +266,43 @@ async def test_supervisor_pause_mutes_the_recording_until_resumed(
     quiet = [len(list(run)) for silent, run in itertools.groupby(level < 50 for level in loud) if silent]
     print(f"paused {span_s:.2f} s by the events; silent {max(quiet) / 10:.1f} s in the file")
     assert abs(max(quiet) / 10 - span_s) <= 0.5
+
+
+async def test_call_back_is_recorded_with_the_customer_left(
+        asterisk: Sandbox, schema: str, tmp_path: Path, clean_directory: Path) -> None:
+    """Agent first: MixMonitor runs on the agent's leg (``Local/8001@agents``, silent), which then
+    dials the customer (``Local/77...@customers``: a 1000 Hz tone for 5 s); the router writes the
+    customer on the left all the same."""
+    import asyncio
+    import uuid
+    policy = RecordingPolicy(mode="all", channels="stereo", format="wav")
+    callback = CallbackPolicy(min_digits=4, dial="Local/{number}@customers", whisper=None)
+    call_id = str(uuid.uuid4())
+    async with recording_router(asterisk, schema, tmp_path, agent="8001", recording=policy,
+                                callback=callback) as router:
+        adapter = router["adapter"]
+        await adapter.logout("8001")
+        adapter._run([CallbackAccepted(call_id, "770001", queue="sales", caller_id="770001")])
+        await adapter.login("8001")
+        async with asyncio.timeout(CALL_TIMEOUT_S):
+            while True:
+                await router["writer"].flush()
+                conn = await connect(schema)
+                try:
+                    events = await conn.fetch("SELECT ts, type, queue, agent, data FROM events WHERE call_id = $1"
+                                              " ORDER BY ts, id", call_id)
+                finally:
+                    await conn.close()
+                if any(e["type"] == "recording.saved" for e in events):
+                    break
+                await asyncio.sleep(0.2)
+    assert [e["type"] for e in events if e["type"].startswith("recording.")] == ["recording.started",
+                                                                                 "recording.saved"]
+    saved = by(events, "recording.saved")
+    assert (saved["queue"], saved["agent"]) == ("sales", "8001")
+    rate, (left, right) = channels(files.resolve(clean_directory, saved["data"]["file"]))
+    print(f"call-back recorded {len(left) / rate:.2f} s; the customer talks 5 s")
+    assert abs(len(left) / rate - 5) <= 1.0
+    middle = slice(rate, 3 * rate)
+    assert rms(left[middle]) > 500 and abs(frequency(left[middle], rate) - 1000) < 50
+    assert rms(right[middle]) < 50                              # the simulated agent says nothing
