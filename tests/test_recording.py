@@ -276,3 +276,36 @@ def test_cli_prune_runs_against_the_configured_store(own_database: str, tmp_path
     assert main(["recordings", "prune", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "deleted 2020/01/01/x.wav (call x," in out and not (root / "2020/01/01/x.wav").exists()
+
+
+def test_a_router_that_takes_over_a_recorded_call_still_saves_its_recording() -> None:
+    """Recovery reads the live channel's ROUTER_RECORD: the call's hang-up then saves the file."""
+    from router.engine.engine import Engine
+    from router.pbx.ami import ChannelStatus
+    from router.pbx.recovery import plan as recover
+    from router.store.recovery import fold
+    c = replace(centre({"a1": {"sales": 5}}, [queue("sales", {"sales": 1}, recording=RecordingPolicy(
+        mode="all", retention_days=7))]), recording=RecordingSettings("/srv/rec", 90, "/ast/rec"))
+    t0 = NOW - 60
+    store = fold([{"ts": t0 + ts, "type": kind, "call_id": "c1", "queue": q, "agent": a, "data": data}
+                  for ts, kind, q, a, data in [
+                      (0, "agent.state", None, "a1", {"state": "available", "previous": "logged_out"}),
+                      (0, "call.arrived", None, None, {"caller_id": "0601"}),
+                      (1, "queue.joined", "sales", None, {"priority": 0}),
+                      (2, "agent.offered", "sales", "a1", {}), (3, "call.connected", "sales", "a1", {}),
+                      (3, "agent.state", None, "a1", {"state": "on_call", "previous": "reserved"})]])
+    channels = [ChannelStatus(CALLER, "u-c1", "L1", dp.CONNECT_CONTEXT, "s", "Dial", "B1",
+                              {dp.CALL_ID: "c1", dp.RECORD: "/ast/rec/2026/12/04/c1.raw"}, "0601"),
+                ChannelStatus(AGENT_LEG, "u-a", "L1", "agents", "a1", "Wait", "B1", {})]
+    result = recover(c, channels, store, NOW)
+    [(restored, record)] = result.calls
+    assert record.recorded and record.recording.file == "2026/12/04/c1.wav" and record.recording.options == "D"
+    assert record.recording.retention_days == 7
+    board = Switchboard(c, Engine(c))
+    for message in (*result.agents, restored):
+        board.engine.handle(message, NOW)
+    board.adopt(record)
+    steps = board.on_ami(Hangup(CALLER, "u-c1", "u-c1", "16"), NOW + 5)
+    [save] = [s for s in steps if isinstance(s, SaveRecording)]
+    assert save.keep and save.recording.capture == "2026/12/04/c1.raw"
+    assert files.resolve("/srv/rec", save.recording.file) == Path("/srv/rec/2026/12/04/c1.wav")

@@ -29,7 +29,9 @@ hold AGI's Gosub) with a queue known → waiting; in ``[router-inbound]`` → in
 The store gives the call's place and overflow progress; the channel variables set
 when the caller queued (``ROUTER_QUEUE``, ``ROUTER_JOINED_AT``, ``ROUTER_SEQ``,
 ``ROUTER_PRIORITY``, ``ROUTER_SKILLS``) stand in when the store has not got the
-``queue.joined`` yet.  Call-back legs are the callbacks table's (restored as before).
+``queue.joined`` yet.  A ringing or connected call's ``ROUTER_RECORD`` gives back
+its recording (router.recording.policy.adopted), saved when the call ends.  Call-back
+legs are the callbacks table's (restored as before).
 """
 from __future__ import annotations
 
@@ -43,9 +45,10 @@ from router.events import Event
 from router.pbx import dialplan as dp
 from router.pbx.ami import ChannelStatus
 from router.pbx.calls import PbxCall, Phase
+from router.recording.policy import adopted
 from router.store.recovery import CallLast, Recovered
 
-VARIABLES = (dp.CALL_ID, dp.QUEUE, dp.JOINED_AT, dp.SEQ, dp.PRIORITY, dp.SKILLS, dp.TARGET)
+VARIABLES = (dp.CALL_ID, dp.QUEUE, dp.JOINED_AT, dp.SEQ, dp.PRIORITY, dp.SKILLS, dp.TARGET, dp.RECORD)
 HOLD_CONTEXTS = frozenset({dp.HOLD_CONTEXT, dp.AGI_CONTEXT})
 CALLBACK_CONTEXTS = frozenset({dp.CALLBACK_CONTEXT, dp.CALLBACK_CUSTOMER_CONTEXT})
 
@@ -112,6 +115,9 @@ def plan(centre: Centre, channels: Iterable[ChannelStatus], stored: Recovered, n
                          endpoint=centre.agents[agent].endpoint if agent in centre.agents else None,
                          agent_channel=_agent_channel(status, channels) if phase is not Phase.WAITING else None,
                          offers=1 if phase is not Phase.WAITING else 0, waiting_since=now)
+        if phase is not Phase.WAITING and status.variables.get(dp.RECORD):
+            record.recording = adopted(centre, place["queue"], status.variables[dp.RECORD])
+            record.record_set, record.recorded = True, phase is Phase.CONNECTED and record.recording is not None
         if phase is Phase.WAITING:
             waiting.append((restored, record))
         else:

@@ -7,7 +7,9 @@ offers a call to an agent, and gets what the dialplan needs to start MixMonitor
 on the caller's channel, or None.  A sampled queue records a call when a hash
 of the call id falls under its percentage (`sampled`): the same call id always
 gets the same answer, so a router that restarts (or a standby that takes over)
-decides as the first one did.
+decides as the first one did.  A router that takes over a connected call reads
+the file from the channel's ``ROUTER_RECORD`` (`adopted`), so the recording is
+still saved when the call ends.
 """
 from __future__ import annotations
 
@@ -50,3 +52,18 @@ def plan(centre: Centre, queue: str, call_id: str, at: float) -> Recording | Non
     base = settings.asterisk_directory or settings.directory
     return Recording(file, capture, posixpath.join(base, capture), "D" if stereo else "", policy.channels,
                      policy.format, policy.retention_days or settings.retention_days, policy.announce)
+
+
+def adopted(centre: Centre, queue: str, asterisk_path: str) -> Recording | None:
+    """The recording an earlier router started on a live channel (its ROUTER_RECORD), or None."""
+    settings = centre.recording
+    base = (settings.asterisk_directory or settings.directory).rstrip("/") + "/"
+    capture = asterisk_path[len(base):] if asterisk_path.startswith(base) else ""
+    extension = posixpath.splitext(capture)[1]
+    if extension not in (".raw", ".wav", ".opus") or queue not in centre.queues:
+        return None
+    stereo = extension == ".raw"
+    policy = centre.queues[queue].recording
+    return Recording(capture[:-len(extension)] + ".wav" if stereo else capture, capture, asterisk_path,
+                     "D" if stereo else "", "stereo" if stereo else "mixed", "opus" if extension == ".opus" else "wav",
+                     policy.retention_days or settings.retention_days, None)
