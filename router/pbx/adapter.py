@@ -436,12 +436,15 @@ class AsteriskAdapter:
             previous = self._mutes.get(step.call_id)
             task = asyncio.create_task(self._mute_recording(step, previous))
             self._mutes[step.call_id] = task
-            task.add_done_callback(lambda t, call_id=step.call_id: self._mutes.get(call_id) is t
-                                   and self._mutes.pop(call_id))
+            task.add_done_callback(functools.partial(self._mute_done, step.call_id))
         else:
             task = asyncio.create_task(self._save_recording(step))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _mute_done(self, call_id: str, task: asyncio.Task[Any]) -> None:
+        if self._mutes.get(call_id) is task:
+            del self._mutes[call_id]
 
     async def _settle(self, call_id: str) -> None:
         """Wait for the call's mute under way (the flow driver, before a node's prompts)."""
