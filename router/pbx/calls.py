@@ -66,9 +66,9 @@ from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, Agen
 from router.events import Event
 from router.ivr.session import Enqueue
 from router.pbx import dialplan as dp
-from router.recording.policy import Recording, plan
 from router.pbx.ami import (AmiEvent, ContactStatus, DeviceStateChange, DialBegin, DialEnd, Hangup, Resync,
                             UserEvent)
+from router.recording.policy import Recording, plan
 
 
 class Phase(enum.Enum):
