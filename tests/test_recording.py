@@ -77,7 +77,9 @@ def test_config_reads_the_recording_sections(tmp_path: Path) -> None:
     c = load_config(path, environ={})
     assert c.recording == RecordingSettings(str(tmp_path / "rec"), 30, None)
     assert c.queues["q"].recording == RecordingPolicy("sample", 12.5, "mixed", "opus", None, "legal/recorded")
-    assert load_config(path, environ={}).queues["q"].recording.mode == "sample"
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("skills: [{id: s, name: S}]\nagents: []\nqueues: [{id: q}]\n")
+    assert load_config(bare, environ={}).recording == RecordingSettings(str(tmp_path / "recordings"), 90, None)
     with pytest.raises(ConfigError, match="opus recordings are mixed only"):
         parse_config("skills: [{id: s, name: S}]\nagents: []\nqueues: [{id: q, recording: {mode: all, format: opus}}]\n")
 

@@ -345,8 +345,7 @@ class ConfigReader:
             "ha": self.ha(top.get("ha"), root.keys.get("ha")),
             "flows": self.text(top["flows"], "'flows'", nullable=True) if "flows" in top else None,
         }
-        if "recording" in top and top["recording"].value is not None:
-            settings["recording"] = self.recording(top["recording"])
+        settings["recording"] = self.recording(top.get("recording"))
         if "scorecards" in top:      # QA scorecard directory, relative to this file (router.quality)
             scorecards = self.text(top["scorecards"], "'scorecards'", nullable=True)
             settings["scorecards"] = str((Path(self.file).parent / scorecards).resolve()) if scorecards else None
@@ -585,12 +584,15 @@ class ConfigReader:
             return None
         return HoldPolicy(**values)
 
-    def recording(self, node: Node) -> RecordingSettings | None:
-        """The centre's `recording:`; directories relative to the config file become absolute."""
+    def recording(self, node: Node | None) -> RecordingSettings | None:
+        """The centre's `recording:`; the directory (default `recordings`) is made absolute, relative
+        to the config file."""
+        values: dict[str, Any] = {"directory": str((Path(self.file).parent / RecordingSettings.directory).resolve())}
+        if node is None or node.value is None:
+            return RecordingSettings(**values)
         f = self.fields(node, "section 'recording'", RECORDING_KEYS)
         if f is None:
             return None
-        values: dict[str, Any] = {}
         for key in ("directory", "asterisk_directory"):
             if key in f:
                 text = self.text(f[key], f"{key!r} of section 'recording'")
