@@ -52,6 +52,7 @@ import struct
 import time
 import uuid
 import warnings
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -396,6 +397,62 @@ class Spool:
         return handle
 
 
+class _RowQueue:
+    """The writer's bounded FIFO of rows, with bulk moves (asyncio.Queue moves one item per
+    call, about a microsecond each way).  `wait_room()` returns once a row fits; a batch
+    taken wakes every waiter, and each checks again (so a cancelled waiter loses no wake-up)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._rows: deque[Record] = deque()
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def qsize(self) -> int:
+        return len(self._rows)
+
+    def empty(self) -> bool:
+        return not self._rows
+
+    def full(self) -> bool:
+        return len(self._rows) >= self.maxsize
+
+    def put_nowait(self, row: Record) -> None:
+        if len(self._rows) >= self.maxsize:
+            raise WriterFull(f"event writer queue is full ({self.maxsize} events)")
+        self._rows.append(row)
+
+    def extend(self, rows: list[Record]) -> int:
+        """Append as many of `rows` as fit, in order; how many did."""
+        room = self.maxsize - len(self._rows)
+        if room >= len(rows):
+            self._rows.extend(rows)
+            return len(rows)
+        if room > 0:
+            self._rows.extend(rows[:room])
+            return room
+        return 0
+
+    async def wait_room(self) -> None:
+        while len(self._rows) >= self.maxsize:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    def take(self, count: int) -> list[Record]:
+        """Up to `count` rows from the head, and room for the waiting putters."""
+        popleft = self._rows.popleft
+        batch = [popleft() for _ in range(min(count, len(self._rows)))]
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        return batch
+
+
 class EventWriter:
     """Batched COPY writer for `events` with back-pressure and a disk spool.
 
@@ -424,7 +481,7 @@ class EventWriter:
         self._spool = Spool(spool_dir if spool_dir is not None else default_data_dir() / "spool")
         self._spill = Spool(self._spool.directory, tag="-spill")   # `spill()`: the caller's thread
         self._spilled = 0                   # rows spilled and not yet handed to a replay
-        self._queue: asyncio.Queue[Record] = asyncio.Queue(max_queue)
+        self._queue = _RowQueue(max_queue)
         self._wake = asyncio.Event()
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -494,7 +551,9 @@ class EventWriter:
         self._ensure_open()
         self._putting += 1
         try:
-            await self._queue.put(row)
+            if self._queue.full():
+                await self._queue.wait_room()
+            self._queue.put_nowait(row)
         finally:
             self._putting -= 1
             if self._closing:
@@ -504,42 +563,38 @@ class EventWriter:
 
     async def put_many(self, events: Iterable[Event]) -> None:
         """Queue events in their order, waiting while the queue is full; all are encoded
-        first, so an invalid one raises InvalidEvent with none of them queued.  Then it
+        first, so an invalid one raises InvalidEvent with none of them queued (cancelled while
+        it waits, the events before the wait stay queued).  Then it
         yields once to the loop, so that the writer task can send a batch that is ready
         (the server's COPY then overlaps with whatever the caller does next)."""
         run = self._run
         rows = [encode_event(event, run) for event in events]
         self._ensure_open()
         queue = self._queue
-        before = queue.qsize()
-        room = queue.maxsize - before
-        put_nowait = queue.put_nowait
-        for row in rows[:room]:
-            put_nowait(row)
-        self._accepted += min(room, len(rows))
-        if rows and (before == 0 or queue.qsize() >= self._batch_target):
-            self._wake.set()
-        if len(rows) > room:
-            self._putting += 1
-            try:
-                for row in rows[room:]:
-                    await queue.put(row)
-                    self._accepted += 1
-                    self._nudge()
-            finally:
-                self._putting -= 1
-                if self._closing:
-                    self._wake.set()
+        self._putting += 1
+        try:
+            while rows:
+                before = queue.qsize()
+                queued = queue.extend(rows)
+                if queued:
+                    self._accepted += queued
+                    if before == 0 or queue.qsize() >= self._batch_target:
+                        self._wake.set()
+                    if queued == len(rows):
+                        break
+                    rows = rows[queued:]
+                await queue.wait_room()
+        finally:
+            self._putting -= 1
+            if self._closing:
+                self._wake.set()
         await asyncio.sleep(0)
 
     def put_nowait(self, event: Event) -> None:
         """Queue an event without waiting; raises WriterFull when the queue is full."""
         row = encode_event(event, self._run)
         self._ensure_open()
-        try:
-            self._queue.put_nowait(row)
-        except asyncio.QueueFull:
-            raise WriterFull(f"event writer queue is full ({self._queue.maxsize} events)") from None
+        self._queue.put_nowait(row)     # WriterFull when full
         self._accepted += 1
         self._nudge()
 
@@ -641,7 +696,7 @@ class EventWriter:
             remaining = deadline - loop.time()
             if remaining <= 0 or not await self._wait_wake(remaining):
                 break
-        return [queue.get_nowait() for _ in range(min(queue.qsize(), self._batch_size))]
+        return queue.take(self._batch_size)
 
     async def _wait_wake(self, timeout: float | None) -> bool:
         """Wait for a nudge; False on timeout."""
