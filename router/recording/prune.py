@@ -131,15 +131,17 @@ async def store(conn: Any, events: list[Event], run: str = "live") -> None:
 
 
 async def run_daily(dsn: str, directory: str | Path, record: Callable[[Event], None], acting: Callable[[], bool],
-                    *, first_after_s: float = 60.0, every_s: float = DAY_S) -> None:
-    """`serve`'s task: prune a minute after start, then daily, while this router leads."""
+                    *, first_after_s: float = 60.0, every_s: float = DAY_S,
+                    clock: Callable[[], float] = time.time) -> None:
+    """`serve`'s task: prune a minute after start, then daily, while this router leads (`clock`:
+    the time retention is measured at; the demo's simulated clock runs faster than the wall's)."""
     await asyncio.sleep(first_after_s)
     while True:
         if acting():
             try:
                 conn = await connect(dsn)
                 try:
-                    report = await prune(conn, directory, time.time())
+                    report = await prune(conn, directory, clock())
                 finally:
                     await conn.close()
                 for event in report.events:
