@@ -189,6 +189,9 @@ def test_stereo_capture_becomes_a_wav_and_durations_come_from_the_files(tmp_path
         assert (w.getnchannels(), w.getframerate(), w.getsampwidth(), w.getnframes()) == (2, 8000, 2, 24000)
         assert array.array("h", w.readframes(2)).tolist() == [-2000, 1000, -2000, 1000]
     assert files.probe(wav_path) == (wav_path.stat().st_size, 3.0)
+    unwritten = tmp_path / "open.wav"                       # Asterisk's header before it is rewritten
+    unwritten.write_bytes(files.wav_header(0, 1) + bytes(16000))
+    assert files.probe(unwritten)[1] == 1.0
     ogg = tmp_path / "c2.opus"
     head = b"OggS" + bytes(24) + b"OpusHead" + bytes([1, 1]) + struct.pack("<H", 312) + bytes(8)
     last = b"OggS" + bytes(2) + struct.pack("<q", 2 * 48000 + 312) + bytes(14)
@@ -311,3 +314,31 @@ def test_a_router_that_takes_over_a_recorded_call_still_saves_its_recording() ->
     [save] = [s for s in steps if isinstance(s, SaveRecording)]
     assert save.keep and save.recording.capture == "2026/12/04/c1.raw"
     assert files.resolve("/srv/rec", save.recording.file) == Path("/srv/rec/2026/12/04/c1.wav")
+
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_serve_prunes_daily_only_while_it_leads(own_database: str, tmp_path: Path) -> None:
+    from router.recording.prune import run_daily
+    root = tmp_path / "rec"
+    (root / "2020/01/01").mkdir(parents=True)
+    (root / "2020/01/01/y.wav").write_bytes(files.wav_header(0, 1))
+    conn = await connect(own_database)
+    try:
+        await store(conn, [saved("y", "2020/01/01/y.wav", 400, 90)])
+    finally:
+        await conn.close()
+    recorded: list[Event] = []
+    standby = asyncio.create_task(run_daily(own_database, root, recorded.append, lambda: False,
+                                            first_after_s=0, every_s=0.05))
+    await asyncio.sleep(0.3)
+    standby.cancel()
+    assert recorded == [] and (root / "2020/01/01/y.wav").exists()
+    leader = asyncio.create_task(run_daily(own_database, root, recorded.append, lambda: True,
+                                           first_after_s=0, every_s=3600))
+    async with asyncio.timeout(10):
+        while not recorded:
+            await asyncio.sleep(0.05)
+    leader.cancel()
+    assert [(e.type, e.call_id, e.data["file"]) for e in recorded] == [("recording.pruned", "y", "2020/01/01/y.wav")]
+    assert not (root / "2020/01/01/y.wav").exists()

@@ -97,7 +97,8 @@ def _wav_duration(head: bytes, size: int) -> float:
         if chunk == b"fmt ":
             _, _, rate, _, block = struct.unpack("<HHIIH", head[at + 8:at + 22])
         elif chunk == b"data":
-            data = min(length, size - at - 8)      # a header not yet rewritten counts what is there
+            unwritten = length in (0, 0xFFFFFFFF)        # a header not rewritten yet: count what is there
+            data = size - at - 8 if unwritten else min(length, size - at - 8)
             break
         at += 8 + length + (length & 1)
     if not rate or not block or data is None:
