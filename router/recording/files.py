@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 RAW_RATE = 8000                         # MixMonitor's .raw (signed linear, 8 kHz)
+CHUNK_BYTES = 1 << 20                   # a multiple of 4: whole sample pairs
 EXTENSIONS = {"wav": "wav", "opus": "opus"}
 
 
@@ -62,17 +63,21 @@ def wav_header(data_bytes: int, channels: int, rate: int = RAW_RATE, bits: int =
 
 
 def wav_from_raw(raw: Path, wav: Path, *, swap: bool = False) -> None:
-    """Wrap MixMonitor's interleaved capture (read, write) as a stereo WAV; `swap` puts the
-    write side left (the recorded channel was the agent's).  The capture is removed."""
-    samples = array.array("h")
-    data = raw.read_bytes()
-    samples.frombytes(data[:len(data) - len(data) % 4])     # little-endian pairs, moved whole
-    if swap:
-        samples[0::2], samples[1::2] = samples[1::2], samples[0::2]
+    """Wrap MixMonitor's interleaved capture (read, write) as a stereo WAV, in chunks; `swap` puts
+    the write side left (the recorded channel was the agent's).  The capture is removed."""
+    frames = raw.stat().st_size // 4 * 4                  # whole (read, write) sample pairs
     partial = wav.with_suffix(".partial")
-    with open(partial, "wb") as out:
-        out.write(wav_header(len(samples) * 2, 2))
-        samples.tofile(out)
+    with open(raw, "rb") as source, open(partial, "wb") as out:
+        out.write(wav_header(frames, 2))
+        left = frames
+        while left:
+            chunk = source.read(min(left, CHUNK_BYTES))
+            left -= len(chunk)
+            if swap:
+                samples = array.array("h", chunk)       # pairs moved whole: byte order does not matter
+                samples[0::2], samples[1::2] = samples[1::2], samples[0::2]
+                chunk = samples.tobytes()
+            out.write(chunk)
     os.replace(partial, wav)
     raw.unlink()
 
