@@ -217,6 +217,8 @@ def _parser() -> argparse.ArgumentParser:
     prune.set_defaults(handler=_recordings_prune)
     with_config(prune)
     prune.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete and record nothing")
+    prune.add_argument("--run", default="live", metavar="LABEL",
+                       help="whose recordings: the run that stored them (default live; the demo's is demo)")
     prune.add_argument("--json", action="store_true", help="print one JSON object")
 
     flows = commands.add_parser("flows", help="IVR flows: validate, test, graph").add_subparsers(metavar="ACTION")
@@ -606,8 +608,8 @@ def _recordings_prune(args: argparse.Namespace) -> int:
     centre = load_config(args.config)
 
     async def run(conn: Any) -> Any:
-        report = await prune(conn, centre.recording.directory, now(), dry_run=args.dry_run)
-        await store(conn, report.events)
+        report = await prune(conn, centre.recording.directory, now(), dry_run=args.dry_run, run=args.run)
+        await store(conn, report.events, run=args.run)
         return report
 
     report = _read_store(centre, args, run)

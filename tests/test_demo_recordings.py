@@ -152,7 +152,7 @@ async def test_the_demo_records_sampled_calls_as_synthetic_wav_files(tmp_path, d
     conn = await asyncpg.connect(demo_dsn)
     try:
         later = max(e["ts"] for e in saved_by_call.values()) + 86_400 + 60
-        report = await prune(conn, directory, later)
+        report = await prune(conn, directory, later, run="demo")
     finally:
         await conn.close()
     assert {p["call_id"] for p in report.pruned} == set(saved_by_call) and not report.missing

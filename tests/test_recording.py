@@ -237,6 +237,7 @@ async def test_prune_deletes_exactly_the_expired_files_and_reports_the_missing(
         report = await prune(conn, root, NOW)
         await store(conn, report.events)
         again = await prune(conn, root, NOW)
+        demo = await prune(conn, root, NOW, run="demo")
         stored = await conn.fetch("SELECT call_id, type, data FROM events WHERE type IN"
                                   " ('recording.pruned', 'recording.missing') ORDER BY call_id")
     finally:
@@ -254,6 +255,7 @@ async def test_prune_deletes_exactly_the_expired_files_and_reports_the_missing(
         ("evil", "recording.missing"), ("gone", "recording.missing"), ("old", "recording.pruned"),
         ("short", "recording.pruned")]
     assert again.pruned == [] and again.missing == []                   # settled: nothing twice
+    assert demo.pruned == [] and demo.missing == []                     # another run's recordings are not its
     assert report.lines()[-1] == "2 recording(s) deleted, 2 missing"
 
 

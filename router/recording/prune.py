@@ -5,7 +5,8 @@ Theory of operation
 The ``recording.saved`` events are the inventory: each names its file (relative
 to the recordings directory) and its ``retention_days``.  `due` reads the ones
 whose time is up and that no ``recording.pruned`` or ``recording.missing`` event
-has settled yet, so a run repeats nothing and a run that was interrupted picks
+has settled yet (in the same run: ``live``, or the demo's ``demo``, whose
+recordings are its own), so a pass repeats nothing and a run that was interrupted picks
 up where it stopped.  `prune` deletes each file through
 `router.recording.files.resolve` (the one place a path is built) and returns
 the events to store: ``recording.pruned`` (file, age_days) for a deleted file,
@@ -40,10 +41,10 @@ DAY_S = 86_400.0
 DUE = """
 SELECT s.call_id, s.queue, s.agent, s.data->>'file' AS file, extract(epoch FROM s.ts) AS saved_at
 FROM events s
-WHERE s.type = 'recording.saved'
+WHERE s.type = 'recording.saved' AND s.run = $2
   AND s.ts + make_interval(days => (s.data->>'retention_days')::int) <= $1
   AND NOT EXISTS (SELECT 1 FROM events e
-                  WHERE e.type IN ('recording.pruned', 'recording.missing')
+                  WHERE e.type IN ('recording.pruned', 'recording.missing') AND e.run = s.run
                     AND e.call_id = s.call_id AND e.data->>'file' = s.data->>'file'
                     AND e.ts >= s.ts)
 ORDER BY s.ts
@@ -68,16 +69,18 @@ class Report:
         return {"dry_run": self.dry_run, "pruned": self.pruned, "missing": self.missing}
 
 
-async def due(conn: Any, now: float) -> list[dict[str, Any]]:
-    """Saved recordings past their retention at `now` (epoch s) and not yet settled."""
-    rows = await conn.fetch(DUE, datetime.fromtimestamp(now, timezone.utc))
+async def due(conn: Any, now: float, run: str = "live") -> list[dict[str, Any]]:
+    """Saved recordings of `run` past their retention at `now` (epoch s) and not yet settled."""
+    rows = await conn.fetch(DUE, datetime.fromtimestamp(now, timezone.utc), run)
     return [dict(row) for row in rows]
 
 
-async def prune(conn: Any, directory: str | Path, now: float, *, dry_run: bool = False) -> Report:
-    """Delete the recordings `due` at `now` under `directory`; the events to store are in the report."""
+async def prune(conn: Any, directory: str | Path, now: float, *, dry_run: bool = False,
+                run: str = "live") -> Report:
+    """Delete the recordings of `run` due at `now` under `directory`; the events to store (in the
+    same run) are in the report."""
     report = Report(dry_run)
-    for row in await due(conn, now):
+    for row in await due(conn, now, run):
         age_days = round((now - float(row["saved_at"])) / DAY_S, 1)
         reason = _delete(directory, row["file"], dry_run)
         entry = {"call_id": row["call_id"], "file": row["file"]}
@@ -132,7 +135,7 @@ async def store(conn: Any, events: list[Event], run: str = "live") -> None:
 
 async def run_daily(dsn: str, directory: str | Path, record: Callable[[Event], None], acting: Callable[[], bool],
                     *, first_after_s: float = 60.0, every_s: float = DAY_S,
-                    clock: Callable[[], float] = time.time) -> None:
+                    clock: Callable[[], float] = time.time, run: str = "live") -> None:
     """`serve`'s task: prune a minute after start, then daily, while this router leads (`clock`:
     the time retention is measured at; the demo's simulated clock runs faster than the wall's)."""
     await asyncio.sleep(first_after_s)
@@ -141,7 +144,7 @@ async def run_daily(dsn: str, directory: str | Path, record: Callable[[Event], N
             try:
                 conn = await connect(dsn)
                 try:
-                    report = await prune(conn, directory, clock())
+                    report = await prune(conn, directory, clock(), run=run)
                 finally:
                     await conn.close()
                 for event in report.events:

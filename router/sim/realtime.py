@@ -227,7 +227,8 @@ async def run_demo(centre: Centre, *, data_dir: str | None = None, speed: float 
                     on_ready(web)
             # retention on the simulated clock: a simulated minute after the start, then daily
             prune = asyncio.create_task(run_daily(dsn, centre.recording.directory, pbx.record, lambda: True,
-                                                  first_after_s=60.0 / speed, every_s=DAY_S / speed, clock=pbx.now))
+                                                  first_after_s=60.0 / speed, every_s=DAY_S / speed, clock=pbx.now,
+                                                  run="demo"))
             try:
                 await pbx.run(stop)
             finally:
