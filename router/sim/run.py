@@ -21,11 +21,14 @@ from router.store.kpi import compute_kpis
 from router.store.writer import EventWriter
 
 RESERVED_RUNS = ("live", "demo")          # the router's and the demo's own events
-# Events per simulated slice, handed to the writer as one batch (one COPY); `put_many` then
-# yields to the loop, so PostgreSQL (another process: another core) copies a slice while the
-# simulator computes the next.  The queue holds a few slices before it pushes back.
-SLICE_EVENTS = 5_000
-QUEUED_EVENTS = 8 * SLICE_EVENTS
+# The simulator runs in slices of SLICE_EVENTS events, each handed to the writer at once
+# (`put_many`, which then yields to the loop): PostgreSQL, another process and so another
+# core, copies one batch (one COPY of BATCH_EVENTS rows) while the simulator computes the
+# next slices, and short slices let the writer start the next COPY soon after one ends.
+# The queue holds QUEUED_EVENTS before it pushes back.
+SLICE_EVENTS = 1_000
+BATCH_EVENTS = 5_000
+QUEUED_EVENTS = 8 * BATCH_EVENTS
 
 
 class RunExists(ValueError):
@@ -46,7 +49,7 @@ async def simulate_day(centre: Centre, dsn: str, *, hours: float = 8.0, days: in
     else:
         await _claim_run(dsn, run, replace)
     progress = Progress(days or hours * 3600.0, "simulating") if show_progress else None
-    async with EventWriter(dsn, run=run, batch_size=SLICE_EVENTS, max_queue=QUEUED_EVENTS) as writer:
+    async with EventWriter(dsn, run=run, batch_size=BATCH_EVENTS, max_queue=QUEUED_EVENTS) as writer:
         while not sim.done:
             await writer.put_many(sim.run(SLICE_EVENTS))
             if progress and days:

@@ -564,9 +564,9 @@ class EventWriter:
     async def put_many(self, events: Iterable[Event]) -> None:
         """Queue events in their order, waiting while the queue is full; all are encoded
         first, so an invalid one raises InvalidEvent with none of them queued (cancelled while
-        it waits, the events before the wait stay queued).  Then it
-        yields once to the loop, so that the writer task can send a batch that is ready
-        (the server's COPY then overlaps with whatever the caller does next)."""
+        it waits, the events before the wait stay queued).  Then it yields to the loop for
+        three turns, enough for the writer task to take the reply of a COPY that ended and
+        send the next batch (PostgreSQL's COPY then overlaps with what the caller does next)."""
         run = self._run
         rows = [encode_event(event, run) for event in events]
         self._ensure_open()
@@ -588,7 +588,8 @@ class EventWriter:
             self._putting -= 1
             if self._closing:
                 self._wake.set()
-        await asyncio.sleep(0)
+        for _ in range(3):      # the writer task: takes a finished COPY's reply; is woken; sends
+            await asyncio.sleep(0)
 
     def put_nowait(self, event: Event) -> None:
         """Queue an event without waiting; raises WriterFull when the queue is full."""
