@@ -137,15 +137,17 @@ class SimulatedPbx:
         self._outbox.extend(events)
 
     def _store_now(self) -> None:
-        """Hand the outbox to the writer without waiting, in order; what does not fit waits for `_store`."""
-        if self._storing:
+        """Hand the outbox to the writer without waiting, in order; what does not fit (a full queue,
+        a writer not running, a stand-in with `put` only) stays for `_store`."""
+        put_nowait = getattr(self.writer, "put_nowait", None)
+        if self._storing or put_nowait is None:
             return
         outbox = self._outbox
         try:
             while outbox:
-                self.writer.put_nowait(outbox[0])
+                put_nowait(outbox[0])
                 outbox.popleft()
-        except WriterFull:
+        except (WriterFull, RuntimeError):
             pass
 
     async def _store(self) -> None:
