@@ -30,7 +30,7 @@ from router.recording import files
 from router.recording.policy import sampled
 from router.recording.prune import prune
 from router.sim.realtime import demo_recordings, run_demo
-from router.sim.recording import synthetic_audio
+from router.sim.recording import DemoRecorder, synthetic_audio
 from router.store.database import ensure_schema
 from tests.conftest import fresh_database
 
@@ -170,6 +170,31 @@ async def test_synthetic_audio_is_the_talk_time_with_turns_and_silent_pauses() -
     paused = synthetic_audio("c000042", 12.5, False, ((2.0, 7.0),))
     assert len(paused) == 12.5 * 8000
     assert set(paused[2 * 8000:7 * 8000]) == {0x80} and paused[:2 * 8000].strip(b"\x80")
+
+
+async def test_a_paused_span_is_silence_in_the_demo_recording(tmp_path) -> None:
+    centre = load_config(None)
+    policy = centre.queues["billing"].recording
+    call_id = next(f"c{i}" for i in range(10_000) if sampled(f"c{i}", policy.sample_percent))
+    skipped = next(f"c{i}" for i in range(10_000) if not sampled(f"c{i}", policy.sample_percent))
+    stored: list[Event] = []
+    t0 = START.timestamp()
+    recorder = DemoRecorder(centre, tmp_path, stored.append, lambda: t0 + 10.5)
+    assert recorder.follow(Event(t0, "call.connected", call_id=skipped, queue="billing", agent="a001")) == []
+    assert recorder.follow(Event(t0, "call.connected", call_id="s1", queue="spanish", agent="a002")) == []
+    [begun] = recorder.follow(Event(t0, "call.connected", call_id=call_id, queue="billing", agent="a001"))
+    assert (begun.type, begun.data["channels"]) == ("recording.started", "stereo")
+    recorder.pause(call_id, True, t0 + 2.0)                 # a supervisor's pause, then resume
+    recorder.pause(call_id, False, t0 + 5.0)
+    recorder.follow(Event(t0 + 10.0, "call.ended", call_id=call_id, queue="billing", agent="a001",
+                          data={"outcome": "answered", "talk_s": 10.0}))
+    await recorder.drain()
+    [saved] = stored
+    assert (saved.type, saved.ts, saved.data["duration_s"]) == ("recording.saved", t0 + 10.5, 10.0)
+    with wave.open(str(tmp_path / saved.data["file"])) as wav:
+        frames = wav.readframes(wav.getnframes())
+    assert set(frames[2 * 8000 * 2:5 * 8000 * 2]) == {0x80}    # both channels silent while paused
+    assert frames[:2 * 8000 * 2].strip(b"\x80") and frames[5 * 8000 * 2:].strip(b"\x80")
 
 
 async def test_an_event_a_web_action_records_reaches_the_writer_at_once(live) -> None:
