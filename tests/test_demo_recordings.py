@@ -82,7 +82,7 @@ async def test_the_demo_records_sampled_calls_as_synthetic_wav_files(tmp_path, d
     await ensure_schema(demo_dsn)                                 # so the test may read while the demo starts
     ready: list[Any] = []
     demo = asyncio.create_task(run_demo(centre, data_dir=str(data_dir), speed=SPEED, seed=3, start=START,
-                                        hours=8.0, web_port=0, on_ready=ready.append))
+                                        hours=24.0, web_port=0, on_ready=ready.append))
     # until a stereo and a mixed recording are saved (the demo's own clock; a dead demo fails here)
     saved: list[dict[str, Any]] = []
     while not demo.done():
