@@ -67,6 +67,14 @@
     const [queues, agents] = await Promise.all([api("GET", "/api/v1/queues"), api("GET", "/api/v1/agents")]);
     for (const queue of queues.queues) state.queues[queue.id] = queue;
     for (const agent of agents.agents) state.agents[agent.id] = agent;
+    // The period ends on the service's day, not this browser's: the demo's simulated clock runs
+    // ahead of the wall clock (a list without from/to answers with the PBX's last 7 days).
+    const clock = await api("GET", "/api/v1/recordings", undefined, { quiet: true }).catch(() => null);
+    if (clock && /^\d{4}-\d{2}-\d{2}/.test(clock.to || "")) {
+      const end = new Date(clock.to.slice(0, 10) + "T12:00:00");
+      $("#to").value = isoDay(end);
+      $("#from").value = isoDay(new Date(end.getTime() - 6 * 86400000));
+    }
     $("#f-queue").append(...queues.queues.map((q) => el("option", { value: q.id, text: q.name })));
     $("#f-agent").append(...agents.agents.slice().sort((a, b) => a.name.localeCompare(b.name))
       .map((a) => el("option", { value: a.id, text: a.name })));
