@@ -114,14 +114,15 @@ def test_router_yaml_in_working_directory_is_the_default(tmp_path):
     assert done.returncode == 1 and "router.yaml:4:1: error: unknown key 'bogus'" in done.stderr
 
 
-def test_serve_without_ami_runs_the_real_time_demo_until_interrupted(database_url):
+def test_serve_without_ami_runs_the_real_time_demo_until_interrupted(database_url, tmp_path):
     import asyncio
     import signal
 
     import asyncpg
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "ACD_DATABASE_URL": database_url}
-    process = subprocess.Popen([sys.executable, "-m", "router", "serve", "--speed", "600", "--web-port", "0"], cwd=REPO, env=env,
+    process = subprocess.Popen([sys.executable, "-m", "router", "serve", "--speed", "600", "--web-port", "0",
+                                "--data-dir", str(tmp_path)], cwd=REPO, env=env,    # token, recordings
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in process.stderr:                     # the first status follows the first happenings
         if '"status"' in line:                      # (agents log in at the first instant of the day)

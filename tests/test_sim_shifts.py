@@ -157,13 +157,14 @@ def test_any_start_of_the_day_logs_in_the_shifts_under_way_and_no_input_is_refus
     assert problems == []
 
 
-def test_the_demo_runs_a_minute_at_600x_from_three_times_of_day(database_url):
+def test_the_demo_runs_a_minute_at_600x_from_three_times_of_day(database_url, tmp_path):
     """Morning before the shifts, mid-shift on a break (the crash of the demo issue), and late evening:
     ten simulated hours each, side by side; each stops cleanly on SIGINT with nothing refused."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "ACD_DATABASE_URL": database_url}
     starts = ("06:40", "10:55", "21:30")
     demos = [subprocess.Popen([sys.executable, "-m", "router", "serve", "--speed", "600", "--web-port", "0", "--seed", str(n),
-                               "--start", start], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                               "--start", start, "--data-dir", str(tmp_path / start)],   # token, recordings
+                              cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
              for n, start in enumerate(starts)]
     wallclock.sleep(60)

@@ -48,7 +48,8 @@ def demo(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     stderr_path = tmp_path_factory.mktemp("demo") / "stderr.log"
     with open(stderr_path, "w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "router", "serve", "--speed", "60", "--start", "09:00", "--web-port", str(port)],
+            [sys.executable, "-m", "router", "serve", "--speed", "60", "--start", "09:00", "--web-port", str(port),
+             "--data-dir", str(stderr_path.parent)],                    # its recordings stay in the test's directory
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
     announced: list[str] = []
     ready = threading.Event()
