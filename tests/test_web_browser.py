@@ -18,13 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect
+
+from tests.browser_harness import chromium, open_page, screenshot, sign_in
 
 pytestmark = pytest.mark.postgres
 
 REPO = Path(__file__).resolve().parent.parent
-ARTIFACTS = REPO / "build" / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
 SUPERVISOR_TOKEN = "browser-supervisor-token-01"
 VIEWER_TOKEN = "browser-viewer-token-0001"
 AGENT_TOKEN = "browser-agent-token-a001-01"
@@ -85,48 +85,8 @@ def demo(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-def _open(browser: Browser) -> tuple[Page, list[str]]:
-    """A page in a fresh context (its own cookies), recording JavaScript errors."""
-    context = browser.new_context(viewport={"width": 1600, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    errors: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            errors.append(f"console: {message.text} ({message.location.get('url', '')})")
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: errors.append(f"pageerror: {error}"))
-    return page, errors
-
-
-def _sign_in(page: Page, base: str, token: str) -> None:
-    page.goto(f"{base}/login")
-    expect(page.locator("#failed")).to_be_hidden()
-    page.fill("#token", token)
-    page.click("form[action='/login'] button[type=submit]")
-    page.wait_for_load_state("domcontentloaded")
-    assert "token" not in page.url and token not in page.url
-    assert token not in page.evaluate("() => JSON.stringify(window.localStorage)")
-
-
-def _screenshot(page: Page, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / name
-    page.evaluate("() => window.scrollTo(0, 0)")             # the sticky header at the top of the picture
-    page.screenshot(path=str(path), full_page=True)
-    assert path.is_file() and path.stat().st_size > 30_000, path
-    return path
+    with chromium() as browser:
+        yield browser
 
 
 LIVE_FIGURES = """() => ({
@@ -148,9 +108,9 @@ AN_AVAILABLE_AGENT = """() => {
 
 
 def test_dashboard_is_live_and_pauses_and_resumes_an_agent(demo: str, browser: Browser) -> None:
-    page, errors = _open(browser)
+    page, errors = open_page(browser)
     try:
-        _sign_in(page, demo, SUPERVISOR_TOKEN)
+        sign_in(page, demo, SUPERVISOR_TOKEN)
         assert page.url == f"{demo}/"
         expect(page.locator("#live")).to_have_text("live")
         expect(page.locator("tr[data-queue]")).to_have_count(len(QUEUES))
@@ -207,7 +167,7 @@ def test_dashboard_is_live_and_pauses_and_resumes_an_agent(demo: str, browser: B
         expect(page.locator("#intraday .target")).to_have_count(len(QUEUES))
         expect(page.locator("#intraday .sl-dot").first).to_be_attached(timeout=40_000)
         assert page.evaluate("() => window.__noReload") is True
-        _screenshot(page, "dashboard.png")
+        screenshot(page, "dashboard.png")
         assert errors == []
     finally:
         page.context.close()
@@ -223,9 +183,9 @@ SCREEN_POP = """() => {
 
 
 def test_agent_view_shows_the_screen_pop(demo: str, browser: Browser) -> None:
-    page, errors = _open(browser)
+    page, errors = open_page(browser)
     try:
-        _sign_in(page, demo, AGENT_TOKEN)
+        sign_in(page, demo, AGENT_TOKEN)
         assert page.url == f"{demo}/agent"
         expect(page.locator("#live")).to_have_text("live")
         expect(page.locator("#agent-name")).to_have_text("Ann Lee")
@@ -244,14 +204,14 @@ def test_agent_view_shows_the_screen_pop(demo: str, browser: Browser) -> None:
             page.wait_for_function(SCREEN_POP, timeout=10_000)
         except Exception:
             pass
-        _screenshot(page, "agent.png")
+        screenshot(page, "agent.png")
         assert errors == []
     finally:
         page.context.close()
 
 
 def test_viewer_reads_without_actions_and_signs_out(demo: str, browser: Browser) -> None:
-    page, errors = _open(browser)
+    page, errors = open_page(browser)
     try:
         page.goto(f"{demo}/")
         assert page.url == f"{demo}/login"                          # no session: the sign-in page
@@ -261,7 +221,7 @@ def test_viewer_reads_without_actions_and_signs_out(demo: str, browser: Browser)
         assert page.url == f"{demo}/login?failed=1"
         expect(page.locator("#failed")).to_be_visible()
 
-        _sign_in(page, demo, VIEWER_TOKEN)
+        sign_in(page, demo, VIEWER_TOKEN)
         assert page.url == f"{demo}/"
         expect(page.locator("#live")).to_have_text("live")
         expect(page.locator("#who")).to_contain_text("viewer")

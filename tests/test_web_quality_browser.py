@@ -9,7 +9,6 @@ them, with real WAV files.  Nothing here skips.  The screenshot of the page goes
 from __future__ import annotations
 
 import asyncio
-import shutil
 import textwrap
 import threading
 from collections.abc import Iterator
@@ -19,18 +18,15 @@ from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from router.quality.scorecard import load_scorecards, score
 from tests.test_web_quality import BILLING_CARD, GOOD, QUALITY_CENTRE, TECH_CARD, call_events, insert, write_wav
+from tests.browser_harness import chromium, open_page, screenshot, sign_in
 from tests.web_harness import TOKENS, start_live, stop_live
 
 pytestmark = pytest.mark.postgres
 
-REPO = Path(__file__).resolve().parent.parent
-ARTIFACTS = REPO / "build" / "test-artifacts"
-NOTES = Path("/work/notes")
-CHROMIUM = "/usr/bin/chromium"
 
 
 @dataclass
@@ -94,36 +90,8 @@ def served(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-def _open(browser: Browser) -> tuple[Page, list[str]]:
-    context = browser.new_context(viewport={"width": 1500, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    errors: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            errors.append(f"console: {message.text} ({message.location.get('url', '')})")
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: errors.append(f"pageerror: {error}"))
-    return page, errors
-
-
-def _sign_in(page: Page, base: str, token: str) -> None:
-    page.goto(f"{base}/login")
-    page.fill("#token", token)
-    page.click("form[action='/login'] button[type=submit]")
-    page.wait_for_load_state("domcontentloaded")
-    assert token not in page.url
+    with chromium() as browser:
+        yield browser
 
 
 AUDIO_READY = """() => {
@@ -137,9 +105,9 @@ def test_a_supervisor_scores_a_recorded_call_and_the_agent_acknowledges(served: 
     assert problems == []
     expected = score(cards["service"], GOOD).value
 
-    page, errors = _open(browser)
+    page, errors = open_page(browser, 1500)
     try:
-        _sign_in(page, served.url, TOKENS["supervisor"])
+        sign_in(page, served.url, TOKENS["supervisor"])
         assert page.url == f"{served.url}/"
         page.click("#nav-quality")                               # the dashboard's link
         page.wait_for_url(f"{served.url}/quality")
@@ -180,19 +148,15 @@ def test_a_supervisor_scores_a_recorded_call_and_the_agent_acknowledges(served: 
         expect(page.locator("#call-evaluations li[data-evaluation]")).to_have_count(1)
         expect(page.locator("#recordings tr[data-call='b1'] td").nth(6)).to_have_text("1")
         page.wait_for_timeout(300)                               # the smooth scroll settles
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        page.evaluate("() => { window.scrollTo(0, 0); document.querySelector('#toasts').replaceChildren(); }")
-        page.screenshot(path=str(ARTIFACTS / "quality.png"), full_page=True)
-        if NOTES.is_dir():
-            shutil.copy(ARTIFACTS / "quality.png", NOTES / "quality-page.png")
-        assert (ARTIFACTS / "quality.png").stat().st_size > 30_000
+        page.evaluate("() => document.querySelector('#toasts').replaceChildren()")
+        screenshot(page, "quality.png")
         assert errors == []
     finally:
         page.context.close()
 
-    page, errors = _open(browser)
+    page, errors = open_page(browser, 1500)
     try:
-        _sign_in(page, served.url, TOKENS["agent"])
+        sign_in(page, served.url, TOKENS["agent"])
         assert page.url == f"{served.url}/agent"
         item = page.locator("#my-evaluations li[data-evaluation]")
         expect(item).to_have_count(1)
@@ -203,7 +167,7 @@ def test_a_supervisor_scores_a_recorded_call_and_the_agent_acknowledges(served: 
         expect(item.locator(".ack")).not_to_contain_text("not")
         expect(item.locator("button[data-action='acknowledge']")).to_have_count(0)
         page.evaluate("() => document.querySelector('#toasts').replaceChildren()")
-        page.screenshot(path=str(ARTIFACTS / "agent-evaluations.png"), full_page=True)
+        screenshot(page, "agent-evaluations.png")
         page.goto(f"{served.url}/quality")                      # an agent has no quality page
         assert page.url == f"{served.url}/agent"
         assert errors == []
