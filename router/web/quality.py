@@ -272,9 +272,7 @@ class QualityApi:
             facts["agent"] = facts["recording"]["agent"] or facts["agent"]
         return facts
 
-    def _may_read_call(self, who: Principal, facts: dict[str, Any] | None) -> bool:
-        if facts is None:
-            return False
+    def _may_read_call(self, who: Principal, facts: dict[str, Any]) -> bool:
         if who.agent is not None:
             return facts["agent"] == who.agent
         return who.queues is None or bool(facts["queues"] & who.queues)
@@ -285,13 +283,18 @@ class QualityApi:
             raise ActionError(404, "unknown_call", "unknown call")
         return call_id
 
-    async def _audio(self, request: web.Request) -> web.StreamResponse:
+    async def _readable_call(self, request: web.Request) -> tuple[str, dict[str, Any]]:
+        """The call the URL names and its facts, for a principal who may read it (else 404)."""
         who = self._require(request, "viewer", agent_too=True)
         call_id = self._call_id(request)
         facts = await self._call_facts(call_id)
-        if not self._may_read_call(who, facts):
+        if facts is None or not self._may_read_call(who, facts):
             raise ActionError(404, "unknown_call", f"unknown call {call_id!r}")
-        recording = facts["recording"] if facts else None
+        return call_id, facts
+
+    async def _audio(self, request: web.Request) -> web.StreamResponse:
+        call_id, facts = await self._readable_call(request)
+        recording = facts["recording"]
         if recording is None or not isinstance(recording.get("file"), str):
             raise ActionError(404, "not_recorded", f"call {call_id!r} has no saved recording")
         if recording["file"] in facts["pruned"]:
@@ -318,17 +321,13 @@ class QualityApi:
                                                   "recordings directory: not served") from None
 
     async def _timeline(self, request: web.Request) -> web.StreamResponse:
-        who = self._require(request, "viewer", agent_too=True)
-        call_id = self._call_id(request)
-        facts = await self._call_facts(call_id)
-        if not self._may_read_call(who, facts):
-            raise ActionError(404, "unknown_call", f"unknown call {call_id!r}")
+        call_id, facts = await self._readable_call(request)
         events = await self._read("call_timeline", call_id=call_id)
         ivr = [{"ts": e["ts"], "flow": (e.get("data") or {}).get("flow"), "node": (e.get("data") or {}).get("node"),
                 "input": (e.get("data") or {}).get("input"), "type": e["type"]}
                for e in events if e["type"] in ("ivr.node", "ivr.input", "ivr.ended")]
-        return web.json_response({"call_id": call_id, "queue": facts["queue"], "agent": facts["agent"],  # type: ignore[index]
-                                  "recording": _public_recording(facts["recording"]),             # type: ignore[index]
+        return web.json_response({"call_id": call_id, "queue": facts["queue"], "agent": facts["agent"],
+                                  "recording": _public_recording(facts["recording"]),
                                   "events": events, "ivr_path": ivr}, dumps=_dumps)
 
     async def _recordings(self, request: web.Request) -> web.StreamResponse:
