@@ -14,3 +14,15 @@ def test_engine_and_simpy_agree_with_erlang_c_on_the_m_m_c_centre():
         assert abs(result[run]["calls"] - 10_000) < 400, result[run]
         assert abs(result[run]["service_level"] - erlang) < 0.05, (run, result[run], erlang)
     assert "stored" not in result and result["ratios"]["in_memory_vs_simpy_calls_per_s"] > 0
+
+
+def test_the_stored_run_reports_its_parts_and_the_in_memory_run_s_service_level(database_url):
+    """The same seeded calls through simulate_day (every event COPY'd, KPIs by SQL) give the
+    in-memory run's answered calls and service level; the stored wall time splits into the
+    simulation with its writes and the KPI SQL (figures only, no speed asserted)."""
+    result = vs_simpy.compare(2_000, seed=3, dsn=database_url)
+    stored, in_memory = result["stored"], result["in_memory"]
+    assert stored["calls"] == in_memory["calls"] and stored["service_level"] == in_memory["service_level"]
+    assert stored["store_s"] > 0 and stored["kpi_s"] > 0 and stored["store_s"] + stored["kpi_s"] <= stored["wall_s"]
+    assert {"stored_vs_in_memory_wall", "store_part_vs_in_memory_wall", "kpi_part_vs_in_memory_wall"} <= set(
+        result["ratios"])
