@@ -603,9 +603,15 @@ def _db_migrate(args: argparse.Namespace) -> int:
 def _recordings_prune(args: argparse.Namespace) -> int:
     from time import time as now
 
+    from pathlib import Path
+
     from router.recording.prune import prune, store
+    from router.sim.realtime import demo_recordings
+    from router.store.database import default_data_dir
 
     centre = load_config(args.config)
+    if args.run == "demo":          # the demo keeps its recordings under its data directory, as run_demo does
+        centre = demo_recordings(centre, Path(args.data_dir) if args.data_dir else default_data_dir())
 
     async def run(conn: Any) -> Any:
         report = await prune(conn, centre.recording.directory, now(), dry_run=args.dry_run, run=args.run)

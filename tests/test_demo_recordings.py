@@ -24,11 +24,11 @@ import aiohttp
 import asyncpg
 import pytest
 
+from router import cli
 from router.config import load_config
 from router.events import Event
 from router.recording import files
 from router.recording.policy import sampled
-from router.recording.prune import prune
 from router.sim.realtime import demo_recordings, run_demo
 from router.sim.recording import DemoRecorder, synthetic_audio
 from router.store.database import ensure_schema
@@ -67,7 +67,7 @@ def read_wav(path: Path) -> tuple[int, int, int, float]:
         return wav.getnchannels(), wav.getsampwidth(), wav.getframerate(), wav.getnframes() / wav.getframerate()
 
 
-async def test_the_demo_records_sampled_calls_as_synthetic_wav_files(tmp_path, demo_dsn, monkeypatch) -> None:
+async def test_the_demo_records_sampled_calls_as_synthetic_wav_files(tmp_path, demo_dsn, monkeypatch, capsys) -> None:
     monkeypatch.setenv("ACD_DATABASE_URL", demo_dsn)
     monkeypatch.setenv("ACD_WEB_TOKENS", f"{SUPERVISOR}:supervisor")
     centre = load_config(None)                                   # the packaged sample centre
@@ -148,15 +148,15 @@ async def test_the_demo_records_sampled_calls_as_synthetic_wav_files(tmp_path, d
     left, right = frames[0::2], frames[1::2]
     assert left.strip(b"\x80") and right.strip(b"\x80")           # the caller left, the agent right
 
-    # retention: the daily prune deletes them once their day is up, and empty day directories with them
-    conn = await asyncpg.connect(demo_dsn)
-    try:
-        later = max(e["ts"] for e in saved_by_call.values()) + 86_400 + 60
-        report = await prune(conn, directory, later, run="demo")
-    finally:
-        await conn.close()
-    assert {p["call_id"] for p in report.pruned} == set(saved_by_call) and not report.missing
+    # retention: once their day is up (START is weeks ago), `recordings prune --run demo` finds them under
+    # the demo's data directory, as the demo's daily prune does, and deletes them with their day directories
+    capsys.readouterr()
+    argv = ["recordings", "prune", "--run", "demo", "--data-dir", str(data_dir), "--json"]
+    assert await asyncio.to_thread(cli.main, argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {p["call_id"] for p in report["pruned"]} == set(saved_by_call) and report["missing"] == []
     assert not any(path.is_file() for path in directory.rglob("*"))
+    assert len(await demo_events(demo_dsn, "recording.pruned")) == len(saved_by_call)
 
 
 async def test_synthetic_audio_is_the_talk_time_with_turns_and_silent_pauses() -> None:
