@@ -95,6 +95,8 @@ Naive datetimes passed as `start` / `end` are taken as UTC.
 """
 from __future__ import annotations
 
+import asyncio
+import os
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -520,8 +522,32 @@ async def compute_kpis(
         await refresh_statistics(conn)
     if conn.is_in_transaction():
         return await _compute(conn, run, start, end, width, short_abandon_s, zone, now)
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
-        return await _compute(conn, run, start, end, width, short_abandon_s, zone, now)
+    # The queue statement runs on a second connection (when one opens) that shares this
+    # transaction's snapshot, at the same time as the others here: two backends, two cores.
+    sibling = asyncio.ensure_future(_sibling(conn))
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            return await _compute(conn, run, start, end, width, short_abandon_s, zone, now, sibling)
+    finally:
+        other = await sibling
+        if other is not None:
+            await other.close()
+
+
+async def _sibling(conn: asyncpg.Connection) -> asyncpg.Connection | None:
+    """A second connection to the same server, database and user as `conn`, or None."""
+    try:
+        addr, params = conn._addr, conn._params      # asyncpg keeps what it connected with
+        if isinstance(addr, str):                    # a Unix socket: <dir>/.s.PGSQL.<port>
+            host, port = os.path.dirname(addr), int(addr.rsplit(".", 1)[1])
+        else:
+            host, port = addr[0], addr[1]
+        mode = params.sslmode.name                   # prefer / allow: negotiate again, as conn did
+        ssl = mode if mode in ("disable", "allow", "prefer") else params.ssl
+        return await asyncpg.connect(host=host, port=port, user=params.user, password=params.password,
+                                     database=params.database, ssl=ssl, server_settings=params.server_settings)
+    except Exception:
+        return None
 
 
 # A connection that computes KPIs again and again (a dashboard) reuses asyncpg's prepared
@@ -605,6 +631,14 @@ GROUP BY GROUPING SETS ((), (c.queue), (c.bucket), (c.bucket, c.queue), (c.agent
 """
 
 
+async def _fetch_in_snapshot(conn: asyncpg.Connection, snapshot: str, sql: str, args: tuple) -> list:
+    """`sql` on `conn` in a read-only transaction that sees exactly the exported `snapshot`."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+        await conn.execute(_CUSTOM_PLANS)
+        return await conn.fetch(sql, *args)
+
+
 def _add_quality(result: dict[str, Any], intervals: dict[datetime, dict[str, Any]], rows: list) -> None:
     """`quality_score` and `evaluations` into every scope of the result (null and 0 where none)."""
     scopes = [result, *result["queues"].values(), *result["agents"].values(), *result["teams"].values()]
@@ -636,14 +670,25 @@ async def _compute(
     short_abandon_s: float,
     zone: ZoneInfo,
     now: datetime | None,
+    sibling: asyncio.Future[asyncpg.Connection | None] | None = None,
 ) -> dict[str, Any]:
     await conn.execute(_CUSTOM_PLANS)
     bounds = await conn.fetchrow(_BOUNDS_SQL, run, start, end)
     t0, t1 = bounds["t0"], bounds["t1"]
     judged_at = now or bounds["last"]
-    queue_rows = await conn.fetch(_QUEUE_SQL, run, t0, t1, width, short_abandon_s, FCR_HORIZON,
-                                  local_origin(t0, width, zone) if t0 is not None else None, judged_at)
-    agent_rows = await conn.fetch(_AGENT_SQL, run, t0, t1)
+    queue_args = (run, t0, t1, width, short_abandon_s, FCR_HORIZON,
+                  local_origin(t0, width, zone) if t0 is not None else None, judged_at)
+    other = await sibling if sibling is not None else None
+    if other is not None:
+        snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
+        queue_task = asyncio.ensure_future(_fetch_in_snapshot(other, snapshot, _QUEUE_SQL, queue_args))
+        try:
+            agent_rows = await conn.fetch(_AGENT_SQL, run, t0, t1)
+        finally:
+            queue_rows = await queue_task       # never leave it running when this side fails
+    else:
+        queue_rows = await conn.fetch(_QUEUE_SQL, *queue_args)
+        agent_rows = await conn.fetch(_AGENT_SQL, run, t0, t1)
     ivr = await conn.fetchrow(_IVR_SQL, run, t0, t1)
     ivr_nodes = await conn.fetch(_IVR_NODES_SQL, run, t0, t1)
     kept_waits = await conn.fetch(_KEPT_WAIT_SQL, run, t0, t1)
