@@ -214,7 +214,8 @@ class Engine:
         handler(self, message, now)
         if now > self._clock:
             self._clock = now
-        self._route_woken(now)
+        if self._woken:
+            self._route_woken(now)
         return self._take_output()
 
     def advance(self, now: float) -> list[Output]:
@@ -228,7 +229,7 @@ class Engine:
             else:
                 self._clock = when
             self._fire(kind, key, token, when)
-            if not (timers and max(timers[0][0], self._clock) == when):
+            if self._woken and not (timers and max(timers[0][0], self._clock) == when):
                 self._route_woken(when)
         if now > self._clock:
             self._clock = now
@@ -237,7 +238,10 @@ class Engine:
     def next_deadline(self) -> float | None:
         """When `advance` next has something to do; None when no timer is pending."""
         timers = self._timers
-        while timers and not self._timer_live(*timers[0][2:]):
+        while timers:
+            _, _, kind, key, token = timers[0]
+            if self._timer_live(kind, key, token):
+                break
             heapq.heappop(timers)
         return max(timers[0][0], self._clock) if timers else None
 
@@ -367,10 +371,13 @@ class Engine:
 
     def _connect(self, call: CallRuntime, agent: AgentRuntime, now: float) -> None:
         call.connected_at = now
-        original = {**self._queue(call.entry_queue).skills, **call.extra_skills}
+        # routing accuracy: the agent meets the call's original requirements (no relaxed or widened step)
+        if call.extra_skills:
+            skills_met = meets(agent.spec.skills, {**self._queue(call.entry_queue).skills, **call.extra_skills})
+        else:                           # the entry queue's own minimums, known per agent
+            skills_met = call.entry_queue in agent.queues
         self._emit(now, "call.connected", call, agent=agent.spec.id, data={
-            "wait_s": round(now - call.joined_at, 3), "team": agent.spec.team,
-            "skills_met": meets(agent.spec.skills, original)})   # routing accuracy: no relaxed or widened step
+            "wait_s": round(now - call.joined_at, 3), "team": agent.spec.team, "skills_met": skills_met})
         if call.callback is not None:
             self._emit(now, "callback.connected", call, agent=agent.spec.id, data={
                 "number": call.callback.number, "attempt": call.callback.attempts,
@@ -680,10 +687,9 @@ class Engine:
     def _route_woken(self, now: float) -> None:
         """Route the call-backs that came back at `now` in the order they would be served, so that
         several due at one opening reach free agents by their places, not by their timers."""
-        if self._woken:
-            woken, self._woken = self._woken, []
-            for call in sorted(woken, key=lambda c: (-c.priority, c.joined_at, c.seq)):
-                self._route_call(call, now)
+        woken, self._woken = self._woken, []
+        for call in sorted(woken, key=lambda c: (-c.priority, c.joined_at, c.seq)):
+            self._route_call(call, now)
 
     def _on_callback_answered(self, msg: CallbackAnswered, now: float) -> None:
         call = self.calls.get(msg.call_id)
@@ -1084,24 +1090,29 @@ class Engine:
 
     def _enter(self, agent: AgentRuntime, state: AgentState, now: float, *, call_id: str | None,
                reason: str | None) -> None:
-        previous, spent = agent.state, (0.0 if agent.since is None else now - agent.since)
+        previous, since = agent.state, agent.since
+        spent = 0.0 if since is None else now - since
         if previous in BUSY_STATES:
             agent.busy_s += spent
         elif previous in IDLE_STATES:
             agent.idle_s += spent
-        self._count_staffing(agent, previous, state)
+        if previous in UNSTAFFED_STATES or state in UNSTAFFED_STATES:   # else no count changes
+            self._count_staffing(agent, previous, state)
         agent.state, agent.since = state, now
         agent.reason = reason if state is AgentState.PAUSED else None
         agent.call_id = call_id if state in CALL_STATES else None
-        self._out.append(Event(now, "agent.state", call_id=call_id, agent=agent.spec.id, data={
+        spec = agent.spec
+        # Event's fields by position (ts, type, call_id, queue, agent, data): keywords cost twice the time
+        self._out.append(Event(now, "agent.state", call_id, None, spec.id, {
             "state": _STATE_NAMES[state], "previous": _STATE_NAMES[previous], "previous_s": round(spent, 3),
-            "reason": agent.reason, "team": agent.spec.team}))
+            "reason": agent.reason, "team": spec.team}))
+        matcher = self.matcher
         if state is AgentState.LOGGED_OUT:
-            self.matcher.remove_agent(agent.slot)
+            matcher.remove_agent(agent.slot)
             self._divert_unstaffed(now)
             return
-        self.matcher.set_agent_counters(agent.slot, agent.calls_handled, agent.occupancy)
-        self.matcher.set_agent_available(agent.slot, state is AgentState.AVAILABLE, now)
+        matcher.set_agent_counters(agent.slot, agent.calls_handled, agent.occupancy)
+        matcher.set_agent_available(agent.slot, state is AgentState.AVAILABLE, now)
         if state is AgentState.AVAILABLE:
             self._route_agent(agent, now)
 
@@ -1118,8 +1129,8 @@ class Engine:
 
     def _emit(self, now: float, type_: str, call: CallRuntime, *, agent: str | None = None,
               data: dict[str, Any] | None = None) -> None:
-        self._out.append(Event(now, type_, call_id=call.call_id, queue=call.queue, agent=agent,
-                               data=data or {}))
+        # by position (ts, type, call_id, queue, agent, data): keywords cost twice the time
+        self._out.append(Event(now, type_, call.call_id, call.queue, agent, data or {}))
 
     def _take_output(self) -> list[Output]:
         out, self._out = self._out, []

@@ -38,7 +38,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -138,7 +138,7 @@ class Simulator:
         """Everything that happens up to and including `until` (for real-time drivers)."""
         events: list[Event] = []
         while (at := self.next_time()) is not None and at <= until:
-            self._step(events)
+            self._step(events, self.engine.next_deadline())
         return events
 
     def apply(self, message: Any, now: float) -> list[Event]:
@@ -152,21 +152,27 @@ class Simulator:
     def run(self, max_events: int = 10_000) -> list[Event]:
         """Advance the virtual clock until about `max_events` events happened (or the end)."""
         events: list[Event] = []
-        while len(events) < max_events and not self.done:
-            self._step(events)
+        agenda, next_deadline = self._agenda, self.engine.next_deadline
+        while len(events) < max_events:
+            engine_at = next_deadline()
+            if not agenda and engine_at is None:
+                break                                      # done
+            self._step(events, engine_at)
         return events
 
-    def _step(self, events: list[Event]) -> None:
-        """The next happening: the simulated world's or the engine's timer, whichever is first."""
-        engine_at = self.engine.next_deadline()
-        if self._agenda and (engine_at is None or self._agenda[0][0] < engine_at):
-            when, _, kind, payload = heapq.heappop(self._agenda)
+    def _step(self, events: list[Event], engine_at: float | None) -> None:
+        """The next happening: the simulated world's or the engine's timer (due `engine_at`),
+        whichever is first."""
+        agenda = self._agenda
+        if agenda and (engine_at is None or agenda[0][0] < engine_at):
+            when, _, kind, payload = heapq.heappop(agenda)
             self.clock = when
-            outputs = self._happen(kind, payload, when, events)
+            outputs = self._happenings[kind](self, payload, when, events)
         else:
             self.clock = max(self.clock, engine_at)  # type: ignore[type-var]
             outputs = self.engine.advance(engine_at)  # type: ignore[arg-type]
-        self._carry_out(outputs, events)
+        if outputs:
+            self._carry_out(outputs, events)
 
     # --- the simulated world ---------------------------------------------------
 
@@ -174,93 +180,111 @@ class Simulator:
         self._seq += 1
         heapq.heappush(self._agenda, (when, self._seq, kind, payload))
 
-    def _happen(self, kind: str, payload: Any, now: float, events: list[Event]) -> list[Any]:
-        engine = self.engine
-        if kind == "arrive":
-            call_id, arrival = payload
-            self._live.add(call_id)
-            events.append(Event(now, "call.arrived", call_id=call_id, queue=arrival.queue,
-                                data={"caller_id": arrival.caller_id, "dnis": arrival.queue}))
-            return self._enqueue(CallQueued(call_id, arrival.queue, caller_id=arrival.caller_id), now)
-        if kind == "ivr_arrive":
-            call_id, arrival = payload
-            self._live.add(call_id)
-            flow = self.model.ivr.flow  # type: ignore[union-attr]
-            events.append(Event(now, "call.arrived", call_id=call_id,
-                                data={"caller_id": arrival.caller_id, "dnis": flow}))
-            session = FlowSession(self.flowset, flow, call_id=call_id, caller_id=arrival.caller_id,  # type: ignore[arg-type]
-                                  dnis=flow, now=_aware(now), rng_seed=self.seed)
+    def _arrive(self, payload: Any, now: float, events: list[Event]) -> list[Any]:
+        call_id, arrival = payload
+        self._live.add(call_id)
+        # by position: Event(ts, type, call_id, queue, agent, data), CallQueued(call_id, queue, caller_id);
+        # keywords cost twice the time
+        events.append(Event(now, "call.arrived", call_id, arrival.queue, None,
+                            {"caller_id": arrival.caller_id, "dnis": arrival.queue}))
+        return self._enqueue(CallQueued(call_id, arrival.queue, arrival.caller_id), now)
+
+    def _ivr_arrive(self, payload: Any, now: float, events: list[Event]) -> list[Any]:
+        call_id, arrival = payload
+        self._live.add(call_id)
+        flow = self.model.ivr.flow  # type: ignore[union-attr]
+        events.append(Event(now, "call.arrived", call_id=call_id,
+                            data={"caller_id": arrival.caller_id, "dnis": flow}))
+        session = FlowSession(self.flowset, flow, call_id=call_id, caller_id=arrival.caller_id,  # type: ignore[arg-type]
+                              dnis=flow, now=_aware(now), rng_seed=self.seed)
+        self._sessions[call_id] = session
+        return self._ivr_continue(session, session.start(), now, events)
+
+    def _ivr_input(self, payload: Any, now: float, events: list[Event]) -> list[Any]:
+        call_id, caller_input = payload
+        session = self._sessions[call_id]
+        return self._ivr_continue(session, session.handle(caller_input, _aware(now)), now, events)
+
+    def _give_up(self, call_id: str, now: float, events: list[Event]) -> list[Any]:
+        if call_id in self._live and call_id not in self._talking and call_id not in self._callbacks:
+            self._live.discard(call_id)
+            self._ringing.pop(call_id, None)
+            return self._input(CallerHungUp(call_id), now)
+        return []
+
+    def _answer(self, payload: Any, now: float, events: list[Event]) -> list[Any]:
+        call_id, agent = payload
+        if self._ringing.get(call_id) != agent:
+            return []                                      # offer cancelled meanwhile
+        del self._ringing[call_id]
+        call = self.engine.calls[call_id]
+        if call.callback is not None and not call.callback.customer_up:
+            self._dial_customer(call_id, now)              # agent first: now ring the customer
+        else:
+            self._start_talk(call_id, call.queue, now)
+        return self._input(AgentAnswered(call_id, agent), now)
+
+    def _accept_callback(self, call_id: str, now: float, events: list[Event]) -> list[Any]:
+        calls = self.engine.calls
+        if (call_id not in self._live or call_id in self._callbacks or call_id not in calls
+                or calls[call_id].slot is None or calls[call_id].callback is not None):
+            return []                                      # answered, gone or already a call-back
+        self._callbacks.add(call_id)
+        return self._input(CallbackAccepted(call_id, calls[call_id].caller_id), now)
+
+    def _customer(self, payload: Any, now: float, events: list[Event]) -> list[Any]:
+        call_id, answered = payload
+        call = self.engine.calls.get(call_id)
+        if call is None or call.agent is None:
+            return []
+        if not answered:
+            return self._input(CallbackFailed(call_id, "no_answer"), now)
+        outputs = self._input(CallbackAnswered(call_id), now)
+        if call.connected_at is not None:                  # agent already on: talk starts
+            self._start_talk(call_id, call.queue, now)
+        elif self._answer_rng.random() >= self.model.no_answer_rate:   # customer first: ring the agent
+            self._at(now + self.model.answer_delay_s, "answer", (call_id, call.agent))
+        return outputs
+
+    def _hang_up(self, call_id: str, now: float, events: list[Event]) -> list[Any]:
+        self._talking.discard(call_id)
+        self._live.discard(call_id)
+        call = self.engine.calls[call_id]
+        outputs = self._input(CallFinished(call_id), now)
+        ivr = self.model.ivr
+        if ivr and ivr.survey_flow and self._survey_rng.random() < ivr.survey_rate:
+            session = FlowSession(self.flowset, ivr.survey_flow, call_id=call_id,  # type: ignore[arg-type]
+                                  caller_id=call.caller_id, dnis=ivr.survey_flow, now=_aware(now),
+                                  rng_seed=self.seed, context={"queue": call.queue, "agent": call.agent})
             self._sessions[call_id] = session
-            return self._ivr_continue(session, session.start(), now, events)
-        if kind == "ivr_input":
-            call_id, caller_input = payload
-            session = self._sessions[call_id]
-            return self._ivr_continue(session, session.handle(caller_input, _aware(now)), now, events)
-        if kind == "give_up":
-            if payload in self._live and payload not in self._talking and payload not in self._callbacks:
-                self._live.discard(payload)
-                self._ringing.pop(payload, None)
-                return self._input(CallerHungUp(payload), now)
-            return []
-        if kind == "answer":
-            call_id, agent = payload
-            if self._ringing.get(call_id) != agent:
-                return []                                  # offer cancelled meanwhile
-            del self._ringing[call_id]
-            call = engine.calls[call_id]
-            if call.callback is not None and not call.callback.customer_up:
-                self._dial_customer(call_id, now)          # agent first: now ring the customer
-            else:
-                self._start_talk(call_id, call.queue, now)
-            return self._input(AgentAnswered(call_id, agent), now)
-        if kind == "accept_callback":
-            if (payload not in self._live or payload in self._callbacks or payload not in engine.calls
-                    or engine.calls[payload].slot is None or engine.calls[payload].callback is not None):
-                return []                                  # answered, gone or already a call-back
-            self._callbacks.add(payload)
-            number = engine.calls[payload].caller_id
-            return self._input(CallbackAccepted(payload, number), now)
-        if kind == "customer":
-            call_id, answered = payload
-            call = engine.calls.get(call_id)
-            if call is None or call.agent is None:
-                return []
-            if not answered:
-                return self._input(CallbackFailed(call_id, "no_answer"), now)
-            outputs = self._input(CallbackAnswered(call_id), now)
-            if call.connected_at is not None:              # agent already on: talk starts
-                self._start_talk(call_id, call.queue, now)
-            elif self._answer_rng.random() >= self.model.no_answer_rate:   # customer first: ring the agent
-                self._at(now + self.model.answer_delay_s, "answer", (call_id, call.agent))
-            return outputs
-        if kind == "hang_up":
-            self._talking.discard(payload)
-            self._live.discard(payload)
-            call = engine.calls[payload]
-            outputs = self._input(CallFinished(payload), now)
-            ivr = self.model.ivr
-            if ivr and ivr.survey_flow and self._survey_rng.random() < ivr.survey_rate:
-                session = FlowSession(self.flowset, ivr.survey_flow, call_id=payload,  # type: ignore[arg-type]
-                                      caller_id=call.caller_id, dnis=ivr.survey_flow, now=_aware(now),
-                                      rng_seed=self.seed, context={"queue": call.queue, "agent": call.agent})
-                self._sessions[payload] = session
-                outputs += self._ivr_continue(session, session.start(), now, events)
-            return outputs
-        if kind == "login":
-            return self._input(AgentLogin(payload), now)
-        if kind == "logout":
-            return self._input(AgentLogout(payload), now)
-        if kind == "pause":
-            if engine.agents[payload].state is AgentState.LOGGED_OUT:
-                return []                                  # a supervisor logged them out before the break
-            return self._input(AgentPause(payload, "break"), now)
-        if kind == "resume":
-            return self._input(AgentResume(payload), now)
-        if kind == "rona_over":
-            if engine.agents[payload].reason == "rona":      # still paused for RONA, not on a break since
-                return self._input(AgentResume(payload), now)
-            return []
-        raise AssertionError(kind)
+            outputs += self._ivr_continue(session, session.start(), now, events)
+        return outputs
+
+    def _login(self, agent: str, now: float, events: list[Event]) -> list[Any]:
+        return self._input(AgentLogin(agent), now)
+
+    def _logout(self, agent: str, now: float, events: list[Event]) -> list[Any]:
+        return self._input(AgentLogout(agent), now)
+
+    def _pause(self, agent: str, now: float, events: list[Event]) -> list[Any]:
+        if self.engine.agents[agent].state is AgentState.LOGGED_OUT:
+            return []                                      # a supervisor logged them out before the break
+        return self._input(AgentPause(agent, "break"), now)
+
+    def _resume(self, agent: str, now: float, events: list[Event]) -> list[Any]:
+        return self._input(AgentResume(agent), now)
+
+    def _rona_over(self, agent: str, now: float, events: list[Event]) -> list[Any]:
+        if self.engine.agents[agent].reason == "rona":     # still paused for RONA, not on a break since
+            return self._input(AgentResume(agent), now)
+        return []
+
+    # what happens for each kind of agenda entry: (self, payload, now, events) -> engine outputs
+    _happenings: dict[str, Callable[..., list[Any]]] = {
+        "arrive": _arrive, "ivr_arrive": _ivr_arrive, "ivr_input": _ivr_input, "give_up": _give_up,
+        "answer": _answer, "accept_callback": _accept_callback, "customer": _customer, "hang_up": _hang_up,
+        "login": _login, "logout": _logout, "pause": _pause, "resume": _resume, "rona_over": _rona_over,
+    }
 
     def _start_talk(self, call_id: str, queue: str, now: float) -> None:
         self._talking.add(call_id)
