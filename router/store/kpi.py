@@ -528,9 +528,12 @@ async def compute_kpis(
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             return await _compute(conn, run, start, end, width, short_abandon_s, zone, now, sibling)
     finally:
-        other = await sibling
+        try:
+            other = await sibling
+        except BaseException:           # cancelled while it was connecting
+            other = None
         if other is not None:
-            await other.close()
+            other.terminate()           # at once: its read-only transaction is over or moot
 
 
 async def _sibling(conn: asyncpg.Connection) -> asyncpg.Connection | None:
@@ -689,8 +692,11 @@ async def _compute(
         queue_task = asyncio.ensure_future(_fetch_in_snapshot(other, snapshot, _QUEUE_SQL, queue_args))
         try:
             agent_rows = await conn.fetch(_AGENT_SQL, run, t0, t1)
-        finally:
-            queue_rows = await queue_task       # never leave it running when this side fails
+        except BaseException:
+            queue_task.cancel()                 # compute_kpis terminates its connection
+            queue_task.add_done_callback(lambda task: task.cancelled() or task.exception())
+            raise
+        queue_rows = await queue_task
     else:
         queue_rows = await conn.fetch(_QUEUE_SQL, *queue_args)
         agent_rows = await conn.fetch(_AGENT_SQL, run, t0, t1)
