@@ -4,7 +4,13 @@ Theory of operation
 -------------------
 The engine records facts; this module turns them into the figures of DESIGN §7.
 Six statements run in one read-only REPEATABLE READ snapshot (so a writer
-inserting at the same time cannot make totals and breakdowns disagree):
+inserting at the same time cannot make totals and breakdowns disagree).  The
+queue statement runs on a second connection that imports that snapshot
+(`pg_export_snapshot`), at the same time as the agent statement: the two
+heaviest, on two backends; serial on the caller's connection when the caller
+holds the transaction or no second connection opens.  Each statement folds the
+events per call or per agent in hash aggregates over one pass, not an index
+probe per call or a sort of every event:
 
 1. *Bounds*: the window [from, to).  Missing ends default to the run's first
    event and its last event + 1 µs, so the end stays exclusive and the last
