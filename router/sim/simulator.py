@@ -90,7 +90,11 @@ class Simulator:
         self._handle_rng = random.Random(f"handle:{seed}")
         self._patience_rng = random.Random(f"patience:{seed}")
         self._answer_rng = random.Random(f"answer:{seed}")
+        # what the simulated world does next, (when, seq, kind, payload) in heaps: the callers' give-ups
+        # apart (most never happen: the call is answered first, and they would deepen every heap
+        # operation), and the arrivals one at a time (see _push_arrival); the next is the least of both
         self._agenda: list[tuple[float, int, str, Any]] = []
+        self._patience: list[tuple[float, int, str, Any]] = []
         self._seq = 0
         self._ringing: dict[str, str] = {}        # call -> agent being rung
         self._live: set[str] = set()              # calls not yet ended
@@ -108,9 +112,9 @@ class Simulator:
         self._survey_rng = random.Random(f"survey:{seed}")
         self._callback_rng = random.Random(f"callback:{seed}")
         self._callbacks: set[str] = set()          # calls turned into call-backs (caller gone)
-        for n, arrival in enumerate(self.arrivals):
-            kind = "arrive" if arrival.queue is not None else "ivr_arrive"
-            self._at(self.start + arrival.offset_s, kind, (f"sim{seed}-{n:07d}", arrival))
+        self._next_arrival = 0
+        self._seq = len(self.arrivals)            # arrival n has seq n + 1
+        self._push_arrival()
         self._plan_shifts()
 
     def _queue_closed(self, queue: str, offset_s: float) -> bool:
@@ -120,7 +124,7 @@ class Simulator:
 
     @property
     def done(self) -> bool:
-        return not self._agenda and self.engine.next_deadline() is None
+        return not self._agenda and not self._patience and self.engine.next_deadline() is None
 
     @property
     def stats(self) -> SimStats:
@@ -129,7 +133,7 @@ class Simulator:
     def next_time(self) -> float | None:
         """When the next thing happens (epoch seconds of the virtual clock); None at the end."""
         engine_at = self.engine.next_deadline()
-        agenda_at = self._agenda[0][0] if self._agenda else None
+        agenda_at = min((h[0][0] for h in (self._agenda, self._patience) if h), default=None)
         if engine_at is None or agenda_at is None:
             return agenda_at if engine_at is None else engine_at
         return min(engine_at, agenda_at)
@@ -152,10 +156,10 @@ class Simulator:
     def run(self, max_events: int = 10_000) -> list[Event]:
         """Advance the virtual clock until about `max_events` events happened (or the end)."""
         events: list[Event] = []
-        agenda, next_deadline = self._agenda, self.engine.next_deadline
+        agenda, patience, next_deadline = self._agenda, self._patience, self.engine.next_deadline
         while len(events) < max_events:
             engine_at = next_deadline()
-            if not agenda and engine_at is None:
+            if not agenda and not patience and engine_at is None:
                 break                                      # done
             self._step(events, engine_at)
         return events
@@ -163,7 +167,9 @@ class Simulator:
     def _step(self, events: list[Event], engine_at: float | None) -> None:
         """The next happening: the simulated world's or the engine's timer (due `engine_at`),
         whichever is first."""
-        agenda = self._agenda
+        agenda, patience = self._agenda, self._patience
+        if patience and (not agenda or patience[0] < agenda[0]):
+            agenda = patience
         if agenda and (engine_at is None or agenda[0][0] < engine_at):
             when, _, kind, payload = heapq.heappop(agenda)
             self.clock = when
@@ -180,8 +186,21 @@ class Simulator:
         self._seq += 1
         heapq.heappush(self._agenda, (when, self._seq, kind, payload))
 
+    def _push_arrival(self) -> None:
+        """The next call of the traffic onto the agenda, as the one before it arrives: its entry is
+        the one it would have had among all arrivals pushed first (seq n + 1), so the order is the
+        same while the heap stays small."""
+        n = self._next_arrival
+        if n < len(self.arrivals):
+            self._next_arrival = n + 1
+            arrival = self.arrivals[n]
+            kind = "arrive" if arrival.queue is not None else "ivr_arrive"
+            heapq.heappush(self._agenda, (self.start + arrival.offset_s, n + 1, kind,
+                                          (f"sim{self.seed}-{n:07d}", arrival)))
+
     def _arrive(self, payload: Any, now: float, events: list[Event]) -> list[Any]:
         call_id, arrival = payload
+        self._push_arrival()
         self._live.add(call_id)
         # by position: Event(ts, type, call_id, queue, agent, data), CallQueued(call_id, queue, caller_id);
         # keywords cost twice the time
@@ -191,6 +210,7 @@ class Simulator:
 
     def _ivr_arrive(self, payload: Any, now: float, events: list[Event]) -> list[Any]:
         call_id, arrival = payload
+        self._push_arrival()
         self._live.add(call_id)
         flow = self.model.ivr.flow  # type: ignore[union-attr]
         events.append(Event(now, "call.arrived", call_id=call_id,
@@ -314,7 +334,8 @@ class Simulator:
 
     def _wait_patiently(self, call_id: str, queue: str, now: float) -> None:
         patience = traffic.sample(traffic.for_queue(self.model.patience, queue), self._patience_rng)
-        self._at(now + patience, "give_up", call_id)
+        self._seq += 1
+        heapq.heappush(self._patience, (now + patience, self._seq, "give_up", call_id))
 
     def _ivr_callback(self, session: FlowSession, offer: IvrCallback, now: float) -> list[Any]:
         """The flow ended in a `callback` node: hand it to the engine as the Asterisk adapter does.
