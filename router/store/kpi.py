@@ -645,12 +645,13 @@ GROUP BY GROUPING SETS ((), (c.queue), (c.bucket), (c.bucket, c.queue), (c.agent
 """
 
 
-async def _fetch_in_snapshot(conn: asyncpg.Connection, snapshot: str, sql: str, args: tuple) -> list:
-    """`sql` on `conn` in a read-only transaction that sees exactly the exported `snapshot`."""
+async def _fetch_in_snapshot(conn: asyncpg.Connection, snapshot: str,
+                             *statements: tuple[str, tuple]) -> list[list]:
+    """Each (sql, args) on `conn`, in a read-only transaction that sees exactly the exported `snapshot`."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
         await conn.execute(_CUSTOM_PLANS)
-        return await conn.fetch(sql, *args)
+        return [await conn.fetch(sql, *args) for sql, args in statements]
 
 
 def _add_quality(result: dict[str, Any], intervals: dict[datetime, dict[str, Any]], rows: list) -> None:
@@ -695,18 +696,19 @@ async def _compute(
     other = await sibling if sibling is not None else None
     if other is not None:
         snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
-        queue_task = asyncio.ensure_future(_fetch_in_snapshot(other, snapshot, _QUEUE_SQL, queue_args))
+        queue_task = asyncio.ensure_future(_fetch_in_snapshot(other, snapshot, (_QUEUE_SQL, queue_args),
+                                                              (_IVR_SQL, (run, t0, t1))))
         try:
             agent_rows = await conn.fetch(_AGENT_SQL, run, t0, t1)
         except BaseException:
             queue_task.cancel()                 # compute_kpis terminates its connection
             queue_task.add_done_callback(lambda task: task.cancelled() or task.exception())
             raise
-        queue_rows = await queue_task
+        queue_rows, (ivr,) = await queue_task
     else:
         queue_rows = await conn.fetch(_QUEUE_SQL, *queue_args)
         agent_rows = await conn.fetch(_AGENT_SQL, run, t0, t1)
-    ivr = await conn.fetchrow(_IVR_SQL, run, t0, t1)
+        ivr = await conn.fetchrow(_IVR_SQL, run, t0, t1)
     ivr_nodes = await conn.fetch(_IVR_NODES_SQL, run, t0, t1)
     kept_waits = await conn.fetch(_KEPT_WAIT_SQL, run, t0, t1)
     agent_teams = [(row["agent"], row["team"]) for row in agent_rows if not row["is_team"]]
