@@ -315,11 +315,10 @@ class Engine:
             if skill not in self._skill_index:
                 raise InvalidInput(f"call {msg.call_id!r} asks for unknown skill {skill!r}")
         self._call_seq += 1
-        call = CallRuntime(
-            call_id=msg.call_id, entry_queue=queue.id, queue=queue.id, caller_id=msg.caller_id,
-            priority=queue.priority + msg.priority, extra_skills=dict(msg.skills),
-            joined_at=now, queue_joined_at=now, seq=self._call_seq,
-            requirement_sets=[{**queue.skills, **msg.skills}])
+        # by position (keywords cost twice the time): call_id, entry_queue, queue, caller_id, priority,
+        # extra_skills, joined_at, queue_joined_at, seq, requirement_sets
+        call = CallRuntime(msg.call_id, queue.id, queue.id, msg.caller_id, queue.priority + msg.priority,
+                           dict(msg.skills), now, now, self._call_seq, [{**queue.skills, **msg.skills}])
         self.calls[call.call_id] = call
         position = 1 + sum(1 for other in self._waiting[queue.id].values() if other.priority >= call.priority)
         ewt = self.ewt(queue.id, position)
@@ -952,12 +951,12 @@ class Engine:
                    data={"outcome": "answered", "talk_s": round(talk_s, 3)})
         if call.callback is not None:
             self._pending_callbacks.pop((call.queue, call.callback.number), None)
+        wrap_s = self._queue(call.queue).wrap_up_s
         aht = self._aht[call.queue]
-        self._aht[call.queue] = aht + AHT_SMOOTHING * (talk_s + self._queue(call.queue).wrap_up_s - aht)
+        self._aht[call.queue] = aht + AHT_SMOOTHING * (talk_s + wrap_s - aht)
         del self.calls[call.call_id]
         agent.wrap_token += 1
         self._transition(agent, "hangup", now, call_id=call.call_id)
-        wrap_s = self._queue(call.queue).wrap_up_s
         agent.wrap_until = now + wrap_s
         self._schedule(agent.wrap_until, "wrap", agent.spec.id, agent.wrap_token)
 
@@ -1075,10 +1074,11 @@ class Engine:
 
     def _transition(self, agent: AgentRuntime, action: str, now: float, *, call_id: str | None = None,
                     reason: str | None = None) -> None:
-        if (agent.state, action) in DEFERRABLE:
+        edge = (agent.state, action)
+        if edge in DEFERRABLE:
             agent.deferred = (action, reason or "")
             return
-        new_state = TRANSITIONS.get((agent.state, action))
+        new_state = TRANSITIONS.get(edge)
         if new_state is None:
             raise InvalidInput(f"agent {agent.spec.id!r} cannot {action} while {agent.state.value}")
         if new_state is AgentState.AVAILABLE and agent.deferred is not None:
