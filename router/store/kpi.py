@@ -154,11 +154,24 @@ state_spans AS (
     WHERE ts < $3
 )"""
 
+# The run's first and last event: per event type (a skip over the (run, type, ts) index), the
+# ends of its index range, not all the run's index entries (0.35 s at 1.8 M events).
 _BOUNDS_SQL = """
-SELECT coalesce($2::timestamptz, min(ts)) AS t0,
-       coalesce($3::timestamptz, max(ts) + interval '1 microsecond') AS t1,
-       max(ts) AS last
-FROM events WHERE run = $1
+WITH RECURSIVE types AS (
+    SELECT (SELECT min(type) FROM events WHERE run = $1) AS type
+    UNION ALL
+    SELECT (SELECT min(type) FROM events WHERE run = $1 AND type > types.type)
+    FROM types WHERE types.type IS NOT NULL
+),
+ends AS (
+    SELECT (SELECT min(ts) FROM events WHERE run = $1 AND type = types.type) AS first,
+           (SELECT max(ts) FROM events WHERE run = $1 AND type = types.type) AS last
+    FROM types WHERE types.type IS NOT NULL
+)
+SELECT coalesce($2::timestamptz, min(first)) AS t0,
+       coalesce($3::timestamptz, max(last) + interval '1 microsecond') AS t1,
+       max(last) AS last
+FROM ends
 """
 
 # The window's calls, each with its entry queue and first join.  $1 run, $2 from, $3 to.  A call's
