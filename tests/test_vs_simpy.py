@@ -23,6 +23,8 @@ def test_the_stored_run_reports_its_parts_and_the_in_memory_run_s_service_level(
     result = vs_simpy.compare(2_000, seed=3, dsn=database_url)
     stored, in_memory = result["stored"], result["in_memory"]
     assert stored["calls"] == in_memory["calls"] and stored["service_level"] == in_memory["service_level"]
-    assert stored["store_s"] > 0 and stored["kpi_s"] > 0 and stored["store_s"] + stored["kpi_s"] <= stored["wall_s"]
+    assert stored["store_s"] > 0 and stored["kpi_s"] > 0
+    # the parts fit in the whole; each figure is rounded to 1 ms, so their sum may pass it by 1.5 ms
+    assert stored["store_s"] + stored["kpi_s"] <= stored["wall_s"] + 0.002
     assert {"stored_vs_in_memory_wall", "store_part_vs_in_memory_wall", "kpi_part_vs_in_memory_wall"} <= set(
         result["ratios"])
