@@ -87,6 +87,7 @@ ROUTER_DID, APP_QUEUE_DID = "5000", "6000"
 PAUSE_S = 3.0                      # between the sides: the last agents hang up, app_queue's wrap-up ends
 SETTLE_S = 30.0                    # SIPp's global timeout beyond the last caller's patience
 READY_TIMEOUT_S = 15.0             # agents reachable after the UAS started (qualify)
+REQUALIFY_S = 2.0                  # a contact still unreachable is qualified again this often
 
 
 def say(message: str) -> None:
@@ -237,13 +238,18 @@ def _close(manager: Manager) -> None:
 
 
 async def _qualify(settings: AmiSettings, endpoints: Sequence[str]) -> None:
-    """Qualify the agents' contacts now (not at the next 30 s round) and wait until all are reachable."""
+    """Qualify the agents' contacts now (not at the next 30 s round) and wait until all are reachable.
+    A contact still down is qualified again every REQUALIFY_S: an OPTIONS that reached a SIPp UAS
+    before it was listening (a loaded machine) is lost, and Asterisk would not ask again for 30 s."""
     manager = await _manager(settings)
     try:
-        for endpoint in endpoints:
-            await asyncio.wait_for(manager.send_action({"Action": "PJSIPQualify", "Endpoint": endpoint}), 10)
         deadline = time.monotonic() + READY_TIMEOUT_S
+        down, asked = list(endpoints), -REQUALIFY_S
         while True:
+            if time.monotonic() - asked >= REQUALIFY_S:
+                for endpoint in down:
+                    await asyncio.wait_for(manager.send_action({"Action": "PJSIPQualify", "Endpoint": endpoint}), 10)
+                asked = time.monotonic()
             states = await asyncio.wait_for(manager.send_action({"Action": "DeviceStateList"}), 10)
             states = states if isinstance(states, list) else [states]
             down = [e for e in endpoints
