@@ -166,6 +166,15 @@ class QualityApi:
                 message: str) -> ActionError:
         return self.app.operations.refuse(who, action, target, status, error, message)
 
+    def _comment(self, body: dict[str, Any], key: str, who: Principal, action: str, target: Target) -> str:
+        """The free-text field `key` of a body: text of at most MAX_COMMENT characters ("" when absent)."""
+        text = body.get(key)
+        text = "" if text is None else text
+        if not isinstance(text, str) or len(text) > MAX_COMMENT or "\x00" in text:
+            raise self._refuse(who, action, target, 422, "invalid_comments",
+                               f"{key}: expected text of at most {MAX_COMMENT} characters")
+        return text
+
     def _cards_by_id(self) -> dict[str, Any]:
         if self._cards is None:
             directory = getattr(self.centre, "scorecards", None)
@@ -392,12 +401,7 @@ class QualityApi:
         if not isinstance(answers, dict):
             raise self._refuse(who, action, target, 422, "invalid_answer", "answers: expected an object "
                                                                              "{question id: answer}")
-        comments = body.get("comments", "")
-        if comments is None:
-            comments = ""
-        if not isinstance(comments, str) or len(comments) > MAX_COMMENT or "\x00" in comments:
-            raise self._refuse(who, action, target, 422, "invalid_comments",
-                               f"comments: expected text of at most {MAX_COMMENT} characters")
+        comments = self._comment(body, "comments", who, action, target)
         try:
             result = scorecard.score(card, answers)
         except scorecard.AnswerError as error:
@@ -459,12 +463,7 @@ class QualityApi:
             raise self._refuse(who, action, target, 409, "already_acknowledged",
                                f"evaluation {evaluation_id} is already acknowledged")
         body = await self.app._body(request)
-        comment = body.get("comment", "")
-        if comment is None:
-            comment = ""
-        if not isinstance(comment, str) or len(comment) > MAX_COMMENT or "\x00" in comment:
-            raise self._refuse(who, action, target, 422, "invalid_comments",
-                               f"comment: expected text of at most {MAX_COMMENT} characters")
+        comment = self._comment(body, "comment", who, action, target)
         self._acknowledged.add(evaluation_id)
         pbx = self.app.operations.pbx
         pbx.record(Event(pbx.now(), "qa.acknowledged", call_id=evaluated["call_id"], queue=evaluated["queue"],
