@@ -136,6 +136,26 @@ def test_a_recorded_call_carries_its_file_to_the_dialplan_and_is_saved_at_hang_u
     assert save.keep and not save.swap and save.recording == started.recording
 
 
+def test_a_recorded_call_offered_as_it_queues_connects_over_the_ivr_s_agi_not_a_redirect() -> None:
+    """No Redirect while the caller's channel may still be in the IVR's AGI: the Connect's variables
+    and ROUTER_NEXT=connect go over that AGI, and the Connect waiting for the call's lock is dropped."""
+    bench = Bench(RecordingPolicy(mode="all"))
+    bench.run([AgentLogin("a1")], NOW)
+    call = bench.board.ivr_started("c1", CALLER, "1.1", "0611223344")
+    bench.run([bench.board.queued_from_ivr(call, Enqueue("sales", 0, {}, {}), NOW + 1)], NOW + 1)
+    assert bench.board.take_agi_dial(call, NOW + 1) is None
+    variables = bench.board.take_agi_connect(call, NOW + 1)
+    [connect] = bench.take(Connect)
+    assert variables == {**connect.variables, dp.NEXT: dp.NEXT_CONNECT}
+    assert variables[dp.RECORD] == "/srv/rec/2026/12/04/c1.raw" and variables[dp.TARGET] == connect.endpoint
+    assert bench.board.action_begins(connect) is False                  # nothing left to Redirect
+    assert bench.board.take_agi_connect(call, NOW + 1) is None           # once
+    bench.run(bench.board.on_ami(DialBegin(CALLER, "1.1", AGENT_LEG, "1.2", "a1@agents"), NOW + 2), NOW + 2)
+    bench.run(bench.board.on_ami(DialEnd(CALLER, "1.1", AGENT_LEG, "1.2", "ANSWER"), NOW + 3), NOW + 3)
+    [started] = bench.take(RecordingStarted)
+    assert (started.agent, started.recording.file) == ("a1", "2026/12/04/c1.wav")
+
+
 def test_an_unrecorded_queue_sets_no_recording_variables() -> None:
     bench = Bench(RecordingPolicy(mode="none"))
     call = bench.board.ivr_started("c1", CALLER, "1.1", "0611223344")

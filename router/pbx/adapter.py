@@ -547,6 +547,12 @@ class AsteriskAdapter:
                     # a refused call-back: the engine queued the call, the driver set no hold variables
                     await self._hold_settings(agi, view.queue)
                 if not dialing:
+                    if call.connecting_in_agi:  # the MSet of the offer's variables, sent behind the IVR
+                        call.connecting_in_agi = False
+                        try:
+                            await agi.reply("EXEC MSet")
+                        except AGIError:
+                            log.info("adapter.connect_in_agi_ended", hung_up=agi.hung_up)
                     await self._mark_place(agi, view)
                     await agi.close()           # the dialplan goes on to [router-hold]
                     if call.phase is Phase.ENDED:   # hung up meanwhile
@@ -567,7 +573,12 @@ class AsteriskAdapter:
         command = self.board.take_agi_dial(call, self.now())     # route time: the engine's included
         if command is not None:
             log.info("adapter.offered", agent=call.agent, endpoint=call.endpoint, via="agi")
-        return command
+            return command
+        variables = self.board.take_agi_connect(call, self.now())
+        if variables is None:
+            return None
+        log.info("adapter.offered", agent=call.agent, endpoint=call.endpoint, via="agi-connect")
+        return 'EXEC MSet "{}"'.format(",".join(f"{k}={v}" for k, v in variables.items()))
 
     async def _dial_in_agi(self, agi: AGISession, call: PbxCall) -> None:
         """Wait for the Dial sent behind the IVR's last command.  Answered: it returns when

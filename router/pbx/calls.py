@@ -233,6 +233,8 @@ class PbxCall:
     pending: bool = False               # the current offer's Connect has not begun yet
     redirected: bool = False            # the current offer's Redirect to router-connect went through
     dialing_in_agi: bool = False        # the offer's Dial runs over the IVR's AGI
+    connecting_in_agi: bool = False     # the offer's variables went over the IVR's AGI (no Redirect)
+    connect_variables: dict[str, str] = field(default_factory=dict)   # the current offer's, for the AGI path
     waiting_since: float | None = None  # joined a queue, or back in it (route time is measured from here)
     survey: dict[str, str] = field(default_factory=dict)   # queue and agent, for the survey
     dial: DialCallback | None = None    # a call-back leg: what is being dialled
@@ -320,6 +322,19 @@ class Switchboard:
         self._routed(call, now)
         ring_s = max(1, int(self.centre.queues[call.queue or ""].ring_timeout_s) - 1)
         return f'EXEC Dial "{call.endpoint},{ring_s}"'
+
+    def take_agi_connect(self, call: PbxCall, now: float) -> dict[str, str] | None:
+        """A recorded call offered the moment it queued: its Connect's variables (and
+        ROUTER_NEXT=connect) go over the IVR's own AGI, and [router-inbound] goes on to
+        [router-connect], so no Redirect races with the end of the IVR's AGI (a Redirect that
+        reached the channel still inside its Gosub resumed [router-inbound]'s steps in the wrong
+        context, and the Dial never happened).  None when there is no such offer."""
+        if call.phase is not P.RINGING or not call.pending or call.recording is None \
+                or any(ch in value for value in call.connect_variables.values() for ch in ",\"\\\r\n"):
+            return None
+        call.pending, call.redirected, call.connecting_in_agi = False, True, True
+        self._routed(call, now)
+        return {**call.connect_variables, dp.NEXT: dp.NEXT_CONNECT}
 
     @staticmethod
     def agi_dial_ended(call: PbxCall, offer: int, status: str) -> list[Step]:
@@ -413,10 +428,12 @@ class Switchboard:
             call.offers += 1
             call.pending, call.redirected = True, False
             ring_s = max(1, int(command.ring_timeout_s) - 1)   # Asterisk reports a no-answer before
-            return [Connect(call.call_id, call.channel, call.offers, {   # the engine's own ring timer fires
+            call.connect_variables = {                           # the engine's own ring timer fires
                 dp.TARGET: command.endpoint, dp.RING_TIMEOUT: str(ring_s), dp.CALL_ID: call.call_id,
                 dp.SURVEY: self.centre.queues[command.queue].survey or "",
-                **self._record_variables(call, command.queue, now)}, command.agent, command.endpoint)]
+                **self._record_variables(call, command.queue, now)}
+            return [Connect(call.call_id, call.channel, call.offers, call.connect_variables, command.agent,
+                            command.endpoint)]
         if isinstance(command, CancelOffer):
             if call.agent != command.agent or not self._to(call, "cancelled"):
                 return []

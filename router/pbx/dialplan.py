@@ -43,6 +43,7 @@ RECORD_OPTIONS = "ROUTER_RECORD_OPTIONS" # MixMonitor's options: D (stereo) or n
 RECORD_ANNOUNCE = "ROUTER_RECORD_ANNOUNCE"   # prompt telling the caller the call is recorded
 
 NEXT_HOLD, NEXT_TRANSFER, NEXT_VOICEMAIL, NEXT_HANGUP = "hold", "transfer", "voicemail", "hangup"
+NEXT_CONNECT = "connect"                # [router-inbound] goes on to [router-connect] (a recorded call offered at once)
 
 # --- user events ------------------------------------------------------------------------
 DIAL_FAILED_EVENT = "RouterDialFailed"   # call, target, status: a Dial of router-connect failed
