@@ -231,6 +231,14 @@ class _CardReader(ConfigReader):
         return Scorecard(id=ident, title=title or ident, version=version, queues=tuple(queues),
                          sections=tuple(s for s in sections if s is not None), file=self.file)
 
+    def claim(self, node: Node, ident: str, kind: str, seen: dict[str, Mark]) -> bool:
+        """Record `ident` as taken; an id seen before is an error naming its first line (False)."""
+        if ident in seen:
+            self.error(node, f"duplicate {kind} id {ident!r} (first at line {seen[ident].line})")
+            return False
+        seen[ident] = node.mark
+        return True
+
     def section(self, node: Node, index: int, card: str, section_ids: dict[str, Mark],
                 question_ids: dict[str, Mark]) -> Section | None:
         fields = self.fields(node, f"section #{index + 1} of {card}", SECTION_KEYS, required=("id", "questions"))
@@ -239,10 +247,7 @@ class _CardReader(ConfigReader):
         ident = self.ident(fields["id"], f"'id' of section #{index + 1}") if "id" in fields else None
         owner = f"section {ident!r}" if ident else f"section #{index + 1}"
         if ident is not None:
-            if ident in section_ids:
-                self.error(fields["id"], f"duplicate section id {ident!r} (first at line {section_ids[ident].line})")
-            else:
-                section_ids[ident] = fields["id"].mark
+            self.claim(fields["id"], ident, "section", section_ids)
         title = self.text(fields["title"], f"'title' of {owner}") if "title" in fields else None
         weight = self.number(fields["weight"], f"'weight' of {owner}", lo=0, lo_open=True) if "weight" in fields else 1.0
         question_nodes = self.items(fields.get("questions"), f"'questions' of {owner}")
@@ -260,12 +265,8 @@ class _CardReader(ConfigReader):
             return None
         ident = self.ident(fields["id"], f"'id' of question #{index + 1} of {section}") if "id" in fields else None
         owner = f"question {ident!r}" if ident else f"question #{index + 1} of {section}"
-        if ident is not None:
-            if ident in question_ids:
-                self.error(fields["id"], f"duplicate question id {ident!r} (first at line {question_ids[ident].line})")
-                ident = None
-            else:
-                question_ids[ident] = fields["id"].mark
+        if ident is not None and not self.claim(fields["id"], ident, "question", question_ids):
+            ident = None
         text = self.text(fields["text"], f"'text' of {owner}") if "text" in fields else None
         kind = self.choice(fields["kind"], f"'kind' of {owner}", KINDS, "question kind") if "kind" in fields else None
         weight = self.number(fields["weight"], f"'weight' of {owner}", lo=0, lo_open=True) if "weight" in fields else 1.0
