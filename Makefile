@@ -1,8 +1,9 @@
 # Front door for acd-router.  `make demo` and `make test` work on a fresh clone:
 # they create .venv, install the exact versions of requirements.lock (hashes
 # checked), build the package against the locked setuptools and Cython (which
-# compiles the matcher) and run.  `make lock` refreshes the lock from
-# pyproject.toml's ranges: a refresh that breaks a test is a visible change.
+# compiles the matcher, the event encoder and the engine's hot path: setup.py)
+# and run.  `make lock` refreshes the lock from pyproject.toml's ranges: a
+# refresh that breaks a test is a visible change.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -13,16 +14,22 @@ UV_VERSION := 0.13.9
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py ext/matcher.pyx ext/encoder.pyx requirements.lock
+# the engine's hot path, compiled from its own source (router/_twins.py)
+TWINS := router/events.py router/engine/messages.py router/engine/agents.py router/engine/engine.py \
+         router/sim/simulator.py $(wildcard ext/router/*.pxd ext/router/*/*.pxd)
+
+$(STAMP): pyproject.toml setup.py ext/matcher.pyx ext/encoder.pyx $(TWINS) requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m pip check
 	$(PY) -c "import router.engine.cmatcher" || { echo "the compiled matcher did not build" >&2; exit 1; }
 	$(PY) -c "import router.store.cencoder" || { echo "the compiled event encoder did not build" >&2; exit 1; }
+	ACD_REQUIRE_COMPILED=1 $(PY) -c "import router" || { echo "the engine's hot path did not build" >&2; exit 1; }
 	@touch $@
 
-# Rebuild the extension in place after editing ext/*.pyx.
+# Rebuild the extensions in place after editing ext/ or a compiled module (router/_twins.py:
+# until then, an edited one runs from its source, with a warning).
 compile: $(STAMP)
 	$(PY) setup.py --quiet build_ext --inplace
 
@@ -54,4 +61,4 @@ lock:
 	    --custom-compile-command "make lock" -o requirements.lock pyproject.toml $(VENV)/build-requires.in
 
 clean:
-	rm -rf $(VENV) build router/engine/*.so ext/*.c
+	rm -rf $(VENV) build router/*.so router/*/*.so ext/*.c

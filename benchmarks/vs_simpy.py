@@ -10,7 +10,8 @@ process:
 
 * ``simpy``: a SimPy model of that centre (a `simpy.Resource` of 14, FIFO), the reference;
 * ``in_memory``: acd-router's Simulator, i.e. the real engine on a virtual clock, its
-  events built and counted, then dropped;
+  events built and counted, then dropped, in the slices `simulate_day` writes
+  (router.sim.run.SLICE_EVENTS: the same loop as ``stored`` without the database);
 * ``stored``: the same through `simulate_day`, every event written to PostgreSQL (a
   database of its own, dropped after) and the KPIs computed by the KPI SQL.
 
@@ -46,7 +47,7 @@ import simpy
 
 from router.config.model import Agent, Centre, Distribution, Queue, Simulation, Skill
 from router.sim.erlang import service_level_c
-from router.sim.run import simulate_day
+from router.sim.run import SLICE_EVENTS, simulate_day
 from router.sim.simulator import Simulator
 
 AGENTS = 14
@@ -104,7 +105,7 @@ def run_in_memory(hours: float, seed: int) -> dict[str, Any]:
     sim = Simulator(model, hours=hours, seed=seed)
     answered = within = 0
     while not sim.done:
-        for event in sim.run(50_000):
+        for event in sim.run(SLICE_EVENTS):
             if event.type == "call.connected":
                 answered += 1
                 within += event.data["wait_s"] <= WITHIN_S

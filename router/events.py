@@ -48,9 +48,9 @@ The KPI SQL (router/store/kpi.py) relies on these `data` fields:
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 WITHHELD_NUMBERS: frozenset[str] = frozenset({"", "anonymous", "unknown", "restricted"})
@@ -74,7 +74,7 @@ EVENT_TYPES: frozenset[str] = frozenset({
 })
 
 
-class _EventIds:
+def _reset_event_ids() -> None:
     """Event ids: a random 64-bit prefix per process and a counter, as 128-bit integers.
 
     Unique across processes (a fresh prefix in a forked child), increasing
@@ -83,41 +83,72 @@ class _EventIds:
     An event keeps the integer; the `uuid.UUID` is built only when it is read
     (by the store), which an in-memory simulation never does.
     """
-
-    def __init__(self) -> None:
-        self.reset()
-        os.register_at_fork(after_in_child=self.reset)
-
-    def reset(self) -> None:
-        # version 8 (custom) and RFC 4122 variant bits, so every value is a well-formed UUID
-        random_bits = int.from_bytes(os.urandom(8)) & ~(0xF << 12) | (0x8 << 12)
-        self.next = itertools.count((random_bits << 64) | (0x8 << 60)).__next__
+    global _next_event_serial
+    # version 8 (custom) and RFC 4122 variant bits, so every value is a well-formed UUID
+    random_bits = int.from_bytes(os.urandom(8)) & ~(0xF << 12) | (0x8 << 12)
+    _next_event_serial = itertools.count((random_bits << 64) | (0x8 << 60)).__next__
 
 
-_event_ids = _EventIds()
+_reset_event_ids()
+os.register_at_fork(after_in_child=_reset_event_ids)
 
 
 def new_event_serial() -> int:
     """The next event id of this process, as the integer value of its UUID."""
-    return _event_ids.next()
+    return _next_event_serial()
 
 
 def new_event_id() -> uuid.UUID:
     return uuid.UUID(int=new_event_serial())
 
 
-@dataclass(slots=True)
-class Event:
-    """One fact.  Treat it as immutable once made: it is not frozen only because a
-    frozen dataclass costs about 1.6 µs more per instance (a million per simulated day)."""
+def round_ms(seconds: float) -> float:
+    """`round(seconds, 3)` as a float, to the bit (tests/test_events.py holds them equal), without
+    its cost: CPython rounds through a decimal string (about 3,000 instructions, and an event
+    figure is rounded several times per simulated call).  seconds * 1000 is within half an ulp
+    of the exact product, so away from a tie its rounding to an integer R is the exact one, and
+    R / 1000 is the correctly rounded double of R's decimal, as round's string conversion gives."""
+    scaled = seconds * 1000.0
+    if -1e12 < scaled < 1e12:                 # ulp(scaled) <= 2**-13: the fraction tells
+        whole = math.floor(scaled)
+        fraction = scaled - whole
+        if not 0.4998 < fraction < 0.5002:    # no tie within the product's error: R is certain
+            rounded = whole + 1.0 if fraction > 0.5 else whole
+            return rounded / 1000.0 if rounded else math.copysign(0.0, seconds)
+    return float(round(seconds, 3))
 
-    ts: float
-    type: str
-    call_id: str | None = None
-    queue: str | None = None
-    agent: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    serial: int = field(default_factory=new_event_serial, repr=False)   # the id's 128-bit value
+
+class Event:
+    """One fact.  Treat it as immutable once made: it is not frozen only because freezing costs
+    about 1.6 µs more per instance (a million per simulated day).  A hand-written class rather
+    than a dataclass: compiled (ext/router/events.pxd), a dataclass's default factories cost
+    two imports per instance; equality and repr are the dataclass's (`serial` left out of repr)."""
+
+    __slots__ = ("ts", "type", "call_id", "queue", "agent", "data", "serial")
+
+    def __init__(self, ts: float, type: str, call_id: str | None = None, queue: str | None = None,
+                 agent: str | None = None, data: dict[str, Any] | None = None, serial: int | None = None) -> None:
+        self.ts = ts
+        self.type = type
+        self.call_id = call_id
+        self.queue = queue
+        self.agent = agent
+        self.data = {} if data is None else data
+        self.serial = _next_event_serial() if serial is None else serial   # the id's 128-bit value
+
+    def __repr__(self) -> str:
+        return (f"Event(ts={self.ts!r}, type={self.type!r}, call_id={self.call_id!r}, queue={self.queue!r}, "
+                f"agent={self.agent!r}, data={self.data!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]   # mutable, like the dataclass it was
+
+    def _fields(self) -> tuple[Any, ...]:
+        return self.ts, self.type, self.call_id, self.queue, self.agent, self.data, self.serial
 
     @property
     def id(self) -> uuid.UUID:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
@@ -19,7 +18,7 @@ from router.config.model import CallbackPolicy
 from router.engine.engine import Engine
 from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, AgentPause, CallbackAccepted,
                                     CallerHungUp, CallQueued, MoveCall, SetCallPriority)
-from router.events import Event, new_event_serial
+from router.events import Event
 from router.store import EventWriter
 from router.store import recovery
 from router.store.recovery import AgentLast, fold, load
@@ -380,7 +379,7 @@ async def write(dsn: str, run: str, events: list[Event], spool_dir) -> None:
 
 def copy_of(events: list[Event]) -> list[Event]:
     """The same facts under new ids (an event id is unique across runs)."""
-    return [replace(e, serial=new_event_serial(), data=dict(e.data)) for e in events]
+    return [Event(e.ts, e.type, e.call_id, e.queue, e.agent, dict(e.data)) for e in events]
 
 
 @on_postgres

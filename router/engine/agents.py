@@ -51,7 +51,7 @@ BUSY_STATES = frozenset({S.ON_CALL, S.WRAP_UP})
 IDLE_STATES = frozenset({S.AVAILABLE, S.RESERVED})
 
 
-@dataclass(slots=True)
+@dataclass
 class AgentRuntime:
     """The engine's live view of one agent."""
     spec: Agent

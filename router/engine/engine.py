@@ -66,9 +66,9 @@ all a CallRestored of the same call needs.
 """
 from __future__ import annotations
 
-import heapq
 import math
-from dataclasses import dataclass, field
+from heapq import heappop, heappush
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -82,9 +82,14 @@ from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, Agen
                                     CallFinished, CallQueued, CallRestored, CancelCallback, CancelOffer,
                                     DialCallback, DivertCall, InvalidInput, MoveCall, OfferCall, OfferCallback,
                                     Output, SetCallPriority, WrapUpDone)
-from router.events import Event
+from router.events import Event, round_ms
 from router.schedules import is_open, next_open
 
+# the states as module constants: compiled, a module global is a cached lookup, while
+# `AgentState.X` goes through the Enum class's attribute hook every time
+LOGGED_OUT, AVAILABLE, RESERVED, ON_CALL, WRAP_UP, PAUSED = (
+    AgentState.LOGGED_OUT, AgentState.AVAILABLE, AgentState.RESERVED, AgentState.ON_CALL, AgentState.WRAP_UP,
+    AgentState.PAUSED)
 STRATEGY_CODES = {
     "longest-idle": matcher_module.LONGEST_IDLE,
     "most-skilled": matcher_module.MOST_SKILLED,
@@ -93,16 +98,16 @@ STRATEGY_CODES = {
     "fewest-calls": matcher_module.FEWEST_CALLS,
     "random": matcher_module.RANDOM,
 }
-CALL_STATES = frozenset({AgentState.RESERVED, AgentState.ON_CALL, AgentState.WRAP_UP})
-UNSTAFFED_STATES = frozenset({AgentState.LOGGED_OUT, AgentState.PAUSED})
-RESTORED_STATES = {"available": AgentState.AVAILABLE, "paused": AgentState.PAUSED,
-                   "wrap_up": AgentState.WRAP_UP}
+CALL_STATES = frozenset({RESERVED, ON_CALL, WRAP_UP})
+UNSTAFFED_STATES = frozenset({LOGGED_OUT, PAUSED})
+RESTORED_STATES = {"available": AVAILABLE, "paused": PAUSED,
+                   "wrap_up": WRAP_UP}
 RESTORED_CALL_STATES = ("waiting", "ringing", "connected")
 AHT_SMOOTHING = 0.2          # weight of the newest handle time in a queue's AHT estimate
 MAX_MOVES = 8                # a call moved this often stops following move_to steps
 
 
-@dataclass(slots=True)
+@dataclass
 class CallbackState:
     number: str
     accepted_at: float
@@ -111,7 +116,7 @@ class CallbackState:
     due_at: float | None = None   # not dialled before this (chosen slot, opening, retry); None: no wait
 
 
-@dataclass(slots=True)
+@dataclass
 class CallRuntime:
     """The engine's live view of one call that joined a queue."""
     call_id: str
@@ -130,7 +135,7 @@ class CallRuntime:
     next_step: int = 0
     token: int = 0                # invalidates timers of an earlier phase
     moves: int = 0
-    copied_to: set[str] = field(default_factory=set)
+    copied_to: set[str] | None = None    # queues it was copied to (None: none yet; no default_factory, see Event)
     callback: CallbackState | None = None
     callback_offered: bool = False
 
@@ -223,7 +228,7 @@ class Engine:
         time already given when that deadline had passed (a late timer does not go back in time)."""
         timers = self._timers
         while timers and timers[0][0] <= now:
-            when, _, kind, key, token = heapq.heappop(timers)
+            when, _, kind, key, token = heappop(timers)
             if when < self._clock:
                 when = self._clock
             else:
@@ -242,7 +247,7 @@ class Engine:
             _, _, kind, key, token = timers[0]
             if self._timer_live(kind, key, token):
                 break
-            heapq.heappop(timers)
+            heappop(timers)
         return max(timers[0][0], self._clock) if timers else None
 
     def ewt(self, queue: str, position: int | None = None) -> float | None:
@@ -304,7 +309,7 @@ class Engine:
         policy = queue.callback
         if (offer_callback and policy is not None and policy.offer_ewt_s is not None and call.slot is not None
                 and (ewt is None or ewt > policy.offer_ewt_s)):
-            self._offer_callback(call, now, reason="ewt")
+            self._offer_callback(call, now, "ewt")
 
     def _join(self, msg: CallQueued, now: float) -> tuple[CallRuntime, int, float | None]:
         """A new call joins its queue (queue.joined); returns it with its position and EWT."""
@@ -322,7 +327,7 @@ class Engine:
         self.calls[call.call_id] = call
         position = 1 + sum(1 for other in self._waiting[queue.id].values() if other.priority >= call.priority)
         ewt = self.ewt(queue.id, position)
-        self._emit(now, "queue.joined", call, data={
+        self._emit(now, "queue.joined", call, None, {
             **msg.data, "caller_id": msg.caller_id, "priority": call.priority,
             "position": position, "ewt_s": None if ewt is None else round(ewt, 1),
             "sl_threshold_s": queue.sl_threshold_s, **({"skills": dict(msg.skills)} if msg.skills else {})})
@@ -348,13 +353,13 @@ class Engine:
             where = "ringing"
             agent = self.agents[call.agent]
             self._out.append(CancelOffer(call.call_id, agent.spec.id))
-            self._transition(agent, "release", now, call_id=call.call_id)
+            self._transition(agent, "release", now, call.call_id)
             call.agent = None
         else:
             self._unwait(call)
         wait_s = now - call.joined_at
-        self._emit(now, "call.abandoned", call, data={"wait_s": round(wait_s, 3), "where": where})
-        self._emit(now, "call.ended", call, data={"outcome": "abandoned"})
+        self._emit(now, "call.abandoned", call, None, {"wait_s": round_ms(wait_s), "where": where})
+        self._emit(now, "call.ended", call, None, {"outcome": "abandoned"})
         del self.calls[call.call_id]
 
     def _on_agent_answered(self, msg: AgentAnswered, now: float) -> None:
@@ -364,7 +369,7 @@ class Engine:
         agent = self.agents[msg.agent]
         call.token += 1                 # the ring timeout no longer applies
         agent.calls_handled += 1
-        self._transition(agent, "answer", now, call_id=call.call_id)
+        self._transition(agent, "answer", now, call.call_id)
         if call.callback is None or call.callback.customer_up:
             self._connect(call, agent, now)
 
@@ -375,12 +380,12 @@ class Engine:
             skills_met = meets(agent.spec.skills, {**self._queue(call.entry_queue).skills, **call.extra_skills})
         else:                           # the entry queue's own minimums, known per agent
             skills_met = call.entry_queue in agent.queues
-        self._emit(now, "call.connected", call, agent=agent.spec.id, data={
-            "wait_s": round(now - call.joined_at, 3), "team": agent.spec.team, "skills_met": skills_met})
+        self._emit(now, "call.connected", call, agent.spec.id, {
+            "wait_s": round_ms(now - call.joined_at), "team": agent.spec.team, "skills_met": skills_met})
         if call.callback is not None:
-            self._emit(now, "callback.connected", call, agent=agent.spec.id, data={
+            self._emit(now, "callback.connected", call, agent.spec.id, {
                 "number": call.callback.number, "attempt": call.callback.attempts,
-                "kept_wait_s": round(now - call.callback.accepted_at, 3)})
+                "kept_wait_s": round_ms(now - call.callback.accepted_at)})
         else:
             self._cancel_pending_callback(call.queue, call.caller_id, call.call_id, now)
 
@@ -388,7 +393,7 @@ class Engine:
         call = self.calls.get(msg.call_id)
         if call is None or call.agent != msg.agent or call.connected_at is not None:
             return                      # the ring timeout got there first: nothing left to do
-        self._ring_no_answer(call, msg.reason, now, cancel=False)
+        self._ring_no_answer(call, msg.reason, now, False)
 
     def _on_call_finished(self, msg: CallFinished, now: float) -> None:
         call = self.calls.get(msg.call_id)
@@ -401,7 +406,7 @@ class Engine:
 
     def _on_agent_login(self, msg: AgentLogin, now: float) -> None:
         agent = self._agent(msg.agent)
-        if agent.state is not AgentState.LOGGED_OUT:
+        if agent.state is not LOGGED_OUT:
             return                      # already logged in: log-in is idempotent
         self._set_matcher_skills(agent)
         agent.busy_s = agent.idle_s = 0.0
@@ -412,28 +417,28 @@ class Engine:
 
     def _on_agent_logout(self, msg: AgentLogout, now: float) -> None:
         agent = self._agent(msg.agent)
-        if agent.state is AgentState.LOGGED_OUT:
+        if agent.state is LOGGED_OUT:
             return
         self._transition(agent, "logout", now)
 
     def _on_agent_pause(self, msg: AgentPause, now: float) -> None:
         agent = self._agent(msg.agent)
-        if agent.state is AgentState.LOGGED_OUT:
+        if agent.state is LOGGED_OUT:
             raise InvalidInput(f"agent {msg.agent!r} is logged out and cannot pause")
-        self._transition(agent, "pause", now, reason=msg.reason)
+        self._transition(agent, "pause", now, None, msg.reason)
 
     def _on_agent_resume(self, msg: AgentResume, now: float) -> None:
         agent = self._agent(msg.agent)
         if agent.deferred is not None and agent.deferred[0] == "pause":
             agent.deferred = None       # resume before the deferred pause took effect
             return
-        if agent.state is AgentState.PAUSED:
+        if agent.state is PAUSED:
             self._transition(agent, "resume", now)
 
     def _on_wrap_up_done(self, msg: WrapUpDone, now: float) -> None:
         agent = self._agent(msg.agent)
-        if agent.state is AgentState.WRAP_UP:
-            self._transition(agent, "wrap_done", now, call_id=agent.call_id)
+        if agent.state is WRAP_UP:
+            self._transition(agent, "wrap_done", now, agent.call_id)
 
     def _on_callback_accepted(self, msg: CallbackAccepted, now: float) -> None:
         """A waiting caller, or one in the IVR (`queue` set), takes a call-back: dialled when its
@@ -460,16 +465,16 @@ class Engine:
                    or (None if due_at is not None else "outside_hours"))     # the hours never open
         if not call.callback_offered:
             call.callback_offered = True
-            self._emit(now, "callback.offered", call, data={"reason": "request"})
+            self._emit(now, "callback.offered", call, None, {"reason": "request"})
         if refusal or due_at is None:
-            self._emit(now, "callback.failed", call, data={"number": msg.number, "reason": refusal,
+            self._emit(now, "callback.failed", call, None, {"number": msg.number, "reason": refusal,
                                                            "final": True})
             if arrival is not None and not self._divert_on_arrival(call, self._queue(call.queue), *arrival, now):
                 self._start_waiting(call, now)
             return                      # still a waiting call, the caller is told why
         call.callback = CallbackState(msg.number, accepted_at=now, due_at=due_at if due_at > now else None)
         self._pending_callbacks[(call.queue, msg.number)] = call.call_id
-        self._emit(now, "callback.accepted", call, data={
+        self._emit(now, "callback.accepted", call, None, {
             "number": msg.number, "position": self.position(call.call_id),
             "customer_first": policy.customer_first if policy else False,
             "scheduled": msg.at is not None, "due_at": call.callback.due_at})
@@ -520,7 +525,7 @@ class Engine:
         if when == now:
             return False
         if when is None:
-            self._emit(now, "callback.failed", call, data={
+            self._emit(now, "callback.failed", call, None, {
                 "number": call.callback.number, "reason": "outside_hours", "attempt": call.callback.attempts,
                 "final": True, "due_at": None})
             self._end_callback(call, "callback_failed", now)
@@ -528,13 +533,13 @@ class Engine:
             self._park(call, when)
         return True
 
-    def _offer_callback(self, call: CallRuntime, now: float, *, reason: str) -> None:
+    def _offer_callback(self, call: CallRuntime, now: float, reason: str) -> None:
         """Ask the caller once whether they want a call-back instead of waiting (within call-back hours)."""
         if call.callback_offered or call.callback is not None or not self._callback_open(call.queue, now):
             return
         call.callback_offered = True
         ewt = self.ewt(call.queue, self.position(call.call_id)) if call.slot is not None else None
-        self._emit(now, "callback.offered", call, data={"reason": reason,
+        self._emit(now, "callback.offered", call, None, {"reason": reason,
                                                         "ewt_s": None if ewt is None else round(ewt, 1)})
         self._out.append(OfferCallback(call.call_id, call.queue, ewt))
 
@@ -575,7 +580,7 @@ class Engine:
         if state is None:
             raise InvalidInput(f"agent {msg.agent!r} cannot be restored {msg.state!r}: "
                                f"only {', '.join(RESTORED_STATES)}")
-        if agent.state is not AgentState.LOGGED_OUT:
+        if agent.state is not LOGGED_OUT:
             raise InvalidInput(f"agent {msg.agent!r} is {agent.state.value}: only a logged-out agent is restored")
         since = now if msg.since is None else _instant(msg.since, f"agent {msg.agent!r}: since")
         wrap_until = (now if msg.wrap_until is None
@@ -584,12 +589,12 @@ class Engine:
         agent.busy_s = agent.idle_s = 0.0
         agent.deferred = None
         self._restore_agent_state(agent, state, since, reason=msg.reason,
-                                  call_id=msg.call_id if state is AgentState.WRAP_UP else None)
-        if state is AgentState.WRAP_UP:
+                                  call_id=msg.call_id if state is WRAP_UP else None)
+        if state is WRAP_UP:
             agent.wrap_token += 1
             agent.wrap_until = wrap_until
             self._schedule(wrap_until, "wrap", agent.spec.id, agent.wrap_token)
-        elif state is AgentState.AVAILABLE:
+        elif state is AVAILABLE:
             self._route_agent(agent, now)   # as after a log-in: it takes a waiting call
 
     def _restore_agent_state(self, agent: AgentRuntime, state: AgentState, since: float, *,
@@ -597,10 +602,10 @@ class Engine:
         """`_enter` without the event, the time accounting and the routing."""
         self._count_staffing(agent, agent.state, state)
         agent.state, agent.since = state, since
-        agent.reason = reason if state is AgentState.PAUSED else None
+        agent.reason = reason if state is PAUSED else None
         agent.call_id = call_id if state in CALL_STATES else None
         self.matcher.set_agent_counters(agent.slot, agent.calls_handled, agent.occupancy)
-        self.matcher.set_agent_available(agent.slot, state is AgentState.AVAILABLE, since)
+        self.matcher.set_agent_available(agent.slot, state is AVAILABLE, since)
 
     def _on_call_restored(self, msg: CallRestored, now: float) -> None:
         """A waiting, ringing or connected call back in the engine, without an event; every
@@ -634,7 +639,7 @@ class Engine:
             if msg.agent is None:
                 raise InvalidInput(f"{what} is {msg.state}: say which agent")
             agent = self._agent(msg.agent)
-            if agent.state is not AgentState.AVAILABLE:
+            if agent.state is not AVAILABLE:
                 raise InvalidInput(f"{what} is {msg.state} with agent {msg.agent!r}, which is "
                                    f"{agent.state.value}: restore the agent available first")
         if msg.state == "connected":
@@ -669,11 +674,11 @@ class Engine:
         call.agent = agent.spec.id
         since = now if agent.since is None else agent.since     # as AgentRestored left it
         if connected_at is None:                # ringing: Asterisk rings already, the timeout restarts
-            self._restore_agent_state(agent, AgentState.RESERVED, since, call_id=call.call_id)
+            self._restore_agent_state(agent, RESERVED, since, call_id=call.call_id)
             self._schedule(now + queue.ring_timeout_s, "ring", call.call_id, call.token)
         else:
             call.connected_at = connected_at
-            self._restore_agent_state(agent, AgentState.ON_CALL, since, call_id=call.call_id)
+            self._restore_agent_state(agent, ON_CALL, since, call_id=call.call_id)
 
     def _callback_due(self, call: CallRuntime, now: float) -> None:
         """A call-back may be dialled from now: back at its original place (routed with the others
@@ -696,7 +701,7 @@ class Engine:
             raise InvalidInput(f"call-back {msg.call_id!r} is not being dialled")
         call.callback.customer_up = True
         agent = self.agents[call.agent]
-        if agent.state is AgentState.ON_CALL:
+        if agent.state is ON_CALL:
             self._connect(call, agent, now)
 
     def _on_callback_failed(self, msg: CallbackFailed, now: float) -> None:
@@ -706,12 +711,12 @@ class Engine:
         agent = self.agents[call.agent]
         call.agent = None
         call.token += 1
-        self._transition(agent, "release", now, call_id=call.call_id)
+        self._transition(agent, "release", now, call.call_id)
         policy = self._queue(call.queue).callback
         final = policy is None or call.callback.attempts >= policy.max_attempts
         retry_at = None if final else now + policy.retry_s  # type: ignore[union-attr]
         due_at = None if retry_at is None else self._dial_time(call.queue, retry_at, now)
-        self._emit(now, "callback.failed", call, data={
+        self._emit(now, "callback.failed", call, None, {
             "number": call.callback.number, "reason": msg.reason, "attempt": call.callback.attempts,
             "final": due_at is None, "retry_at": retry_at, "due_at": due_at})
         if due_at is None:
@@ -723,7 +728,7 @@ class Engine:
         self._unwait(call)
         call.token += 1
         self._pending_callbacks.pop((call.queue, call.callback.number), None)  # type: ignore[union-attr]
-        self._emit(now, "call.ended", call, data={"outcome": outcome})
+        self._emit(now, "call.ended", call, None, {"outcome": outcome})
         del self.calls[call.call_id]
 
     def _cancel_pending_callback(self, queue_id: str, number: str, by_call: str, now: float) -> None:
@@ -732,7 +737,7 @@ class Engine:
         call = self.calls.get(call_id) if call_id else None
         if call is None or call.agent is not None:
             return                      # none, or already being dialled
-        self._emit(now, "callback.cancelled", call, data={"number": number, "reason": "caller_answered",
+        self._emit(now, "callback.cancelled", call, None, {"number": number, "reason": "caller_answered",
                                                           "by": by_call})
         self._end_callback(call, "callback_cancelled", now)
 
@@ -742,7 +747,7 @@ class Engine:
             return
         self._pending_callbacks.pop((call.queue, call.callback.number), None)
         call.callback = None
-        self._emit(now, "callback.cancelled", call, data={"reason": "not_stored"})
+        self._emit(now, "callback.cancelled", call, None, {"reason": "not_stored"})
         if call.slot is None:           # parked (outside the hours, or a chosen slot): back in line
             call.token += 1             # its callback_due timer no longer applies
             self._start_waiting(call, now)
@@ -752,8 +757,8 @@ class Engine:
         if call is None or call.slot is None or call.callback is not None:
             return                      # not waiting (ringing an agent, connected, a call-back)
         self._unwait(call)
-        self._emit(now, "call.ended", call, data={"outcome": "left", "to": msg.to,
-                                                  "wait_s": round(now - call.joined_at, 3)})
+        self._emit(now, "call.ended", call, None, {"outcome": "left", "to": msg.to,
+                                                  "wait_s": round_ms(now - call.joined_at)})
         del self.calls[call.call_id]
 
     # --- supervisor actions -------------------------------------------------
@@ -775,7 +780,7 @@ class Engine:
         waiting = call.slot is not None
         self._unwait(call)
         call.priority = msg.priority
-        self._emit(now, "call.priority_changed", call, data={"priority": msg.priority, "previous": previous})
+        self._emit(now, "call.priority_changed", call, None, {"priority": msg.priority, "previous": previous})
         if waiting:                     # a parked call-back takes it when it comes back
             self._wait(call, now)
             self._route_call(call, now)
@@ -799,8 +804,8 @@ class Engine:
         previous = call.queue
         call.queue, call.queue_joined_at, call.next_step = target.id, now, 0
         call.requirement_sets = [requirements]
-        self._emit(now, "call.moved", call, data={"from": previous, "to": target.id,
-                                                  "wait_s": round(now - call.joined_at, 3)})
+        self._emit(now, "call.moved", call, None, {"from": previous, "to": target.id,
+                                                  "wait_s": round_ms(now - call.joined_at)})
         if waiting:                     # a parked call-back keeps its timer and waits there
             call.token += 1             # the old queue's step and max-wait timers no longer apply
             self._start_waiting(call, now)
@@ -809,7 +814,7 @@ class Engine:
         call = self._waiting_call(msg.call_id)
         if call.callback is None:
             raise InvalidInput(f"call {msg.call_id!r} is not a call-back")
-        self._emit(now, "callback.cancelled", call, data={"number": call.callback.number,
+        self._emit(now, "callback.cancelled", call, None, {"number": call.callback.number,
                                                           "reason": "supervisor"})
         self._end_callback(call, "callback_cancelled", now)
 
@@ -830,13 +835,13 @@ class Engine:
 
     def _schedule(self, when: float, kind: str, key: str, token: int) -> None:
         self._timer_seq += 1
-        heapq.heappush(self._timers, (when, self._timer_seq, kind, key, token))
+        heappush(self._timers, (when, self._timer_seq, kind, key, token))
 
     def _timer_live(self, kind: str, key: str, token: int) -> bool:
         """False for a timer whose subject moved on (its token is outdated)."""
         if kind == "wrap":
             agent = self.agents[key]
-            return agent.state is AgentState.WRAP_UP and agent.wrap_token == token
+            return agent.state is WRAP_UP and agent.wrap_token == token
         call = self.calls.get(key)
         return call is not None and call.token == token
 
@@ -845,11 +850,11 @@ class Engine:
             return
         if kind == "wrap":
             agent = self.agents[key]
-            self._transition(agent, "wrap_done", when, call_id=agent.call_id)
+            self._transition(agent, "wrap_done", when, agent.call_id)
             return
         call = self.calls[key]
         if kind == "ring":
-            self._ring_no_answer(call, "timeout", when, cancel=True)
+            self._ring_no_answer(call, "timeout", when, True)
         elif kind == "step":
             self._run_timed_step(call, when)
         elif kind == "callback_due":
@@ -895,7 +900,7 @@ class Engine:
     def _route_agent(self, agent: AgentRuntime, now: float) -> None:
         """Offer the best waiting call to a free agent; a call-back found outside its hours is
         parked and the agent looks again."""
-        while agent.state is AgentState.AVAILABLE:
+        while agent.state is AVAILABLE:
             slot = self.matcher.pick_call(agent.slot, now)
             if slot < 0:
                 return
@@ -908,9 +913,9 @@ class Engine:
         self._unwait(call)
         call.agent = agent.spec.id
         call.token += 1
-        self._transition(agent, "reserve", now, call_id=call.call_id)
-        self._emit(now, "agent.offered", call, agent=agent.spec.id,
-                   data={"ring_timeout_s": queue.ring_timeout_s})
+        self._transition(agent, "reserve", now, call.call_id)
+        self._emit(now, "agent.offered", call, agent.spec.id,
+                   {"ring_timeout_s": queue.ring_timeout_s})
         if call.callback is None:
             self._out.append(OfferCall(call.call_id, agent.spec.id, agent.spec.endpoint, call.queue,
                                        queue.ring_timeout_s))
@@ -919,19 +924,19 @@ class Engine:
         call.callback.attempts += 1
         call.callback.customer_up = False
         agent_first = not (queue.callback and queue.callback.customer_first)
-        self._emit(now, "callback.dialing", call, agent=agent.spec.id, data={
+        self._emit(now, "callback.dialing", call, agent.spec.id, {
             "number": call.callback.number, "attempt": call.callback.attempts, "agent_first": agent_first})
         self._out.append(DialCallback(call.call_id, agent.spec.id, agent.spec.endpoint, call.callback.number,
                                       call.queue, agent_first, call.callback.attempts, queue.ring_timeout_s))
         if agent_first:
             self._schedule(now + queue.ring_timeout_s, "ring", call.call_id, call.token)
 
-    def _ring_no_answer(self, call: CallRuntime, reason: str, now: float, *, cancel: bool) -> None:
+    def _ring_no_answer(self, call: CallRuntime, reason: str, now: float, cancel: bool) -> None:
         agent = self.agents[call.agent]  # type: ignore[index]
         queue = self._queue(call.queue)
         if cancel:
             self._out.append(CancelOffer(call.call_id, agent.spec.id))
-        self._emit(now, "agent.no_answer", call, agent=agent.spec.id, data={"reason": reason})
+        self._emit(now, "agent.no_answer", call, agent.spec.id, {"reason": reason})
         if call.callback is not None:
             call.callback.attempts -= 1  # the agent leg failed: the customer was not dialled
         call.agent = None
@@ -939,16 +944,16 @@ class Engine:
         self._wait(call, now)           # back at its original place
         self._reschedule_timers(call)
         if queue.rona_pause:
-            self._transition(agent, "no_answer", now, call_id=call.call_id, reason="rona")
+            self._transition(agent, "no_answer", now, call.call_id, "rona")
         else:
-            self._transition(agent, "release", now, call_id=call.call_id)
+            self._transition(agent, "release", now, call.call_id)
         self._route_call(call, now)
 
     def _finish_connected(self, call: CallRuntime, now: float) -> None:
         agent = self.agents[call.agent]  # type: ignore[index]
         talk_s = now - call.connected_at  # type: ignore[operator]
-        self._emit(now, "call.ended", call, agent=agent.spec.id,
-                   data={"outcome": "answered", "talk_s": round(talk_s, 3)})
+        self._emit(now, "call.ended", call, agent.spec.id,
+                   {"outcome": "answered", "talk_s": round_ms(talk_s)})
         if call.callback is not None:
             self._pending_callbacks.pop((call.queue, call.callback.number), None)
         wrap_s = self._queue(call.queue).wrap_up_s
@@ -956,7 +961,7 @@ class Engine:
         self._aht[call.queue] = aht + AHT_SMOOTHING * (talk_s + wrap_s - aht)
         del self.calls[call.call_id]
         agent.wrap_token += 1
-        self._transition(agent, "hangup", now, call_id=call.call_id)
+        self._transition(agent, "hangup", now, call.call_id)
         agent.wrap_until = now + wrap_s
         self._schedule(agent.wrap_until, "wrap", agent.spec.id, agent.wrap_token)
 
@@ -990,8 +995,8 @@ class Engine:
         if action == "none":
             self._schedule_steps(call, queue)
             return
-        self._emit(now, "queue.overflowed", call, data={
-            "step": index, "action": action, "to": target, "wait_s": round(now - call.joined_at, 3)})
+        self._emit(now, "queue.overflowed", call, None, {
+            "step": index, "action": action, "to": target, "wait_s": round_ms(now - call.joined_at)})
         if action == "move":
             self._unwait(call)
             call.queue = target  # type: ignore[assignment]
@@ -1018,6 +1023,8 @@ class Engine:
             call.requirement_sets.append({**step.add_skills, **call.extra_skills})
             return "add_skills", None
         if step.copy_to:
+            if call.copied_to is None:
+                call.copied_to = set()
             if step.copy_to not in call.copied_to:
                 call.copied_to.add(step.copy_to)
                 call.requirement_sets.append({**self._queue(step.copy_to).skills, **call.extra_skills})
@@ -1046,16 +1053,16 @@ class Engine:
         if call.callback is not None:
             return False                # nobody is on the line to divert: the call-back keeps waiting
         if step.action == "callback":
-            self._offer_callback(call, now, reason=step.when or "overflow")
+            self._offer_callback(call, now, step.when or "overflow")
             return False                # offered: the caller keeps waiting unless they accept
         index = self._queue(call.queue).overflow.index(step)
         self._unwait(call)
         call.token += 1
-        self._emit(now, "queue.overflowed", call, data={
+        self._emit(now, "queue.overflowed", call, None, {
             "step": index, "action": step.action, "to": step.target, "when": step.when,
-            "wait_s": round(now - call.joined_at, 3)})
+            "wait_s": round_ms(now - call.joined_at)})
         self._out.append(DivertCall(call.call_id, step.action or "hangup", step.target, step.message))
-        self._emit(now, "call.ended", call, data={"outcome": "overflow", "action": step.action})
+        self._emit(now, "call.ended", call, None, {"outcome": "overflow", "action": step.action})
         del self.calls[call.call_id]
         return True
 
@@ -1072,7 +1079,7 @@ class Engine:
 
     # --- agent transitions --------------------------------------------------
 
-    def _transition(self, agent: AgentRuntime, action: str, now: float, *, call_id: str | None = None,
+    def _transition(self, agent: AgentRuntime, action: str, now: float, call_id: str | None = None,
                     reason: str | None = None) -> None:
         edge = (agent.state, action)
         if edge in DEFERRABLE:
@@ -1081,14 +1088,14 @@ class Engine:
         new_state = TRANSITIONS.get(edge)
         if new_state is None:
             raise InvalidInput(f"agent {agent.spec.id!r} cannot {action} while {agent.state.value}")
-        if new_state is AgentState.AVAILABLE and agent.deferred is not None:
+        if new_state is AVAILABLE and agent.deferred is not None:
             deferred_action, deferred_reason = agent.deferred
             agent.deferred = None
-            new_state = AgentState.PAUSED if deferred_action == "pause" else AgentState.LOGGED_OUT
+            new_state = PAUSED if deferred_action == "pause" else LOGGED_OUT
             reason = deferred_reason or None
-        self._enter(agent, new_state, now, call_id=call_id, reason=reason)
+        self._enter(agent, new_state, now, call_id, reason)
 
-    def _enter(self, agent: AgentRuntime, state: AgentState, now: float, *, call_id: str | None,
+    def _enter(self, agent: AgentRuntime, state: AgentState, now: float, call_id: str | None,
                reason: str | None) -> None:
         previous, since = agent.state, agent.since
         spent = 0.0 if since is None else now - since
@@ -1099,26 +1106,26 @@ class Engine:
         if previous in UNSTAFFED_STATES or state in UNSTAFFED_STATES:   # else no count changes
             self._count_staffing(agent, previous, state)
         agent.state, agent.since = state, now
-        agent.reason = reason if state is AgentState.PAUSED else None
+        agent.reason = reason if state is PAUSED else None
         agent.call_id = call_id if state in CALL_STATES else None
         spec = agent.spec
         # Event's fields by position (ts, type, call_id, queue, agent, data): keywords cost twice the time
         self._out.append(Event(now, "agent.state", call_id, None, spec.id, {
-            "state": _STATE_NAMES[state], "previous": _STATE_NAMES[previous], "previous_s": round(spent, 3),
+            "state": _STATE_NAMES[state], "previous": _STATE_NAMES[previous], "previous_s": round_ms(spent),
             "reason": agent.reason, "team": spec.team}))
         matcher = self.matcher
-        if state is AgentState.LOGGED_OUT:
+        if state is LOGGED_OUT:
             matcher.remove_agent(agent.slot)
             self._divert_unstaffed(now)
             return
         matcher.set_agent_counters(agent.slot, agent.calls_handled, agent.occupancy)
-        matcher.set_agent_available(agent.slot, state is AgentState.AVAILABLE, now)
-        if state is AgentState.AVAILABLE:
+        matcher.set_agent_available(agent.slot, state is AVAILABLE, now)
+        if state is AVAILABLE:
             self._route_agent(agent, now)
 
     def _count_staffing(self, agent: AgentRuntime, previous: AgentState, state: AgentState) -> None:
         """Keep per-queue counts of logged-in and of staffed (logged in, not paused) agents."""
-        logged_in = (state is not AgentState.LOGGED_OUT) - (previous is not AgentState.LOGGED_OUT)
+        logged_in = (state is not LOGGED_OUT) - (previous is not LOGGED_OUT)
         staffed = (state not in UNSTAFFED_STATES) - (previous not in UNSTAFFED_STATES)
         if logged_in or staffed:
             for queue_id in agent.queues:
@@ -1127,10 +1134,10 @@ class Engine:
 
     # --- helpers --------------------------------------------------------------
 
-    def _emit(self, now: float, type_: str, call: CallRuntime, *, agent: str | None = None,
-              data: dict[str, Any] | None = None) -> None:
+    def _emit(self, now: float, type_: str, call: CallRuntime, agent: str | None,
+              data: dict[str, Any]) -> None:
         # by position (ts, type, call_id, queue, agent, data): keywords cost twice the time
-        self._out.append(Event(now, type_, call.call_id, call.queue, agent, data or {}))
+        self._out.append(Event(now, type_, call.call_id, call.queue, agent, data))
 
     def _take_output(self) -> list[Output]:
         out, self._out = self._out, []
@@ -1182,7 +1189,7 @@ def _call_view(call: CallRuntime) -> CallView:
 def _agent_view(agent: AgentRuntime) -> AgentView:
     return AgentView(agent=agent.spec.id, state=agent.state, reason=agent.reason, call_id=agent.call_id,
                      endpoint=agent.spec.endpoint, since=agent.since,
-                     wrap_until=agent.wrap_until if agent.state is AgentState.WRAP_UP else None)
+                     wrap_until=agent.wrap_until if agent.state is WRAP_UP else None)
 
 
 def _instant(value: float, what: str) -> float:

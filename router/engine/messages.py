@@ -12,30 +12,55 @@ connected), then the waiting calls and call-backs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from typing import Any, Union
 
 from router.events import Event
 
+
+class _Nothing(Mapping[str, Any]):
+    """The default of a message's mapping fields: empty, immutable and hashable, so that a frozen
+    dataclass takes it as its default (a default_factory costs a compiled message two imports)."""
+    __slots__ = ()
+
+    def __getitem__(self, key: str) -> Any:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return "{}"
+
+
+NOTHING: Mapping[str, Any] = _Nothing()
+
 # --- inputs ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)   # compiled: an extension type (ext/router/engine/messages.pxd)
 class CallQueued:
     """A caller asks to be connected to an agent of `queue` (from the IVR or directly)."""
     call_id: str
     queue: str
     caller_id: str = ""
     priority: int = 0                          # added to the queue's priority (e.g. VIP)
-    skills: dict[str, int] = field(default_factory=dict)   # extra requirements (language ...)
-    data: dict[str, Any] = field(default_factory=dict)     # attached to queue.joined
+    skills: Mapping[str, int] = NOTHING        # extra requirements (language ...)
+    data: Mapping[str, Any] = NOTHING          # attached to queue.joined
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)   # compiled: an extension type (ext/router/engine/messages.pxd)
 class CallerHungUp:
     call_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)   # compiled: an extension type (ext/router/engine/messages.pxd)
 class AgentAnswered:
     call_id: str
     agent: str
@@ -49,7 +74,7 @@ class AgentMissed:
     reason: str = "timeout"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)   # compiled: an extension type (ext/router/engine/messages.pxd)
 class CallFinished:
     """A connected call ended (either side hung up)."""
     call_id: str
@@ -238,7 +263,7 @@ Input = Union[CallQueued, CallerHungUp, AgentAnswered, AgentMissed, CallFinished
 # --- commands -------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)   # compiled: an extension type (ext/router/engine/messages.pxd)
 class OfferCall:
     """Ring `agent` at `endpoint` for the waiting call; bridge them when it answers."""
     call_id: str
@@ -248,7 +273,7 @@ class OfferCall:
     ring_timeout_s: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)   # compiled: an extension type (ext/router/engine/messages.pxd)
 class CancelOffer:
     """Stop ringing `agent` (caller gone or ring timeout); the caller stays put."""
     call_id: str

@@ -33,8 +33,8 @@ goes on.
 """
 from __future__ import annotations
 
-import heapq
 import random
+from heapq import heappop, heappush
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -171,7 +171,7 @@ class Simulator:
         if patience and (not agenda or patience[0] < agenda[0]):
             agenda = patience
         if agenda and (engine_at is None or agenda[0][0] < engine_at):
-            when, _, kind, payload = heapq.heappop(agenda)
+            when, _, kind, payload = heappop(agenda)
             self.clock = when
             outputs = self._happenings[kind](self, payload, when, events)
         else:
@@ -184,7 +184,7 @@ class Simulator:
 
     def _at(self, when: float, kind: str, payload: Any) -> None:
         self._seq += 1
-        heapq.heappush(self._agenda, (when, self._seq, kind, payload))
+        heappush(self._agenda, (when, self._seq, kind, payload))
 
     def _push_arrival(self) -> None:
         """The next call of the traffic onto the agenda, as the one before it arrives: its entry is
@@ -195,7 +195,7 @@ class Simulator:
             self._next_arrival = n + 1
             arrival = self.arrivals[n]
             kind = "arrive" if arrival.queue is not None else "ivr_arrive"
-            heapq.heappush(self._agenda, (self.start + arrival.offset_s, n + 1, kind,
+            heappush(self._agenda, (self.start + arrival.offset_s, n + 1, kind,
                                           (f"sim{self.seed}-{n:07d}", arrival)))
 
     def _arrive(self, payload: Any, now: float, events: list[Event]) -> list[Any]:
@@ -335,7 +335,7 @@ class Simulator:
     def _wait_patiently(self, call_id: str, queue: str, now: float) -> None:
         patience = traffic.sample(traffic.for_queue(self.model.patience, queue), self._patience_rng)
         self._seq += 1
-        heapq.heappush(self._patience, (now + patience, self._seq, "give_up", call_id))
+        heappush(self._patience, (now + patience, self._seq, "give_up", call_id))
 
     def _ivr_callback(self, session: FlowSession, offer: IvrCallback, now: float) -> list[Any]:
         """The flow ended in a `callback` node: hand it to the engine as the Asterisk adapter does.
@@ -420,8 +420,8 @@ class Simulator:
     def _plan_shifts(self) -> None:
         """Log-ins, breaks and log-outs of every day of the run (see the module's head)."""
         end = self.start + self.hours * 3600.0
-        spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
-        breaks: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        spans: defaultdict[str, list[tuple[float, float]]] = defaultdict(list)
+        breaks: defaultdict[str, list[tuple[float, float]]] = defaultdict(list)
         if not self.model.shifts:
             for agent in self.centre.agents:
                 spans[agent].append((self.start, end))
