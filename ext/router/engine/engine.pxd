@@ -2,6 +2,8 @@
 # records as extension types with C fields.  The .py stays the pure-Python twin.
 from router.engine.agents cimport AgentRuntime
 from router.events cimport round_ms
+from router.engine.messages cimport CallQueued
+cimport cython
 
 
 cdef class CallbackState:
@@ -58,11 +60,12 @@ cdef class Engine:
     cdef public list _out
 
     # the hot path, called directly in C (so by position: a C call cannot take keywords)
-    cdef _join(self, msg, double now)
+    cdef _join(self, CallQueued msg, double now)
     cdef _start_waiting(self, CallRuntime call, double now)
     cdef _connect(self, CallRuntime call, AgentRuntime agent, double now)
     cdef _schedule(self, double when, str kind, str key, token)
     cdef bint _timer_live(self, str kind, str key, token)
+    @cython.locals(call=CallRuntime, agent=AgentRuntime)
     cdef _fire(self, str kind, str key, token, double when)
     cdef _wait(self, CallRuntime call, double now)
     cdef _unwait(self, CallRuntime call)
@@ -70,6 +73,7 @@ cdef class Engine:
     cdef _route_call(self, CallRuntime call, double now)
     cdef _route_agent(self, AgentRuntime agent, double now)
     cdef _offer(self, CallRuntime call, AgentRuntime agent, double now)
+    @cython.locals(agent=AgentRuntime)
     cdef _finish_connected(self, CallRuntime call, double now)
     cdef _schedule_steps(self, CallRuntime call, queue)
     cdef bint _parked(self, CallRuntime call, double now)
