@@ -16,7 +16,7 @@ venv: $(STAMP)
 
 # the engine's hot path, compiled from its own source (router/_twins.py)
 TWINS := router/events.py router/engine/messages.py router/engine/agents.py router/engine/engine.py \
-         router/sim/simulator.py $(wildcard ext/router/*.pxd ext/router/*/*.pxd)
+         router/sim/traffic.py router/sim/simulator.py $(wildcard ext/router/*.pxd ext/router/*/*.pxd)
 
 $(STAMP): pyproject.toml setup.py ext/matcher.pyx ext/encoder.pyx $(TWINS) requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

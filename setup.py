@@ -1,7 +1,7 @@
 """Build of the compiled parts: the matcher (ext/matcher.pyx -> router.engine.cmatcher), the event
 encoder (ext/encoder.pyx -> router.store.cencoder), and the compiled twins of the engine's hot
 path (router/_twins.py): router/events.py, router/engine/{messages,agents,engine}.py and
-router/sim/simulator.py compiled in place from their own source, typed by the declarations in
+router/sim/{traffic,simulator}.py compiled in place from their own source, typed by the declarations in
 ext/router/ (Cython's pure-Python mode), each .py staying the pure-Python twin of its build.
 
 Everything else is declared in pyproject.toml.  The extensions are required:
@@ -15,7 +15,7 @@ from setuptools.command.build_ext import build_ext
 
 # the modules compiled from their own source (router/_twins.py's TWINS, as paths)
 TWIN_SOURCES = ["router/events.py", "router/engine/messages.py", "router/engine/agents.py",
-                "router/engine/engine.py", "router/sim/simulator.py"]
+                "router/engine/engine.py", "router/sim/traffic.py", "router/sim/simulator.py"]
 DIRECTIVES = {"language_level": "3", "boundscheck": False, "wraparound": False, "cdivision": True,
               "initializedcheck": False}
 

@@ -1,6 +1,6 @@
 """The simulator against SimPy on one M/M/c centre: calls simulated per second, and service level.
 
-    python benchmarks/vs_simpy.py [--calls 200000] [--skip-stored] [--dsn DSN] [--json]
+    python benchmarks/vs_simpy.py [--calls 200000] [--skip-stored] [--dsn DSN] [--sl-seeds N] [--json]
 
 One queue, 14 agents, 200 calls an hour (Poisson), handle time exponential with a mean of
 180 s, no abandonment, no ring delay, no wrap-up, first come first served: M/M/14 with
@@ -22,6 +22,11 @@ and ``ratios``: in_memory / simpy in calls per second, stored / in_memory in wal
 each part of stored / in_memory), and each service level minus Erlang C's in percentage
 points.  DSN: --dsn, else ACD_DATABASE_URL, else the local server's
 `postgres` database.
+
+One run's service level is a sample: over 1,000 simulated hours its standard deviation is
+about 0.35 points, for SimPy as for the engine.  `--sl-seeds N` also runs SimPy and the
+engine in memory for seeds 1..N and reports, per model, the mean and standard error of
+SL minus Erlang C's (``sl_over_seeds``): a bias of the engine would show there.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ import asyncio
 import json
 import os
 import random
+import statistics
 import sys
 import time
 import uuid
@@ -160,6 +166,19 @@ def compare(calls: int, seed: int, dsn: str | None) -> dict[str, Any]:
     return result
 
 
+def sl_over_seeds(calls: int, seeds: int) -> dict[str, Any]:
+    """SL minus Erlang C's, in points, for SimPy and the engine in memory over seeds 1..`seeds`."""
+    _, hours = centre(calls)
+    erlang = service_level_c(AGENTS, CALLS_PER_HOUR * AHT_S / 3600.0, AHT_S, WITHIN_S)
+    out: dict[str, Any] = {}
+    for run, model in (("simpy", run_simpy), ("in_memory", run_in_memory)):
+        points = [(model(hours, seed)["service_level"] - erlang) * 100 for seed in range(1, seeds + 1)]
+        out[run] = {"mean_pp": round(statistics.mean(points), 2),
+                    "standard_error_pp": round(statistics.stdev(points) / len(points) ** 0.5, 2),
+                    "runs_pp": [round(p, 2) for p in points]}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200_000, help="calls offered (hours = calls / 200)")
@@ -167,11 +186,17 @@ def main() -> None:
     parser.add_argument("--skip-stored", action="store_true", help="no PostgreSQL run")
     parser.add_argument("--dsn", default=os.environ.get("ACD_DATABASE_URL",
                                                         "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--sl-seeds", type=int, default=0, metavar="N",
+                        help="also SL minus Erlang C's over seeds 1..N, SimPy and in memory (N >= 2)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.calls < 100:
         parser.error("--calls must be at least 100")
+    if args.sl_seeds == 1 or args.sl_seeds < 0:
+        parser.error("--sl-seeds needs at least 2 seeds (or 0: none)")
     result = compare(args.calls, args.seed, None if args.skip_stored else args.dsn)
+    if args.sl_seeds:
+        result["sl_over_seeds"] = sl_over_seeds(args.calls, args.sl_seeds)
     if args.json:
         print(json.dumps(result))
         return
@@ -181,6 +206,8 @@ def main() -> None:
             r = result[run]
             print(f"{run:10} {r['calls']:>8,} calls {r['wall_s']:>9} s {r['calls_per_s']:>10,} calls/s  SL {r['service_level']}")
     print(json.dumps(result["ratios"]))
+    if "sl_over_seeds" in result:
+        print(json.dumps(result["sl_over_seeds"]))
 
 
 if __name__ == "__main__":

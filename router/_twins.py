@@ -30,7 +30,7 @@ import warnings
 from pathlib import Path
 
 TWINS = ("router.events", "router.engine.messages", "router.engine.agents", "router.engine.engine",
-         "router.sim.simulator")
+         "router.sim.traffic", "router.sim.simulator")
 _ROOT = Path(__file__).resolve().parent.parent          # the directory holding router/
 
 

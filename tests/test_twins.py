@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 TWIN_TESTS = ["tests/test_engine.py", "tests/test_engine_restore.py", "tests/test_engine_supervisor.py",
               "tests/test_callbacks.py", "tests/test_callback_hours.py", "tests/test_events.py",
               "tests/test_simulation.py", "tests/test_sim_shifts.py", "tests/test_sim_ivr_callbacks.py",
-              "tests/test_sim_golden.py", "tests/test_twins.py"]
+              "tests/test_sim_golden.py", "tests/test_sim_history.py", "tests/test_twins.py"]
 in_the_twin_run = pytest.mark.skipif(os.environ.get("ACD_PURE_PYTHON") == "1",
                                      reason="this is the child run on the pure-Python twin")
 

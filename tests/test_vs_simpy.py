@@ -28,3 +28,16 @@ def test_the_stored_run_reports_its_parts_and_the_in_memory_run_s_service_level(
     assert stored["store_s"] + stored["kpi_s"] <= stored["wall_s"] + 0.002
     assert {"stored_vs_in_memory_wall", "store_part_vs_in_memory_wall", "kpi_part_vs_in_memory_wall"} <= set(
         result["ratios"])
+
+
+
+def test_service_level_over_seeds_reports_each_model_s_mean_and_standard_error():
+    over = vs_simpy.sl_over_seeds(2_000, seeds=3)
+    single = vs_simpy.compare(2_000, seed=1, dsn=None)
+    erlang = single["centre"]["erlang_c_service_level"]
+    for run in ("simpy", "in_memory"):
+        points = over[run]["runs_pp"]
+        assert len(points) == 3 and all(abs(p) < 10 for p in points)
+        assert abs(over[run]["mean_pp"] - sum(points) / 3) <= 0.01        # each point is rounded to 0.01
+        assert over[run]["standard_error_pp"] > 0
+        assert points[0] == round((single[run]["service_level"] - erlang) * 100, 2)   # seed 1: the single run

@@ -67,6 +67,13 @@ class AgentRuntime:
     wrap_token: int = 0
     wrap_until: float | None = None     # when the wrap-up timer ends the current wrap-up
     queues: set[str] = field(default_factory=set)   # queues whose base requirements it meets
+    # the spec's fields that every transition reads, copied (compiled: C fields, read directly)
+    id: str = field(init=False, default="")
+    team: str | None = field(init=False, default=None)
+    endpoint: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        self.id, self.team, self.endpoint = self.spec.id, self.spec.team, self.spec.endpoint
 
     @property
     def occupancy(self) -> float:

@@ -67,9 +67,9 @@ all a CallRestored of the same call needs.
 from __future__ import annotations
 
 import math
-from heapq import heappop, heappush
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from heapq import heappop, heappush
 from typing import Any, Callable
 
 from router.config.model import Centre, OverflowStep, Queue, Schedule
@@ -352,7 +352,7 @@ class Engine:
         if call.agent is not None:      # ringing an agent
             where = "ringing"
             agent = self.agents[call.agent]
-            self._out.append(CancelOffer(call.call_id, agent.spec.id))
+            self._out.append(CancelOffer(call.call_id, agent.id))
             self._transition(agent, "release", now, call.call_id)
             call.agent = None
         else:
@@ -380,10 +380,10 @@ class Engine:
             skills_met = meets(agent.spec.skills, {**self._queue(call.entry_queue).skills, **call.extra_skills})
         else:                           # the entry queue's own minimums, known per agent
             skills_met = call.entry_queue in agent.queues
-        self._emit(now, "call.connected", call, agent.spec.id, {
-            "wait_s": round_ms(now - call.joined_at), "team": agent.spec.team, "skills_met": skills_met})
+        self._emit(now, "call.connected", call, agent.id, {
+            "wait_s": round_ms(now - call.joined_at), "team": agent.team, "skills_met": skills_met})
         if call.callback is not None:
-            self._emit(now, "callback.connected", call, agent.spec.id, {
+            self._emit(now, "callback.connected", call, agent.id, {
                 "number": call.callback.number, "attempt": call.callback.attempts,
                 "kept_wait_s": round_ms(now - call.callback.accepted_at)})
         else:
@@ -593,7 +593,7 @@ class Engine:
         if state is WRAP_UP:
             agent.wrap_token += 1
             agent.wrap_until = wrap_until
-            self._schedule(wrap_until, "wrap", agent.spec.id, agent.wrap_token)
+            self._schedule(wrap_until, "wrap", agent.id, agent.wrap_token)
         elif state is AVAILABLE:
             self._route_agent(agent, now)   # as after a log-in: it takes a waiting call
 
@@ -671,7 +671,7 @@ class Engine:
         if agent is None:
             self._start_waiting(call, now)      # at its place, steps due, routed
             return
-        call.agent = agent.spec.id
+        call.agent = agent.id
         since = now if agent.since is None else agent.since     # as AgentRestored left it
         if connected_at is None:                # ringing: Asterisk rings already, the timeout restarts
             self._restore_agent_state(agent, RESERVED, since, call_id=call.call_id)
@@ -911,22 +911,22 @@ class Engine:
     def _offer(self, call: CallRuntime, agent: AgentRuntime, now: float) -> None:
         queue = self._queue(call.queue)
         self._unwait(call)
-        call.agent = agent.spec.id
+        call.agent = agent.id
         call.token += 1
         self._transition(agent, "reserve", now, call.call_id)
-        self._emit(now, "agent.offered", call, agent.spec.id,
+        self._emit(now, "agent.offered", call, agent.id,
                    {"ring_timeout_s": queue.ring_timeout_s})
         if call.callback is None:
-            self._out.append(OfferCall(call.call_id, agent.spec.id, agent.spec.endpoint, call.queue,
+            self._out.append(OfferCall(call.call_id, agent.id, agent.endpoint, call.queue,
                                        queue.ring_timeout_s))
             self._schedule(now + queue.ring_timeout_s, "ring", call.call_id, call.token)
             return
         call.callback.attempts += 1
         call.callback.customer_up = False
         agent_first = not (queue.callback and queue.callback.customer_first)
-        self._emit(now, "callback.dialing", call, agent.spec.id, {
+        self._emit(now, "callback.dialing", call, agent.id, {
             "number": call.callback.number, "attempt": call.callback.attempts, "agent_first": agent_first})
-        self._out.append(DialCallback(call.call_id, agent.spec.id, agent.spec.endpoint, call.callback.number,
+        self._out.append(DialCallback(call.call_id, agent.id, agent.endpoint, call.callback.number,
                                       call.queue, agent_first, call.callback.attempts, queue.ring_timeout_s))
         if agent_first:
             self._schedule(now + queue.ring_timeout_s, "ring", call.call_id, call.token)
@@ -935,8 +935,8 @@ class Engine:
         agent = self.agents[call.agent]  # type: ignore[index]
         queue = self._queue(call.queue)
         if cancel:
-            self._out.append(CancelOffer(call.call_id, agent.spec.id))
-        self._emit(now, "agent.no_answer", call, agent.spec.id, {"reason": reason})
+            self._out.append(CancelOffer(call.call_id, agent.id))
+        self._emit(now, "agent.no_answer", call, agent.id, {"reason": reason})
         if call.callback is not None:
             call.callback.attempts -= 1  # the agent leg failed: the customer was not dialled
         call.agent = None
@@ -952,7 +952,7 @@ class Engine:
     def _finish_connected(self, call: CallRuntime, now: float) -> None:
         agent = self.agents[call.agent]  # type: ignore[index]
         talk_s = now - call.connected_at  # type: ignore[operator]
-        self._emit(now, "call.ended", call, agent.spec.id,
+        self._emit(now, "call.ended", call, agent.id,
                    {"outcome": "answered", "talk_s": round_ms(talk_s)})
         if call.callback is not None:
             self._pending_callbacks.pop((call.queue, call.callback.number), None)
@@ -963,7 +963,7 @@ class Engine:
         agent.wrap_token += 1
         self._transition(agent, "hangup", now, call.call_id)
         agent.wrap_until = now + wrap_s
-        self._schedule(agent.wrap_until, "wrap", agent.spec.id, agent.wrap_token)
+        self._schedule(agent.wrap_until, "wrap", agent.id, agent.wrap_token)
 
     # --- overflow -----------------------------------------------------------
 
@@ -1087,7 +1087,7 @@ class Engine:
             return
         new_state = TRANSITIONS.get(edge)
         if new_state is None:
-            raise InvalidInput(f"agent {agent.spec.id!r} cannot {action} while {agent.state.value}")
+            raise InvalidInput(f"agent {agent.id!r} cannot {action} while {agent.state.value}")
         if new_state is AVAILABLE and agent.deferred is not None:
             deferred_action, deferred_reason = agent.deferred
             agent.deferred = None
@@ -1108,11 +1108,10 @@ class Engine:
         agent.state, agent.since = state, now
         agent.reason = reason if state is PAUSED else None
         agent.call_id = call_id if state in CALL_STATES else None
-        spec = agent.spec
         # Event's fields by position (ts, type, call_id, queue, agent, data): keywords cost twice the time
-        self._out.append(Event(now, "agent.state", call_id, None, spec.id, {
+        self._out.append(Event(now, "agent.state", call_id, None, agent.id, {
             "state": _STATE_NAMES[state], "previous": _STATE_NAMES[previous], "previous_s": round_ms(spent),
-            "reason": agent.reason, "team": spec.team}))
+            "reason": agent.reason, "team": agent.team}))
         matcher = self.matcher
         if state is LOGGED_OUT:
             matcher.remove_agent(agent.slot)
@@ -1187,8 +1186,8 @@ def _call_view(call: CallRuntime) -> CallView:
 
 
 def _agent_view(agent: AgentRuntime) -> AgentView:
-    return AgentView(agent=agent.spec.id, state=agent.state, reason=agent.reason, call_id=agent.call_id,
-                     endpoint=agent.spec.endpoint, since=agent.since,
+    return AgentView(agent=agent.id, state=agent.state, reason=agent.reason, call_id=agent.call_id,
+                     endpoint=agent.endpoint, since=agent.since,
                      wrap_until=agent.wrap_until if agent.state is WRAP_UP else None)
 
 

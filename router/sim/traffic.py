@@ -45,7 +45,7 @@ def for_queue(table: dict[str, Distribution], queue: str) -> Distribution:
     return table.get(queue) or table["default"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)   # compiled: an extension type (ext/router/sim/traffic.pxd)
 class Arrival:
     offset_s: float       # seconds after the start of the simulated day
     queue: str | None     # the queue called directly; None: the call starts in the IVR

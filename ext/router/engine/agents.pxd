@@ -13,3 +13,6 @@ cdef class AgentRuntime:
     cdef public long wrap_token
     cdef public object wrap_until
     cdef public set queues
+    cdef public str id
+    cdef public object team
+    cdef public str endpoint

@@ -1,5 +1,6 @@
 # Augmenting declarations of router/sim/simulator.py (see setup.py).
 from router.engine.engine cimport Engine
+from router.sim cimport traffic
 
 
 cdef class Simulator:
