@@ -156,6 +156,21 @@ class Event:
         return _uuid_of(self.serial)
 
 
+def new_event(ts: float, type_: str, call_id: str | None, queue: str | None, agent: str | None,
+              data: dict[str, Any]) -> Event:
+    """`Event(ts, type_, call_id, queue, agent, data)` with a new id, for the engine's hot path:
+    compiled, a C call that fills the fields without parsing arguments."""
+    event = Event.__new__(Event)
+    event.ts = ts
+    event.type = type_
+    event.call_id = call_id
+    event.queue = queue
+    event.agent = agent
+    event.data = data
+    event.serial = _next_event_serial()
+    return event
+
+
 def _uuid_of(value: int, _new=object.__new__, _set=object.__setattr__, _uuid=uuid.UUID,
              _unknown=uuid.SafeUUID.unknown) -> uuid.UUID:
     """`uuid.UUID(int=value)` for a value known to be a 128-bit id, without the constructor's

@@ -82,7 +82,7 @@ from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, Agen
                                     CallFinished, CallQueued, CallRestored, CancelCallback, CancelOffer,
                                     DialCallback, DivertCall, InvalidInput, MoveCall, OfferCall, OfferCallback,
                                     Output, SetCallPriority, WrapUpDone)
-from router.events import Event, round_ms
+from router.events import new_event, round_ms
 from router.schedules import is_open, next_open
 
 # the states as module constants: compiled, a module global is a cached lookup, while
@@ -183,6 +183,7 @@ class Engine:
         self.centre = centre
         self._skill_index = {skill_id: i for i, skill_id in enumerate(centre.skills)}
         self._queue_index = {queue_id: i for i, queue_id in enumerate(centre.queues)}
+        self._queues = centre.queues
         factory = matcher_factory or matcher_module.Matcher
         self.matcher = factory(max(1, len(self._skill_index)), max(1, len(centre.agents)),
                                call_capacity, max(1, len(centre.queues)), seed)
@@ -1108,8 +1109,8 @@ class Engine:
         agent.state, agent.since = state, now
         agent.reason = reason if state is PAUSED else None
         agent.call_id = call_id if state in CALL_STATES else None
-        # Event's fields by position (ts, type, call_id, queue, agent, data): keywords cost twice the time
-        self._out.append(Event(now, "agent.state", call_id, None, agent.id, {
+        # the event by new_event (the hot path's Event): ts, type, call_id, queue, agent, data
+        self._out.append(new_event(now, "agent.state", call_id, None, agent.id, {
             "state": _STATE_NAMES[state], "previous": _STATE_NAMES[previous], "previous_s": round_ms(spent),
             "reason": agent.reason, "team": agent.team}))
         matcher = self.matcher
@@ -1135,8 +1136,7 @@ class Engine:
 
     def _emit(self, now: float, type_: str, call: CallRuntime, agent: str | None,
               data: dict[str, Any]) -> None:
-        # by position (ts, type, call_id, queue, agent, data): keywords cost twice the time
-        self._out.append(Event(now, type_, call.call_id, call.queue, agent, data))
+        self._out.append(new_event(now, type_, call.call_id, call.queue, agent, data))
 
     def _take_output(self) -> list[Output]:
         out, self._out = self._out, []
@@ -1144,7 +1144,7 @@ class Engine:
 
     def _queue(self, queue_id: str) -> Queue:
         try:
-            return self.centre.queues[queue_id]
+            return self._queues[queue_id]
         except KeyError:
             raise InvalidInput(f"unknown queue {queue_id!r}") from None
 

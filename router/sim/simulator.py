@@ -51,7 +51,7 @@ from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, Agen
                                     CallbackAccepted, CallbackAnswered, CallbackFailed, CallerHungUp,
                                     CallFinished, CallQueued, CancelOffer, DialCallback, DivertCall,
                                     InvalidInput, OfferCall, OfferCallback)
-from router.events import Event
+from router.events import Event, new_event
 from router.ivr.model import FlowSet
 from router.ivr.session import Enqueue, FlowSession
 from router.ivr.session import OfferCallback as IvrCallback
@@ -180,12 +180,23 @@ class Simulator:
         """The next happening: the simulated world's or the engine's timer (due `engine_at`),
         whichever is first."""
         agenda, patience = self._agenda, self._patience
+        if patience and not self._live:
+            patience.clear()                   # every call has ended: the give-ups left would do nothing
+            if not agenda and engine_at is None:
+                return                         # and they were all there was: the run is over
         if patience and (not agenda or patience[0] < agenda[0]):
             agenda = patience
         if agenda and (engine_at is None or agenda[0][0] < engine_at):
             when, _, kind, payload = heappop(agenda)
             self.clock = when
-            outputs = self._happenings[kind](self, payload, when, events)
+            if kind == "arrive":               # the happenings of every call as C calls, the rest by the table
+                outputs = self._arrive(payload, when, events)
+            elif kind == "answer":
+                outputs = self._answer(payload, when, events)
+            elif kind == "hang_up":
+                outputs = self._hang_up(payload, when, events)
+            else:
+                outputs = self._happenings[kind](self, payload, when, events)
         else:
             self.clock = max(self.clock, engine_at)  # type: ignore[type-var]
             outputs = self.engine.advance(engine_at)  # type: ignore[arg-type]
@@ -214,9 +225,9 @@ class Simulator:
         call_id, arrival = payload
         self._push_arrival()
         self._live.add(call_id)
-        # by position: Event(ts, type, call_id, queue, agent, data), CallQueued(call_id, queue, caller_id);
+        # by position: new_event(ts, type, call_id, queue, agent, data), CallQueued(call_id, queue, caller_id);
         # keywords cost twice the time
-        events.append(Event(now, "call.arrived", call_id, arrival.queue, None,
+        events.append(new_event(now, "call.arrived", call_id, arrival.queue, None,
                             {"caller_id": arrival.caller_id, "dnis": arrival.queue}))
         return self._enqueue(CallQueued(call_id, arrival.queue, arrival.caller_id), now)
 
@@ -404,14 +415,9 @@ class Simulator:
     def _carry_out(self, outputs: list[Any], events: list[Event]) -> None:
         for out in outputs:
             if isinstance(out, Event):
-                events.append(out)
-                if out.type == "agent.state" and out.data["reason"] == "rona":
-                    self._at(self.clock + self.model.rona_recovery_s, "rona_over", out.agent)
+                self._record(out, events)
             elif isinstance(out, OfferCall):
-                self._ringing[out.call_id] = out.agent
-                if self._answer_rng.random() >= self.model.no_answer_rate:
-                    delay = min(self.model.answer_delay_s, out.ring_timeout_s * 0.999)
-                    self._at(self.clock + delay, "answer", (out.call_id, out.agent))
+                self._ring(out)
             elif isinstance(out, CancelOffer):
                 if self._ringing.get(out.call_id) == out.agent:
                     del self._ringing[out.call_id]
@@ -428,6 +434,18 @@ class Simulator:
                         self._at(self.clock + delay, "answer", (out.call_id, out.agent))
                 else:
                     self._dial_customer(out.call_id, self.clock)
+
+    def _record(self, event: Event, events: list[Event]) -> None:
+        events.append(event)
+        if event.type == "agent.state" and event.data["reason"] == "rona":
+            self._at(self.clock + self.model.rona_recovery_s, "rona_over", event.agent)
+
+    def _ring(self, offer: OfferCall) -> None:
+        """The agent's phone rings: answered after the ring delay, or not (RONA: the ring timeout)."""
+        self._ringing[offer.call_id] = offer.agent
+        if self._answer_rng.random() >= self.model.no_answer_rate:
+            delay = min(self.model.answer_delay_s, offer.ring_timeout_s * 0.999)
+            self._at(self.clock + delay, "answer", (offer.call_id, offer.agent))
 
     def _plan_shifts(self) -> None:
         """Log-ins, breaks and log-outs of every day of the run (see the module's head)."""

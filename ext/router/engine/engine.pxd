@@ -1,8 +1,8 @@
 # Augmenting declarations of router/engine/engine.py (see setup.py): the engine and its live
 # records as extension types with C fields.  The .py stays the pure-Python twin.
 from router.engine.agents cimport AgentRuntime
-from router.events cimport round_ms
-from router.engine.messages cimport CallQueued
+from router.events cimport new_event, round_ms
+from router.engine.messages cimport AgentAnswered, CallFinished, CallQueued
 cimport cython
 
 
@@ -58,12 +58,20 @@ cdef class Engine:
     cdef public list _woken
     cdef public double _clock
     cdef public list _out
+    cdef public object _queues
+
+    # inputs of every simulated call (cpdef: the handler table calls them from Python)
+    @cython.locals(call=CallRuntime, agent=AgentRuntime)
+    cpdef _on_agent_answered(self, AgentAnswered msg, double now)
+    @cython.locals(call=CallRuntime)
+    cpdef _on_call_finished(self, CallFinished msg, double now)
 
     # the hot path, called directly in C (so by position: a C call cannot take keywords)
     cdef _join(self, CallQueued msg, double now)
     cdef _start_waiting(self, CallRuntime call, double now)
     cdef _connect(self, CallRuntime call, AgentRuntime agent, double now)
     cdef _schedule(self, double when, str kind, str key, token)
+    @cython.locals(call=CallRuntime, agent=AgentRuntime)
     cdef bint _timer_live(self, str kind, str key, token)
     @cython.locals(call=CallRuntime, agent=AgentRuntime)
     cdef _fire(self, str kind, str key, token, double when)

@@ -1,6 +1,8 @@
 # Augmenting declarations of router/sim/simulator.py (see setup.py).
 from router.engine.engine cimport Engine
 from router.sim cimport traffic
+from router.events cimport Event, new_event
+from router.engine.messages cimport OfferCall
 
 
 cdef class Simulator:
@@ -41,3 +43,9 @@ cdef class Simulator:
     cdef _wait_patiently(self, str call_id, str queue, double now)
     cdef list _enqueue(self, queued, double now)
     cdef _carry_out(self, list outputs, list events)
+    # happenings of every call (cpdef: the happenings table calls them from Python)
+    cpdef list _arrive(self, payload, double now, list events)
+    cpdef list _answer(self, payload, double now, list events)
+    cpdef list _hang_up(self, str call_id, double now, list events)
+    cdef _record(self, Event event, list events)
+    cdef _ring(self, OfferCall offer)
