@@ -63,6 +63,11 @@ waiting) is reported as usual, so the agents and the calls that hold one go firs
 the waiting calls after.  `call_view`, `call_views` and `agent_view(s)` are the
 read-only picture adapters use instead of the engine's internals; a CallView holds
 all a CallRestored of the same call needs.
+
+Compiled (router/_twins.py), the records are extension types and the hot methods C calls,
+declared in ext/router/engine/engine.pxd; a C call takes its arguments by position, hence
+`_emit(now, type, call, agent, data)` and `_transition(agent, action, now, call_id, reason)`
+without keywords.  This file is also the pure-Python twin, and decides identically.
 """
 from __future__ import annotations
 
@@ -100,8 +105,7 @@ STRATEGY_CODES = {
 }
 CALL_STATES = frozenset({RESERVED, ON_CALL, WRAP_UP})
 UNSTAFFED_STATES = frozenset({LOGGED_OUT, PAUSED})
-RESTORED_STATES = {"available": AVAILABLE, "paused": PAUSED,
-                   "wrap_up": WRAP_UP}
+RESTORED_STATES = {"available": AVAILABLE, "paused": PAUSED, "wrap_up": WRAP_UP}
 RESTORED_CALL_STATES = ("waiting", "ringing", "connected")
 AHT_SMOOTHING = 0.2          # weight of the newest handle time in a queue's AHT estimate
 MAX_MOVES = 8                # a call moved this often stops following move_to steps

@@ -219,16 +219,15 @@ class Simulator:
             arrival = self.arrivals[n]
             kind = "arrive" if arrival.queue is not None else "ivr_arrive"
             heappush(self._agenda, (self.start + arrival.offset_s, n + 1, kind,
-                                          (f"sim{self.seed}-{n:07d}", arrival)))
+                                    (f"sim{self.seed}-{n:07d}", arrival)))
 
     def _arrive(self, payload: Any, now: float, events: list[Event]) -> list[Any]:
         call_id, arrival = payload
         self._push_arrival()
         self._live.add(call_id)
-        # by position: new_event(ts, type, call_id, queue, agent, data), CallQueued(call_id, queue, caller_id);
-        # keywords cost twice the time
+        # by position: new_event(ts, type, call_id, queue, agent, data), CallQueued(call_id, queue, caller_id)
         events.append(new_event(now, "call.arrived", call_id, arrival.queue, None,
-                            {"caller_id": arrival.caller_id, "dnis": arrival.queue}))
+                                {"caller_id": arrival.caller_id, "dnis": arrival.queue}))
         return self._enqueue(CallQueued(call_id, arrival.queue, arrival.caller_id), now)
 
     def _ivr_arrive(self, payload: Any, now: float, events: list[Event]) -> list[Any]:
