@@ -1,6 +1,6 @@
 # Augmenting declarations of router/sim/simulator.py (see setup.py).
 from router.engine.engine cimport Engine
-from router.sim cimport traffic
+cimport router.sim.traffic as traffic
 from router.events cimport Event, new_event
 from router.engine.messages cimport OfferCall
 
