@@ -11,7 +11,7 @@ the engine's and the simulator's tests on it and compares seeded event streams).
 Which one imports: the builds, unless
 
 * ACD_PURE_PYTHON=1 is in the environment (the twin tests, or to debug in Python);
-* one of them is missing, or - in a source checkout (ext/ beside router/) - older than its
+* one of them is missing, or - in a source checkout (ext/router/ beside router/) - older than its
   .py or its .pxd: the source changed since it was compiled (`make compile` rebuilds), and
   the build would run the old code.
 
@@ -52,12 +52,13 @@ def why_source(root: Path = _ROOT) -> str | None:
     """Why the twins import from source; None when their builds are there and current."""
     if os.environ.get("ACD_PURE_PYTHON") == "1":
         return "ACD_PURE_PYTHON=1"
-    declarations = root / "ext"                          # present in a source checkout only
+    declarations = root / "ext"
+    checkout = (declarations / "router").is_dir()         # our declarations: a source checkout
     for module in TWINS:
         build = build_of(module, root)
         if build is None:
             return f"{module} is not compiled"
-        if declarations.is_dir():
+        if checkout:
             inputs = [source_of(module, root), declarations / (module.replace(".", "/") + ".pxd")]
             newer = [p for p in inputs if p.exists() and p.stat().st_mtime > build.stat().st_mtime]
             if newer:
