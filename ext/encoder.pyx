@@ -180,9 +180,14 @@ def encode_event(event, str run):
     seconds = PyFloat_AS_DOUBLE(ts)
     if not (isfinite(seconds) and _ts_min <= seconds < _ts_max):
         return _fallback(event, run)
+    # the data first, then the text fields in the twin's order (run, call_id, type, queue, agent):
+    # an event with several faults gets the twin's error, the first one it checks
+    json_len = _json(data)
+    if json_len < 0:
+        return _fallback(event, run)
     f_run = _text_field(run)
-    f_type = _text_field(type_)
     f_call = _NULL_FIELD if call_id is None else _text_field(call_id)
+    f_type = _text_field(type_)
     f_queue = _NULL_FIELD if queue is None else _text_field(queue)
     f_agent = _NULL_FIELD if agent is None else _text_field(agent)
     if f_run is None or f_type is None or f_call is None or f_queue is None or f_agent is None:
@@ -191,13 +196,10 @@ def encode_event(event, str run):
             return _fallback(event, run)
         # a text not seen yet: the twin checks, encodes and caches it
         f_run = _field("run", run) if f_run is None else f_run
-        f_type = _field("type", type_) if f_type is None else f_type
         f_call = _field("call_id", call_id) if f_call is None else f_call
+        f_type = _field("type", type_) if f_type is None else f_type
         f_queue = _field("queue", queue) if f_queue is None else f_queue
         f_agent = _field("agent", agent) if f_agent is None else f_agent
-    json_len = _json(data)
-    if json_len < 0:
-        return _fallback(event, run)
     fraction = modf(seconds, &whole)
     micros = <int64_t>whole * 1000000 + <int64_t>nearbyint(fraction * 1e6) - _pg_epoch_us
     total = (2 + 20 + 12 + PyBytes_GET_SIZE(f_run) + PyBytes_GET_SIZE(f_call) + PyBytes_GET_SIZE(f_type)

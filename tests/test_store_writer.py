@@ -568,6 +568,27 @@ def test_compiled_encoder_gives_the_bytes_and_errors_of_its_python_twin(ts, type
         assert compiled(event, run) == expected
 
 
+def test_an_event_with_several_faults_gets_the_twin_s_error_from_the_compiled_encoder():
+    """The twin checks the data before the text fields, and those in column order (run, call_id,
+    type, queue, agent): the compiled encoder reports the same first fault (a fresh-clone CI run
+    found it naming the run's NUL where the twin named the data)."""
+    from router.store.writer import encode_event_py
+    compiled = _compiled_encoder()
+    cases = [
+        (Event(1.0, "call.arrived", None, None, None, {"a": math.inf}, serial=5), "r\x00"),
+        (Event(1.0, "call.arrived", None, None, None, {"a": "\udfff"}, serial=5), "r\x00"),
+        (Event(1.0, "call.arrived", None, None, None, {"a": "x\x00"}, serial=5), "r\x00"),
+        (Event(1.0, "t\x00", "c\x00", None, None, {}, serial=5), "sim:x"),
+        (Event(1.0, "call.arrived", "c\x00", "q\x00", "a\x00", {}, serial=5), "r\x00"),
+    ]
+    for event, run in cases:
+        with pytest.raises(InvalidEvent) as twin:
+            encode_event_py(event, run)
+        with pytest.raises(InvalidEvent) as built:
+            compiled(event, run)
+        assert str(built.value) == str(twin.value), (event, run)
+
+
 def test_compiled_encoder_on_the_simulator_s_events():
     from benchmarks import vs_simpy
     from router.sim.simulator import Simulator
