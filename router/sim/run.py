@@ -6,6 +6,8 @@ the KPIs of the run with the same SQL as live traffic.  Every run writes under
 its own `run` label ('sim:<uuid>', or one the user names, such as a history of
 `days` for the forecaster), so simulations never mix with live events: a named
 label that already has events is refused unless `replace` deletes them first.
+Each run is stored in a table of its own, a child of `events` without index upkeep
+(router.store.run_tables), analysed once it is complete.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from router.config.model import Centre
 from router.ivr.registry import load_flowset
 from router.progress import Progress
 from router.sim.simulator import Simulator
+from router.store import run_tables
 from router.store.database import connect, ensure_schema
 from router.store.kpi import compute_kpis
 from router.store.writer import EventWriter
@@ -41,8 +44,8 @@ async def simulate_day(centre: Centre, dsn: str, *, hours: float = 8.0, days: in
                        show_progress: bool = True, timings: dict[str, float] | None = None) -> dict[str, Any]:
     """Simulate `hours` (or whole `days` of history), store every event under `run` (default a new
     'sim:<uuid>'), return the KPIs plus a `simulation` summary.  `timings`, when given, gets the
-    wall seconds of the two parts: `store_s` (schema check, simulation and every event committed)
-    and `kpi_s` (the KPI SQL)."""
+    wall seconds of the two parts: `store_s` (schema check, simulation, every event committed and
+    the run's statistics) and `kpi_s` (the KPI SQL)."""
     started = time.perf_counter()
     await ensure_schema(dsn)
     model = centre.simulation
@@ -52,8 +55,13 @@ async def simulate_day(centre: Centre, dsn: str, *, hours: float = 8.0, days: in
         run = f"sim:{uuid.uuid4()}"
     else:
         await _claim_run(dsn, run, replace)
+    conn = await connect(dsn)
+    try:
+        table = await run_tables.create_run_table(conn, run)
+    finally:
+        await conn.close()
     progress = Progress(days or hours * 3600.0, "simulating") if show_progress else None
-    async with EventWriter(dsn, run=run, batch_size=BATCH_EVENTS, max_queue=QUEUED_EVENTS) as writer:
+    async with EventWriter(dsn, run=run, table=table, batch_size=BATCH_EVENTS, max_queue=QUEUED_EVENTS) as writer:
         while not sim.done:
             await writer.put_many(sim.run(SLICE_EVENTS))
             if progress and days:
@@ -64,9 +72,10 @@ async def simulate_day(centre: Centre, dsn: str, *, hours: float = 8.0, days: in
         await writer.flush()
     if progress:
         progress.close()
-    stored = time.perf_counter()
     conn = await connect(dsn)
     try:
+        await run_tables.analyze_run(conn, run)
+        stored = time.perf_counter()
         kpis = await compute_kpis(conn, run=run, short_abandon_s=centre.short_abandon_s, timezone=centre.timezone)
     finally:
         await conn.close()
@@ -84,7 +93,7 @@ async def _claim_run(dsn: str, run: str, replace: bool) -> None:
     conn = await connect(dsn)
     try:
         if replace:
-            await conn.execute("DELETE FROM events WHERE run = $1", run)
+            await run_tables.drop_run(conn, run)
         elif await conn.fetchval("SELECT EXISTS (SELECT 1 FROM events WHERE run = $1)", run):
             raise RunExists(f"run {run!r} already has events; --replace deletes them first, "
                             f"or name another run")

@@ -14,7 +14,8 @@ probe per call or a sort of every event:
 
 1. *Bounds*: the window [from, to).  Missing ends default to the run's first
    event and its last event + 1 µs, so the end stays exclusive and the last
-   event is still inside.
+   event is still inside.  A simulated run in a table of its own (no index:
+   router.store.run_tables) gets them from one pass over that table.
 2. *Queue figures*: every call is attributed to the queue and the time of its
    FIRST `queue.joined` (its entry queue), so a call moved or copied by
    overflow counts once, for the queue it entered.  A call belongs to the
@@ -109,6 +110,8 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from router.store import run_tables
+
 PINNED_KEYS: tuple[str, ...] = (
     "offered", "answered", "abandoned", "short_abandoned", "service_level", "asa_s", "aht_s",
     "abandonment_rate", "fcr_rate", "occupancy", "callbacks_offered", "callbacks_accepted",
@@ -172,6 +175,16 @@ SELECT coalesce($2::timestamptz, min(first)) AS t0,
        coalesce($3::timestamptz, max(last) + interval '1 microsecond') AS t1,
        max(last) AS last
 FROM ends
+"""
+
+# The same for a run in a table of its own (router.store.run_tables), which has no index to skip
+# over: one sequential pass over that table (the run's rows in `events` itself by its index).
+_RUN_TABLE_BOUNDS_SQL = """
+SELECT coalesce($2::timestamptz, min(ts)) AS t0,
+       coalesce($3::timestamptz, max(ts) + interval '1 microsecond') AS t1,
+       max(ts) AS last
+FROM events
+WHERE run = $1
 """
 
 # The window's calls, each with its entry queue and first join.  $1 run, $2 from, $3 to.  A call's
@@ -701,7 +714,8 @@ async def _compute(
     sibling: asyncio.Future[asyncpg.Connection | None] | None = None,
 ) -> dict[str, Any]:
     await conn.execute(_CUSTOM_PLANS)
-    bounds = await conn.fetchrow(_BOUNDS_SQL, run, start, end)
+    own_table = await run_tables.own_table(conn, run)
+    bounds = await conn.fetchrow(_BOUNDS_SQL if own_table is None else _RUN_TABLE_BOUNDS_SQL, run, start, end)
     t0, t1 = bounds["t0"], bounds["t1"]
     judged_at = now or bounds["last"]
     queue_args = (run, t0, t1, width, short_abandon_s, FCR_HORIZON,

@@ -9,9 +9,11 @@ never reaches a batch).  Rows wait in a bounded queue: when it is full `put()` w
 
 One background task drains the queue.  A batch is whatever arrived within
 `flush_interval_s` of its first row, cut early at `batch_size` rows or when someone
-awaits `flush()`.  The batch is written with one binary COPY into `events`; if the
-ids are already there (the same event put twice) it goes through the de-duplicating
-path instead (COPY into a temp table, then `INSERT ... ON CONFLICT (id) DO NOTHING`).
+awaits `flush()`.  The batch is written with one binary COPY into `events` (or into
+the run's own table, `table=`: router.store.run_tables); if the ids are already there
+(the same event put twice) it goes through the de-duplicating path instead (COPY into
+a temp table, then `INSERT ... ON CONFLICT (id) DO NOTHING`, after dropping the rows a
+run's own table, which has no key, already holds).
 
 Outage: if writing fails for any reason (connection lost, server restarting, write
 timeout), the connection is dropped and the batch is appended to the spool, an
@@ -69,6 +71,7 @@ import asyncpg
 import structlog
 
 from router.events import Event
+from router.store import run_tables
 from router.store.database import default_data_dir, dsn_target
 
 log = structlog.get_logger("router.store")
@@ -466,10 +469,12 @@ class EventWriter:
     wait (raises `WriterFull`: the caller decides what to do).  Both raise
     `InvalidEvent` (a TypeError) for events that cannot be stored.  `flush()` returns
     once everything put so far is committed or, during an outage, fsync'd to the spool.
-    The schema must exist (`ensure_schema`).
+    The schema must exist (`ensure_schema`).  `table`: where the COPYs go, `events` or
+    the run's own table (`run_tables.create_run_table`); spooled rows are replayed into
+    `events`, which every query on the run reads too.
     """
 
-    def __init__(self, dsn: str, *, run: str = "live", batch_size: int = 5000,
+    def __init__(self, dsn: str, *, run: str = "live", table: str = "events", batch_size: int = 5000,
                  max_queue: int = 50_000, flush_interval_s: float = 0.2,
                  spool_dir: Path | None = None, connect_timeout_s: float = 5.0,
                  write_timeout_s: float = 30.0) -> None:
@@ -479,6 +484,7 @@ class EventWriter:
         self._dsn = dsn
         self._target = dsn_target(dsn)
         self._run = run
+        self._table = table
         self._batch_size = batch_size
         self._batch_target = min(batch_size, max_queue)
         self._flush_interval_s = flush_interval_s
@@ -755,16 +761,22 @@ class EventWriter:
 
     async def _copy(self, conn: asyncpg.Connection, batch: list[Record]) -> None:
         try:
-            await conn.copy_to_table("events", source=copy_payload(batch), columns=COLUMNS, format="binary")
+            await conn.copy_to_table(self._table, source=copy_payload(batch), columns=COLUMNS, format="binary")
         except asyncpg.UniqueViolationError:
             await self._insert_new(conn, batch)
 
     @staticmethod
     async def _insert_new(conn: asyncpg.Connection, rows: list[Record]) -> None:
-        """Insert the rows whose ids are not in `events` yet, in one transaction."""
+        """Insert the rows whose ids are not stored yet, in one transaction: not in `events`
+        (its primary key) nor in their run's own table (router.store.run_tables)."""
         async with conn.transaction():
             await conn.execute(_CREATE_REPLAY_TABLE)
             await conn.copy_to_table(_REPLAY_TABLE, source=copy_payload(rows), columns=COLUMNS, format="binary")
+            for (run,) in await conn.fetch(f"SELECT DISTINCT run FROM {_REPLAY_TABLE}"):
+                table = await run_tables.own_table(conn, run)
+                if table is not None:
+                    await conn.execute(run_tables.DEDUP_REPLAY_SQL.format(replay=_REPLAY_TABLE, table=f'"{table}"'),
+                                       run)
             await conn.execute(_INSERT_NEW)
 
     async def _connect(self) -> asyncpg.Connection:
