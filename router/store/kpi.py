@@ -137,8 +137,16 @@ CALLER_NUMBER_SQL = ("CASE WHEN lower(btrim(coalesce({raw}, ''))) IN ('', 'anony
 
 # Agents' states as time spans, clipped to the window [$2, $3): each `agent.state` event closes
 # the span [ts - previous_s, ts) of the state it left; an agent's last state runs on to the
-# window's end.  Intervals split the spans at their edges.
+# window's end.  Intervals split the spans at their edges.  Each agent's last state time is
+# found once (MATERIALIZED): inlined, a parallel plan had every worker fold all the states
+# again (3 x 0.8 s on a run in a table of its own, which has no index to find them by).
 _STATE_SPANS_CTE = """
+agent_last AS MATERIALIZED (
+    SELECT agent, max(ts) AS ts
+    FROM events
+    WHERE run = $1 AND type = 'agent.state' AND agent IS NOT NULL
+    GROUP BY agent
+),
 state_spans AS (
     SELECT agent, data->>'previous' AS state,
            greatest(ts - (data->>'previous_s')::float8 * interval '1 second', $2) AS s0, least(ts, $3) AS s1
@@ -148,17 +156,16 @@ state_spans AS (
     UNION ALL
     SELECT agent, state, greatest(ts, $2), $3
     FROM (SELECT DISTINCT ON (agent) agent, ts, data->>'state' AS state   -- each agent's last event:
-          FROM events JOIN (SELECT agent, max(ts) AS ts               -- its time, then (ties) the id,
-                            FROM events                               -- not a sort of all the states
-                            WHERE run = $1 AND type = 'agent.state' AND agent IS NOT NULL
-                            GROUP BY agent) last USING (agent, ts)
+          FROM events JOIN agent_last USING (agent, ts)        -- its time, then (ties) the id,
+                                                                -- not a sort of all the states
           WHERE run = $1 AND type = 'agent.state'
           ORDER BY agent, id DESC) latest
     WHERE ts < $3
 )"""
 
 # The run's first and last event: per event type (a skip over the (run, type, ts) index), the
-# ends of its index range, not all the run's index entries (0.35 s at 1.8 M events).
+# ends of its index range, not all the run's index entries (0.35 s at 1.8 M events).  And the
+# run's event types: a statement's scan for a type the run never had is left out (`has(...)`).
 _BOUNDS_SQL = """
 WITH RECURSIVE types AS (
     SELECT (SELECT min(type) FROM events WHERE run = $1) AS type
@@ -167,25 +174,33 @@ WITH RECURSIVE types AS (
     FROM types WHERE types.type IS NOT NULL
 ),
 ends AS (
-    SELECT (SELECT min(ts) FROM events WHERE run = $1 AND type = types.type) AS first,
+    SELECT types.type,
+           (SELECT min(ts) FROM events WHERE run = $1 AND type = types.type) AS first,
            (SELECT max(ts) FROM events WHERE run = $1 AND type = types.type) AS last
     FROM types WHERE types.type IS NOT NULL
 )
 SELECT coalesce($2::timestamptz, min(first)) AS t0,
        coalesce($3::timestamptz, max(last) + interval '1 microsecond') AS t1,
-       max(last) AS last
+       max(last) AS last, coalesce(array_agg(type), '{}') AS types
 FROM ends
 """
 
 # The same for a run in a table of its own (router.store.run_tables), which has no index to skip
 # over: one sequential pass over that table (the run's rows in `events` itself by its index).
 _RUN_TABLE_BOUNDS_SQL = """
-SELECT coalesce($2::timestamptz, min(ts)) AS t0,
-       coalesce($3::timestamptz, max(ts) + interval '1 microsecond') AS t1,
-       max(ts) AS last
-FROM events
-WHERE run = $1
+SELECT coalesce($2::timestamptz, min(first)) AS t0,
+       coalesce($3::timestamptz, max(last) + interval '1 microsecond') AS t1,
+       max(last) AS last, coalesce(array_agg(type), '{}') AS types
+FROM (SELECT type, min(ts) AS first, max(ts) AS last FROM events WHERE run = $1 GROUP BY type) ends
 """
+
+
+def has(types_param: str, *types: str) -> str:
+    """A condition true when the run has events of any of `types` (the bounds' `types`, passed as
+    `types_param`).  The KPI plans with its parameters' values, so the planner folds it to a
+    constant: false leaves the scan out of the plan (a run in a table of its own, which has no
+    index, was read whole by every such scan, about 0.2 s each at 1.8 M events)."""
+    return f"({types_param}::text[] && ARRAY[{', '.join(repr(t) for t in types)}]::text[])"
 
 # The window's calls, each with its entry queue and first join.  $1 run, $2 from, $3 to.  A call's
 # first join lies in the window when it joined in the window and never before it: the window's joins
@@ -207,7 +222,8 @@ calls AS MATERIALIZED (
 )
 """
 
-# $4 interval width (NULL: no intervals), $5 short-abandon threshold, $6 FCR horizon.
+# $4 interval width (NULL: no intervals), $5 short-abandon threshold, $6 FCR horizon, $7 interval
+# origin, $8 when waiting calls are judged, $9 the run's event types.
 _QUEUE_SQL = f"""
 WITH {_CALLS_CTE},
 buckets AS (
@@ -304,7 +320,7 @@ surveys AS (
     SELECT queue, data->>'question' AS question, (data->>'score')::float8 AS score,
            date_bin($4::interval, ts, $7::timestamptz) AS bucket
     FROM events
-    WHERE run = $1 AND type = 'survey.answered' AND ts >= $2 AND ts < $3
+    WHERE run = $1 AND type = 'survey.answered' AND ts >= $2 AND ts < $3 AND {has("$9", "survey.answered")}
 ),
 survey_kpis AS (
     SELECT bucket, queue, grouping(bucket) AS gb, grouping(queue) AS gq,
@@ -319,6 +335,7 @@ contained AS (
     SELECT date_bin($4::interval, e.ts, $7::timestamptz) AS bucket, e.call_id
     FROM events e
     WHERE e.run = $1 AND e.type = 'ivr.ended' AND e.data->>'outcome' = 'completed' AND e.ts >= $2 AND e.ts < $3
+      AND {has("$9", "ivr.ended")}
       AND NOT EXISTS (SELECT 1 FROM events q
                       WHERE q.run = $1 AND q.call_id = e.call_id AND q.type = 'queue.joined')
 ),
@@ -393,7 +410,7 @@ LEFT JOIN contained_kpis k
 ORDER BY s.gb DESC, s.bucket, s.gq DESC, s.queue
 """
 
-# $1 run, $2 from, $3 to.  Each part is folded per agent first (the agents' own rows are a handful),
+# $1 run, $2 from, $3 to, $4 the run's event types.  Each part is folded per agent first (the agents' own rows are a handful),
 # so no step sorts or keeps millions of rows; agent figures are then sums over the parts, team
 # figures sums over their agents' parts (an average is its sum over its count).
 _AGENT_SQL = f"""
@@ -446,12 +463,13 @@ parts AS (
     SELECT agent, 0, NULL, NULL, 0, NULL, NULL, count(*), NULL, 0, 0, 0
     FROM events
     WHERE run = $1 AND type = 'agent.no_answer' AND agent IS NOT NULL AND ts >= $2 AND ts < $3
+      AND {has("$4", "agent.no_answer")}
     GROUP BY agent
     UNION ALL
     SELECT agent, 0, NULL, NULL, 0, NULL, NULL, 0, sum((data->>'score')::float8), count((data->>'score')::float8), 0, 0
     FROM events
     WHERE run = $1 AND type = 'survey.answered' AND data->>'question' = 'csat'
-      AND agent IS NOT NULL AND ts >= $2 AND ts < $3
+      AND agent IS NOT NULL AND ts >= $2 AND ts < $3 AND {has("$4", "survey.answered")}
     GROUP BY agent
 ),
 agent_figures AS (
@@ -601,7 +619,7 @@ _CUSTOM_PLANS = ("SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit =
                  "SET LOCAL work_mem = '256MB'; SET LOCAL enable_mergejoin = off")
 
 
-_IVR_SQL = """
+_IVR_SQL = f"""
 WITH firsts AS (
     SELECT call_id,
            min(ts) FILTER (WHERE type = 'ivr.node') AS entered,
@@ -609,6 +627,7 @@ WITH firsts AS (
            min(ts) FILTER (WHERE type = 'queue.joined') AS joined
     FROM events
     WHERE run = $1 AND type IN ('ivr.node', 'ivr.ended', 'queue.joined') AND ts >= $2 AND ts < $3
+      AND {has("$4", "ivr.node")}               -- no call entered an IVR: 0 calls, no mean time
     GROUP BY call_id
 )
 SELECT count(*) FILTER (WHERE entered IS NOT NULL AND (joined IS NULL OR entered < joined))::int
@@ -619,31 +638,33 @@ SELECT count(*) FILTER (WHERE entered IS NOT NULL AND (joined IS NULL OR entered
 FROM firsts
 """
 
-_KEPT_WAIT_SQL = """
+_KEPT_WAIT_SQL = f"""
 SELECT queue, grouping(queue) = 1 AS is_total,
        round(avg((data->>'kept_wait_s')::float8)::numeric, 2)::float8 AS callback_kept_wait_s
 FROM events
-WHERE run = $1 AND type = 'callback.connected' AND ts >= $2 AND ts < $3
+WHERE run = $1 AND type = 'callback.connected' AND ts >= $2 AND ts < $3 AND {has("$4", "callback.connected")}
 GROUP BY ROLLUP (queue)
 """
 
-_IVR_NODES_SQL = """
+_IVR_NODES_SQL = f"""
 SELECT (data->>'flow') || '/' || (data->>'node') AS node,
        count(DISTINCT call_id) FILTER (WHERE type = 'ivr.node')::int AS entered,
        count(*) FILTER (WHERE type = 'ivr.ended' AND data->>'outcome' = 'hangup')::int AS hangups,
        count(*) FILTER (WHERE type = 'ivr.ended' AND data->>'outcome' = 'timeout')::int AS timeouts
 FROM events
-WHERE run = $1 AND type IN ('ivr.node', 'ivr.ended') AND ts >= $2 AND ts < $3
+WHERE run = $1 AND type IN ('ivr.node', 'ivr.ended') AND ts >= $2 AND ts < $3 AND {has("$4", "ivr.node", "ivr.ended")}
 GROUP BY 1
 ORDER BY 1
 """
 
-# $1 run, $2 from, $3 to, $4 interval width, $5 interval origin, $6 agents, $7 their teams.
-_QUALITY_SQL = """
+# $1 run, $2 from, $3 to, $4 interval width, $5 interval origin, $6 agents, $7 their teams, $8 the
+# run's event types.
+_QUALITY_SQL = f"""
 WITH scored AS (
     SELECT DISTINCT ON (call_id, agent, data->>'evaluator') call_id, agent, (data->>'score')::float8 AS score
     FROM events
     WHERE run = $1 AND type = 'qa.evaluated' AND call_id IS NOT NULL AND data->>'score' IS NOT NULL
+      AND {has("$8", "qa.evaluated")}
     ORDER BY call_id, agent, data->>'evaluator', ts DESC, id DESC
 ),
 entries AS (
@@ -716,17 +737,17 @@ async def _compute(
     await conn.execute(_CUSTOM_PLANS)
     own_table = await run_tables.own_table(conn, run)
     bounds = await conn.fetchrow(_BOUNDS_SQL if own_table is None else _RUN_TABLE_BOUNDS_SQL, run, start, end)
-    t0, t1 = bounds["t0"], bounds["t1"]
+    t0, t1, types = bounds["t0"], bounds["t1"], bounds["types"]
     judged_at = now or bounds["last"]
     queue_args = (run, t0, t1, width, short_abandon_s, FCR_HORIZON,
-                  local_origin(t0, width, zone) if t0 is not None else None, judged_at)
+                  local_origin(t0, width, zone) if t0 is not None else None, judged_at, types)
     other = await sibling if sibling is not None else None
     if other is not None:
         snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
         queue_task = asyncio.ensure_future(_fetch_in_snapshot(other, snapshot, (_QUEUE_SQL, queue_args),
-                                                              (_IVR_SQL, (run, t0, t1))))
+                                                              (_IVR_SQL, (run, t0, t1, types))))
         try:
-            agent_rows = await conn.fetch(_AGENT_SQL, run, t0, t1)
+            agent_rows = await conn.fetch(_AGENT_SQL, run, t0, t1, types)
         except BaseException:
             queue_task.cancel()                 # compute_kpis terminates its connection
             queue_task.add_done_callback(lambda task: task.cancelled() or task.exception())
@@ -734,14 +755,14 @@ async def _compute(
         queue_rows, (ivr,) = await queue_task
     else:
         queue_rows = await conn.fetch(_QUEUE_SQL, *queue_args)
-        agent_rows = await conn.fetch(_AGENT_SQL, run, t0, t1)
-        ivr = await conn.fetchrow(_IVR_SQL, run, t0, t1)
-    ivr_nodes = await conn.fetch(_IVR_NODES_SQL, run, t0, t1)
-    kept_waits = await conn.fetch(_KEPT_WAIT_SQL, run, t0, t1)
+        agent_rows = await conn.fetch(_AGENT_SQL, run, t0, t1, types)
+        ivr = await conn.fetchrow(_IVR_SQL, run, t0, t1, types)
+    ivr_nodes = await conn.fetch(_IVR_NODES_SQL, run, t0, t1, types)
+    kept_waits = await conn.fetch(_KEPT_WAIT_SQL, run, t0, t1, types)
     agent_teams = [(row["agent"], row["team"]) for row in agent_rows if not row["is_team"]]
     quality = await conn.fetch(_QUALITY_SQL, run, t0, t1, width,
                                local_origin(t0, width, zone) if t0 is not None else None,
-                               [agent for agent, _ in agent_teams], [team for _, team in agent_teams])
+                               [agent for agent, _ in agent_teams], [team for _, team in agent_teams], types)
 
     result: dict[str, Any] = {}
     intervals: dict[datetime, dict[str, Any]] = {}
