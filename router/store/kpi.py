@@ -439,10 +439,11 @@ handled AS (            -- one row per call.connected of the window's calls
     LEFT JOIN call_agents anyone ON anyone.call_id = cc.call_id AND anyone.agent IS NULL
     WHERE cc.run = $1 AND cc.type = 'call.connected' AND cc.agent IS NOT NULL
 ),
-window_states AS (
-    SELECT agent, ts, data->>'team' AS team
+window_states AS (     -- per agent and team seen: its latest time (what team_seen needs), not every state
+    SELECT agent, data->>'team' AS team, max(ts) AS ts
     FROM events
     WHERE run = $1 AND type = 'agent.state' AND agent IS NOT NULL AND ts >= $2 AND ts < $3
+    GROUP BY agent, data->>'team'
 ),
 parts AS (
     SELECT agent, count(*) AS answered, sum(talk_s) AS talk_s, sum(handle_s) AS handle_sum,
