@@ -181,7 +181,7 @@ ends AS (
 )
 SELECT coalesce($2::timestamptz, min(first)) AS t0,
        coalesce($3::timestamptz, max(last) + interval '1 microsecond') AS t1,
-       max(last) AS last, coalesce(array_agg(type), '{}') AS types
+       max(last) AS last, min(first) AS first, coalesce(array_agg(type), '{}') AS types
 FROM ends
 """
 
@@ -190,7 +190,7 @@ FROM ends
 _RUN_TABLE_BOUNDS_SQL = """
 SELECT coalesce($2::timestamptz, min(first)) AS t0,
        coalesce($3::timestamptz, max(last) + interval '1 microsecond') AS t1,
-       max(last) AS last, coalesce(array_agg(type), '{}') AS types
+       max(last) AS last, min(first) AS first, coalesce(array_agg(type), '{}') AS types
 FROM (SELECT type, min(ts) AS first, max(ts) AS last FROM events WHERE run = $1 GROUP BY type) ends
 """
 
@@ -205,7 +205,11 @@ def has(types_param: str, *types: str) -> str:
 # The window's calls, each with its entry queue and first join.  $1 run, $2 from, $3 to.  A call's
 # first join lies in the window when it joined in the window and never before it: the window's joins
 # and the run's joins before $2, never a sort of all the run's joins (a live run's history).
-_CALLS_CTE = f"""
+# `earlier` is the parameter that says whether the run has events before $2 at all: when the window
+# starts at the run's first event (the default) the look-back folds away instead of reading every
+# join of the run again.
+def _calls_cte(earlier: str) -> str:
+    return f"""
 window_joins AS (
     SELECT DISTINCT ON (call_id)
            call_id, queue, ts AS joined_ts,
@@ -218,14 +222,16 @@ window_joins AS (
 calls AS MATERIALIZED (
     SELECT w.* FROM window_joins w
     WHERE NOT EXISTS (SELECT 1 FROM events p
-                      WHERE p.run = $1 AND p.type = 'queue.joined' AND p.call_id = w.call_id AND p.ts < $2)
+                      WHERE {earlier}::boolean AND p.run = $1 AND p.type = 'queue.joined'
+                        AND p.call_id = w.call_id AND p.ts < $2)
 )
 """
 
 # $4 interval width (NULL: no intervals), $5 short-abandon threshold, $6 FCR horizon, $7 interval
-# origin, $8 when waiting calls are judged, $9 the run's event types.
+# origin, $8 when waiting calls are judged, $9 the run's event types, $10 whether the run has events
+# before $2.
 _QUEUE_SQL = f"""
-WITH {_CALLS_CTE},
+WITH {_calls_cte("$10")},
 buckets AS (
     SELECT b AS bucket
     FROM generate_series(date_bin($4::interval, $2, $7::timestamptz), $3, $4::interval) AS b
@@ -410,11 +416,12 @@ LEFT JOIN contained_kpis k
 ORDER BY s.gb DESC, s.bucket, s.gq DESC, s.queue
 """
 
-# $1 run, $2 from, $3 to, $4 the run's event types.  Each part is folded per agent first (the agents' own rows are a handful),
-# so no step sorts or keeps millions of rows; agent figures are then sums over the parts, team
-# figures sums over their agents' parts (an average is its sum over its count).
+# $1 run, $2 from, $3 to, $4 the run's event types, $5 whether it has events before $2.  Each part
+# is folded per agent first (the agents' own rows are a handful), so no step sorts or keeps millions
+# of rows; agent figures are then sums over the parts, team figures sums over their agents' parts
+# (an average is its sum over its count).
 _AGENT_SQL = f"""
-WITH {_CALLS_CTE},
+WITH {_calls_cte("$5")},
 {_STATE_SPANS_CTE},
 call_agents AS (        -- per call and agent (NULL: a call.ended for no agent): talk and agent time
     SELECT e.call_id, e.agent,
@@ -739,16 +746,17 @@ async def _compute(
     own_table = await run_tables.own_table(conn, run)
     bounds = await conn.fetchrow(_BOUNDS_SQL if own_table is None else _RUN_TABLE_BOUNDS_SQL, run, start, end)
     t0, t1, types = bounds["t0"], bounds["t1"], bounds["types"]
+    earlier = bounds["first"] is not None and t0 is not None and bounds["first"] < t0
     judged_at = now or bounds["last"]
     queue_args = (run, t0, t1, width, short_abandon_s, FCR_HORIZON,
-                  local_origin(t0, width, zone) if t0 is not None else None, judged_at, types)
+                  local_origin(t0, width, zone) if t0 is not None else None, judged_at, types, earlier)
     other = await sibling if sibling is not None else None
     if other is not None:
         snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
         queue_task = asyncio.ensure_future(_fetch_in_snapshot(other, snapshot, (_QUEUE_SQL, queue_args),
                                                               (_IVR_SQL, (run, t0, t1, types))))
         try:
-            agent_rows = await conn.fetch(_AGENT_SQL, run, t0, t1, types)
+            agent_rows = await conn.fetch(_AGENT_SQL, run, t0, t1, types, earlier)
         except BaseException:
             queue_task.cancel()                 # compute_kpis terminates its connection
             queue_task.add_done_callback(lambda task: task.cancelled() or task.exception())
@@ -756,7 +764,7 @@ async def _compute(
         queue_rows, (ivr,) = await queue_task
     else:
         queue_rows = await conn.fetch(_QUEUE_SQL, *queue_args)
-        agent_rows = await conn.fetch(_AGENT_SQL, run, t0, t1, types)
+        agent_rows = await conn.fetch(_AGENT_SQL, run, t0, t1, types, earlier)
         ivr = await conn.fetchrow(_IVR_SQL, run, t0, t1, types)
     ivr_nodes = await conn.fetch(_IVR_NODES_SQL, run, t0, t1, types)
     kept_waits = await conn.fetch(_KEPT_WAIT_SQL, run, t0, t1, types)

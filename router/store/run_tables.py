@@ -60,8 +60,8 @@ async def own_table(conn: asyncpg.Connection, run: str) -> str | None:
 async def create_run_table(conn: asyncpg.Connection, run: str) -> str:
     """Create `run`'s own table (no index, CHECK (run = label)) and return its name."""
     statement = await conn.fetchval(
-        "SELECT format('CREATE TABLE %I (CONSTRAINT run_label CHECK (run = %L)) INHERITS (events)', $1::text, $2::text)",
-        table_name(run), run)
+        "SELECT format('CREATE TABLE %I (CONSTRAINT run_label CHECK (run = %L)) INHERITS (events)', "
+        "$1::text, $2::text)", table_name(run), run)
     await conn.execute(statement)
     return table_name(run)
 
