@@ -7,7 +7,7 @@ from router.engine.agents import TRANSITIONS, AgentState
 from router.engine.engine import Engine
 from router.engine.messages import (AgentAnswered, AgentLogin, AgentLogout, AgentMissed, AgentPause,
                                     AgentResume, CallerHungUp, CallFinished, CallQueued, CancelOffer,
-                                    DivertCall, InvalidInput, OfferCall, OfferCallback, WrapUpDone)
+                                    DivertCall, InvalidInput, OfferCall, OfferCallback, WrapUpDone, NOTHING)
 from router.events import Event
 from tests.factories import centre, queue, step
 
@@ -474,3 +474,15 @@ def test_deferred_actions_leave_state_alone_until_free(simple, source, action):
     simple.handle(_ACTIONS[action](), 10.0)
     assert simple.agents["ann"].state.value == source
     assert simple.agents["ann"].deferred[0] == action
+
+
+def test_a_messages_default_mapping_is_empty_immutable_and_hashable():
+    msg = CallQueued("c1", "sales")
+    assert msg.skills is NOTHING and msg.data is NOTHING
+    assert dict(NOTHING) == {} and {**NOTHING} == {} and list(NOTHING.items()) == []
+    assert NOTHING.keys() == set() and len(NOTHING.keys()) == 0 and NOTHING == {}
+    assert hash(msg) == hash(CallQueued("c1", "sales"))
+    with pytest.raises(KeyError):
+        NOTHING["x"]
+    with pytest.raises(TypeError):
+        NOTHING["x"] = 1                                      # type: ignore[index]

@@ -12,7 +12,7 @@ connected), then the waiting calls and call-backs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, KeysView, Mapping
 from typing import Any, Union
 
 from router.events import Event
@@ -20,8 +20,13 @@ from router.events import Event
 
 class _Nothing(Mapping[str, Any]):
     """The default of a message's mapping fields: empty, immutable and hashable, so that a frozen
-    dataclass takes it as its default (a default_factory costs a compiled message two imports)."""
+    dataclass takes it as its default (a default_factory costs a compiled message two imports).
+    `keys()` is an empty dict's view: dict(m) and {**m} call it for every call queued, and
+    Mapping's own builds a KeysView in Python each time."""
     __slots__ = ()
+
+    def keys(self) -> KeysView[str]:
+        return _NO_KEYS
 
     def __getitem__(self, key: str) -> Any:
         raise KeyError(key)
@@ -39,6 +44,7 @@ class _Nothing(Mapping[str, Any]):
         return "{}"
 
 
+_NO_KEYS: KeysView[str] = {}.keys()
 NOTHING: Mapping[str, Any] = _Nothing()
 
 # --- inputs ---------------------------------------------------------------
