@@ -4,9 +4,12 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
+import random
+
 import pytest
 
 from router.config.model import Distribution, Simulation
+from router.sim import traffic
 from router.sim.erlang import staffing
 from router.sim.run import simulate_day
 from router.sim.simulator import Simulator
@@ -211,3 +214,15 @@ def test_no_callback_is_dialled_while_the_callback_hours_are_closed():
     assert [e for e in events if e.type == "call.connected" and closed(e)]   # agents worked on meanwhile
     connected = {e.call_id for e in events if e.type == "callback.connected"}
     assert {e.call_id for e in waited_out_lunch} & connected
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_traffic_draws_are_the_random_modules_to_the_bit(seed):
+    """traffic.exponential and traffic.below replace rng.expovariate and rng.randrange in the hot
+    path: the same values in the same order, so seeded runs keep their calls."""
+    ours, theirs = random.Random(seed), random.Random(seed)
+    for n in (1, 2, 3, 50, 255, 256, 257, 10**6 + 7, 2**40 + 1):
+        rate = (n % 97 + 1) / 3600.0
+        assert traffic.exponential(ours, rate) == theirs.expovariate(rate)
+        assert traffic.below(ours, n) == theirs.randrange(n)
+    assert ours.getstate() == theirs.getstate()

@@ -30,12 +30,28 @@ from zoneinfo import ZoneInfo
 from router.config.model import WEEKDAYS, Distribution, Simulation
 
 
+def exponential(rng: random.Random, rate: float) -> float:
+    """`rng.expovariate(rate)` to the bit: the same arithmetic as CPython's random.py, without
+    its Python frame (one per arrival and per handle time drawn)."""
+    return -math.log(1.0 - rng.random()) / rate
+
+
+def below(rng: random.Random, n: int) -> int:
+    """`rng.randrange(n)` for n > 0 to the bit: CPython's draw for it (random.py's
+    `_randbelow_with_getrandbits`), without its two Python frames (one per caller number)."""
+    bits = n.bit_length()
+    r = rng.getrandbits(bits)
+    while r >= n:
+        r = rng.getrandbits(bits)
+    return r
+
+
 def sample(dist: Distribution, rng: random.Random) -> float:
     """One draw from a positive duration distribution, in seconds."""
     if dist.kind == "fixed":
         return dist.mean_s
     if dist.kind == "exponential":
-        return rng.expovariate(1.0 / dist.mean_s)
+        return exponential(rng, 1.0 / dist.mean_s)
     # lognormal parametrised by its own mean and standard deviation
     sigma2 = math.log(1.0 + (dist.sd_s / dist.mean_s) ** 2)
     return rng.lognormvariate(math.log(dist.mean_s) - sigma2 / 2.0, math.sqrt(sigma2))
@@ -71,10 +87,10 @@ def arrivals(model: Simulation, hours: float, seed: int, phase_s: float = 0.0) -
             rate = profile[interval % len(profile)] / width
             t, end = max(interval * width - phase_s, 0.0), min((interval + 1) * width - phase_s, horizon)
             while rate > 0:
-                t += rng.expovariate(rate)
+                t += exponential(rng, rate)
                 if t >= end:
                     break
-                out.append(Arrival(t, entry, f"+4477{callers.randrange(pool):08d}"))
+                out.append(Arrival(t, entry, f"+4477{below(callers, pool):08d}"))
     out.sort(key=lambda a: (a.offset_s, a.queue or ""))
     return out
 
@@ -133,10 +149,10 @@ def history(model: Simulation, days: Sequence[Day], seed: int,
                     rate *= spread.gammavariate(1.0 / k, k)
                 t, end = 0.0, width
                 while rate > 0:
-                    t += rng.expovariate(rate)
+                    t += exponential(rng, rate)
                     if t >= end:
                         break
-                    offset, number = day.offset_s + interval * width + t, base + callers.randrange(pool)
+                    offset, number = day.offset_s + interval * width + t, base + below(callers, pool)
                     if entry is None or closed is None or not closed(entry, offset):
                         out.append(Arrival(offset, entry, f"+4477{number:08d}"))
     out.sort(key=lambda a: (a.offset_s, a.queue or ""))

@@ -6,5 +6,7 @@ cdef class Arrival:
     cdef readonly object caller_id
 
 
+cpdef double exponential(rng, double rate) except? -1.0
+cpdef below(rng, n)
 cpdef double sample(dist, rng) except? -1.0
 cpdef for_queue(table, str queue)
