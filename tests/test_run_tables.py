@@ -85,6 +85,7 @@ async def test_a_label_is_data_in_the_table_name_and_its_check(dsn):
     try:
         table = await run_tables.create_run_table(conn, label)
         assert table == run_tables.table_name(label) and await run_tables.own_table(conn, label) == table
+        assert await run_tables.create_run_table(conn, label) == table     # left empty by a stopped run
         definition = await conn.fetchval(
             "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = $1::regclass", table)
         assert definition == "CHECK ((run = 'x''); DROP TABLE events; --\"q'::text))"

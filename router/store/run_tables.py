@@ -58,9 +58,10 @@ async def own_table(conn: asyncpg.Connection, run: str) -> str | None:
 
 
 async def create_run_table(conn: asyncpg.Connection, run: str) -> str:
-    """Create `run`'s own table (no index, CHECK (run = label)) and return its name."""
+    """Create `run`'s own table (no index, CHECK (run = label)) and return its name; an empty one
+    left by a run that stopped before its first event is taken as it is."""
     statement = await conn.fetchval(
-        "SELECT format('CREATE TABLE %I (CONSTRAINT run_label CHECK (run = %L)) INHERITS (events)', "
+        "SELECT format('CREATE TABLE IF NOT EXISTS %I (CONSTRAINT run_label CHECK (run = %L)) INHERITS (events)', "
         "$1::text, $2::text)", table_name(run), run)
     await conn.execute(statement)
     return table_name(run)
