@@ -8,6 +8,6 @@ from collections.abc import Callable
 
 from router.events import Event
 
-def configure(fields: dict[str, bytes], field: Callable[[str, object], bytes],
+def configure(fields: dict[str, bytes], fields_max: int, field: Callable[[str, object], bytes],
               fallback: Callable[[Event, str], bytes], ts_min: float, ts_max: float) -> None: ...
 def encode_event(event: Event, run: str) -> bytes: ...

@@ -6,8 +6,9 @@
 # floats or printable-ASCII strings (no quote or backslash: nothing to escape).  Anything
 # else (nested values, non-ASCII text, a value to escape or refuse, a bad id or ts) goes to
 # the twin, which encodes it or raises InvalidEvent: one implementation of every check.
-# Text fields come from the twin's cache of encoded fields (`configure`), filled by the
-# twin's `_field` on a miss, so both agree on it too.
+# Text fields come from the twin's cache of encoded fields (`configure`); on a miss an ASCII
+# text without NUL (a new call id, say) is encoded and cached here as the twin's `_field`
+# would, anything else by the twin's `_field` itself, so both agree on the cache too.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_CheckExact, PyDict_GetItem, PyDict_Next
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
@@ -18,7 +19,7 @@ from cpython.unicode cimport PyUnicode_CheckExact
 from libc.math cimport isfinite, modf, nearbyint
 from libc.stdint cimport int64_t, uint64_t, uint8_t
 from libc.stdio cimport snprintf
-from libc.string cimport memcpy, strlen
+from libc.string cimport memchr, memcpy, strlen
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object)
@@ -31,6 +32,7 @@ cdef extern from "Python.h":
 cdef dict _fields = None            # the twin's cache: text -> encoded field
 cdef object _field = None           # the twin's `_field(name, value)` (checks, caches)
 cdef object _fallback = None        # the twin's `encode_event`
+cdef Py_ssize_t _fields_max = 0     # the twin's _FIELDS_MAX: the cache is cleared when it has as many
 cdef double _ts_min = 0.0, _ts_max = 0.0
 cdef int64_t _pg_epoch_us = 946684800LL * 1000000LL
 cdef object _max_id = 1 << 128
@@ -40,10 +42,11 @@ cdef char *_buf = NULL              # the JSON text being built (reused, grows)
 cdef Py_ssize_t _cap = 0
 
 
-def configure(dict fields, field, fallback, double ts_min, double ts_max):
-    """Share the twin's field cache, field encoder and encoder (router.store.writer does this)."""
-    global _fields, _field, _fallback, _ts_min, _ts_max
-    _fields, _field, _fallback, _ts_min, _ts_max = fields, field, fallback, ts_min, ts_max
+def configure(dict fields, Py_ssize_t fields_max, field, fallback, double ts_min, double ts_max):
+    """Share the twin's field cache and its bound, field encoder and encoder (router.store.writer
+    does this)."""
+    global _fields, _fields_max, _field, _fallback, _ts_min, _ts_max
+    _fields, _fields_max, _field, _fallback, _ts_min, _ts_max = fields, fields_max, field, fallback, ts_min, ts_max
 
 
 cdef int _reserve(Py_ssize_t need) except -1:
@@ -161,6 +164,26 @@ cdef inline object _text_field(object value):
     return <object>hit if hit != NULL else None
 
 
+cdef object _new_field(str name, object value):
+    """The field of a text the cache lacks: an exact ASCII str without NUL encoded and cached here,
+    as the twin's `_field` does it (its checks pass for it); anything else by `_field` itself."""
+    cdef Py_ssize_t n
+    cdef const char *text
+    cdef bytes field
+    if PyUnicode_CheckExact(value) and PyUnicode_IS_ASCII(value):
+        n = PyUnicode_GET_LENGTH(value)
+        text = <const char *>PyUnicode_DATA(value)
+        if n <= 0x7fffffff and memchr(text, 0, n) == NULL:
+            field = PyBytes_FromStringAndSize(NULL, n + 4)
+            _be32(PyBytes_AS_STRING(field), <int>n)
+            memcpy(PyBytes_AS_STRING(field) + 4, text, n)
+            if len(_fields) >= _fields_max:
+                _fields.clear()
+            _fields[value] = field
+            return field
+    return _field(name, value)
+
+
 _NULL_FIELD = b"\xff\xff\xff\xff"
 
 
@@ -194,12 +217,12 @@ def encode_event(event, str run):
         if not ((call_id is None or PyUnicode_CheckExact(call_id)) and (queue is None or PyUnicode_CheckExact(queue))
                 and (agent is None or PyUnicode_CheckExact(agent))):
             return _fallback(event, run)
-        # a text not seen yet: the twin checks, encodes and caches it
-        f_run = _field("run", run) if f_run is None else f_run
-        f_call = _field("call_id", call_id) if f_call is None else f_call
-        f_type = _field("type", type_) if f_type is None else f_type
-        f_queue = _field("queue", queue) if f_queue is None else f_queue
-        f_agent = _field("agent", agent) if f_agent is None else f_agent
+        # a text not seen yet: checked, encoded and cached, in the twin's order
+        f_run = _new_field("run", run) if f_run is None else f_run
+        f_call = _new_field("call_id", call_id) if f_call is None else f_call
+        f_type = _new_field("type", type_) if f_type is None else f_type
+        f_queue = _new_field("queue", queue) if f_queue is None else f_queue
+        f_agent = _new_field("agent", agent) if f_agent is None else f_agent
     fraction = modf(seconds, &whole)
     micros = <int64_t>whole * 1000000 + <int64_t>nearbyint(fraction * 1e6) - _pg_epoch_us
     total = (2 + 20 + 12 + PyBytes_GET_SIZE(f_run) + PyBytes_GET_SIZE(f_call) + PyBytes_GET_SIZE(f_type)

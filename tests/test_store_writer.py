@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import subprocess
+import struct
 import sys
 import time
 import uuid
@@ -599,3 +600,30 @@ def test_compiled_encoder_on_the_simulator_s_events():
     events = sim.run(5_000)
     assert len(events) >= 4_000
     assert [compiled(e, "sim:t") for e in events] == [encode_event_py(e, "sim:t") for e in events]
+
+
+def test_the_compiled_encoder_fills_and_bounds_the_field_cache_as_its_twin(monkeypatch):
+    """New texts (a call id per call) are encoded and cached by the compiled encoder itself when
+    ASCII without NUL, by the twin's `_field` otherwise: the same bytes as the twin's, a cache
+    that stays within the twin's bound, and every cached field the twin's encoding of its text."""
+    from router.store import cencoder, writer
+    compiled = _compiled_encoder()
+    events = [Event(1.0, "call.arrived", f"call-{i}", "q" if i % 3 else "ü", None, {"i": i}, serial=i)
+              for i in range(25)]
+    monkeypatch.setattr(writer, "_FIELDS_MAX", 10)
+    try:
+        writer._FIELDS.clear()
+        cencoder.configure(writer._FIELDS, 10, writer._field, writer.encode_event_py, writer._TS_MIN, writer._TS_MAX)
+        for event in events:
+            assert compiled(event, "sim:cache") == writer.encode_event_py(event, "sim:cache")
+            assert 0 < len(writer._FIELDS) <= 10
+        with pytest.raises(InvalidEvent, match="call_id contains a NUL"):
+            compiled(Event(1.0, "call.arrived", "c\x00", None, None, {}, serial=99), "sim:cache")
+        cached = dict(writer._FIELDS)
+    finally:
+        writer._FIELDS.clear()
+        monkeypatch.undo()
+        cencoder.configure(writer._FIELDS, writer._FIELDS_MAX, writer._field, writer.encode_event_py,
+                           writer._TS_MIN, writer._TS_MAX)
+    assert "call-24" in cached and "c\x00" not in cached
+    assert all(field == struct.pack(">i", len(text.encode())) + text.encode() for text, field in cached.items())

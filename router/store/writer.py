@@ -254,7 +254,7 @@ except ImportError as exc:
     encode_event = encode_event_py
     COMPILED = False
 else:
-    cencoder.configure(_FIELDS, _field, encode_event_py, _TS_MIN, _TS_MAX)
+    cencoder.configure(_FIELDS, _FIELDS_MAX, _field, encode_event_py, _TS_MIN, _TS_MAX)
     encode_event = cencoder.encode_event
     COMPILED = True
 
