@@ -88,6 +88,7 @@ PAUSE_S = 3.0                      # between the sides: the last agents hang up,
 SETTLE_S = 30.0                    # SIPp's global timeout beyond the last caller's patience
 READY_TIMEOUT_S = 15.0             # agents reachable after the UAS started (qualify)
 REQUALIFY_S = 2.0                  # a contact still unreachable is qualified again this often
+SETTLE_S = 3.5                     # and all reachable this long: past an OPTIONS' qualify_timeout (3 s)
 
 
 def say(message: str) -> None:
@@ -240,11 +241,15 @@ def _close(manager: Manager) -> None:
 async def _qualify(settings: AmiSettings, endpoints: Sequence[str]) -> None:
     """Qualify the agents' contacts now (not at the next 30 s round) and wait until all are reachable.
     A contact still down is qualified again every REQUALIFY_S: an OPTIONS that reached a SIPp UAS
-    before it was listening (a loaded machine) is lost, and Asterisk would not ask again for 30 s."""
+    before it was listening (a loaded machine) is lost, and Asterisk would not ask again for 30 s.
+    All must then stay reachable for SETTLE_S: such a lost OPTIONS can time out after the contact
+    answered a later one and mark it unreachable again, and the router pauses that agent until
+    the next qualify round finds it (the likely cause of a fresh-clone CI run in which 3901 was
+    never offered a call in test_sip_load)."""
     manager = await _manager(settings)
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
-        down, asked = list(endpoints), -REQUALIFY_S
+        down, asked, reachable_since = list(endpoints), -REQUALIFY_S, None
         while True:
             if time.monotonic() - asked >= REQUALIFY_S:
                 for endpoint in down:
@@ -255,10 +260,15 @@ async def _qualify(settings: AmiSettings, endpoints: Sequence[str]) -> None:
             down = [e for e in endpoints
                     if not any(s.get("Device") == f"PJSIP/{e}" and s.get("State") not in ("UNAVAILABLE", "INVALID")
                                for s in states)]
-            if not down:
+            now = time.monotonic()
+            if down:
+                reachable_since = None
+                if now > deadline:
+                    raise RuntimeError(f"SIP agents not reachable after qualify: {', '.join(down)}")
+            elif reachable_since is None:
+                reachable_since = now
+            elif now - reachable_since >= SETTLE_S:
                 return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"SIP agents not reachable after qualify: {', '.join(down)}")
             await asyncio.sleep(0.3)
     finally:
         _close(manager)

@@ -207,16 +207,22 @@ def has(types_param: str, *types: str) -> str:
 # and the run's joins before $2, never a sort of all the run's joins (a live run's history).
 # `earlier` is the parameter that says whether the run has events before $2 at all: when the window
 # starts at the run's first event (the default) the look-back folds away instead of reading every
-# join of the run again.
-def _calls_cte(earlier: str) -> str:
+# join of the run again.  `joins_until` bounds the joins read from $2 on: the window's end, or later
+# for a statement that also looks ahead (FCR's repeat calls), which then reads them once, not twice.
+def _calls_cte(earlier: str, joins_until: str = "ts < $3") -> str:
     return f"""
+joins AS (
+    SELECT call_id, queue, ts, id, data->>'sl_threshold_s' AS sl_threshold, data->>'caller_id' AS caller_number
+    FROM events
+    WHERE run = $1 AND type = 'queue.joined' AND call_id IS NOT NULL AND ts >= $2 AND {joins_until}
+),
 window_joins AS (
     SELECT DISTINCT ON (call_id)
            call_id, queue, ts AS joined_ts,
-           (data->>'sl_threshold_s')::float8 AS sl_threshold_s,
-           {CALLER_NUMBER_SQL.format(raw="data->>'caller_id'")} AS caller_id
-    FROM events
-    WHERE run = $1 AND type = 'queue.joined' AND call_id IS NOT NULL AND ts >= $2 AND ts < $3
+           sl_threshold::float8 AS sl_threshold_s,
+           {CALLER_NUMBER_SQL.format(raw="caller_number")} AS caller_id
+    FROM joins
+    WHERE ts < $3
     ORDER BY call_id, ts, id
 ),
 calls AS MATERIALIZED (
@@ -231,7 +237,7 @@ calls AS MATERIALIZED (
 # origin, $8 when waiting calls are judged, $9 the run's event types, $10 whether the run has events
 # before $2.
 _QUEUE_SQL = f"""
-WITH {_calls_cte("$10")},
+WITH {_calls_cte("$10", "ts <= $3::timestamptz + $6::interval")},
 buckets AS (
     SELECT b AS bucket
     FROM generate_series(date_bin($4::interval, $2, $7::timestamptz), $3, $4::interval) AS b
@@ -273,10 +279,10 @@ call_facts AS (     -- one pass over the calls' events, grouped by call (not an 
         GROUP BY e.call_id
     ) f USING (call_id)
 ),
-repeat_joins AS (
-    SELECT r.call_id, r.queue, r.ts, r.data->>'caller_id' AS caller_id   -- equal to a number: not withheld
-    FROM events r
-    WHERE r.run = $1 AND r.type = 'queue.joined' AND r.ts > $2 AND r.ts <= $3 + $6::interval
+repeat_joins AS (      -- (a join without a call id never repeats a call: r.call_id <> f.call_id)
+    SELECT call_id, queue, ts, caller_number AS caller_id   -- equal to a number: not withheld
+    FROM joins
+    WHERE ts > $2
 ),
 repeat_callers AS (    -- of every window call: only answered ones count (fcr_resolved), and `calls`,
     SELECT DISTINCT f.call_id       -- unlike call_facts, has row estimates that pick a hash join
