@@ -171,9 +171,10 @@ async def test_a_router_killed_mid_shift_picks_every_caller_up_again(
         await router.wait_for(talking, "call.connected")
         await feature_code(link, "*45", "1003")
         await feature_code(link, "*4742", "1003")
-        waiting = [await router.call("1", hold_s=120, talk_s=2) for _ in range(2)]
-        for number in waiting:
-            await router.wait_for(number, "queue.joined")
+        waiting = []
+        for _ in range(2):     # one after the other: callers placed together race through the IVR
+            waiting.append(await router.call("1", hold_s=120, talk_s=2))
+            await router.wait_for(waiting[-1], "queue.joined")
         in_ivr = await router.call("", hold_s=120, talk_s=2)   # silent: the menu waits 6 s for a key
         await router.wait_for(in_ivr, "call.arrived")
         paused = [e for e in await run_events(own_schema) if e["type"] == "agent.state" and e["agent"] == "1003"]
@@ -240,9 +241,10 @@ async def test_the_standby_of_a_pair_takes_over_when_the_leader_is_killed(
         await feature_code(router.link, "*45", "1001")
         talking = await router.call("1", hold_s=120, talk_s=12)
         await router.wait_for(talking, "call.connected")
-        waiting = [await router.call("1", hold_s=120, talk_s=2) for _ in range(2)]
-        for number in waiting:
-            await router.wait_for(number, "queue.joined")
+        waiting = []
+        for _ in range(2):     # one after the other: callers placed together race through the IVR
+            waiting.append(await router.call("1", hold_s=120, talk_s=2))
+            await router.wait_for(waiting[-1], "queue.joined")
         in_ivr = await router.call("", hold_s=120, talk_s=2)
         await router.wait_for(in_ivr, "call.arrived")
         leader.kill()
@@ -299,9 +301,10 @@ async def test_postgresql_restarted_under_the_leader(
     serve = Serve(tmp_path, "only", own_schema, asterisk.ami_secret)
     async with callers_of(asterisk, own_schema, tmp_path, serve) as router:
         await serve.start()
-        waiting = [await router.call("1", hold_s=120, talk_s=2) for _ in range(2)]
-        for number in waiting:
-            await router.wait_for(number, "queue.joined")
+        waiting = []
+        for _ in range(2):     # one after the other: callers placed together race through the IVR
+            waiting.append(await router.call("1", hold_s=120, talk_s=2))
+            await router.wait_for(waiting[-1], "queue.joined")
         end_of_log = len(serve.log.read_bytes())
         restart = await asyncio.create_subprocess_exec(
             "pg_ctlcluster", "--skip-systemctl-redirect", _cluster_version(), "main", "restart")
