@@ -302,3 +302,33 @@ async def test_ties_of_ts_are_broken_by_the_event_id(conn, draw):
     await s.save(conn)
     k = await both_ways(conn, s, end=at(900), interval_minutes=15)
     assert k["offered"] == 2 and "support" in k["queues"]         # c1 in sales or support, by its ids
+
+
+async def test_an_agent_connected_twice_an_end_for_no_agent_and_a_team_tie(conn):
+    """The agent figures' edge cases, by hand and both ways: a1 is connected to c1 twice (each
+    connection counts, with the call's whole talk and a1's whole handle time), c1 also has a
+    call.ended for no agent (its talk counts for a1), and a2's team is seen on a call.connected and an
+    agent.state at the same instant (the least team wins)."""
+    s = Scenario()
+    s.joined("c1", "sales", 0, caller="111")
+    s.event(10, "call.connected", "c1", "sales", "a1", wait_s=10, team="red", skills_met=True)
+    s.event(40, "agent.state", "c1", None, "a1", state="available", previous="on_call", previous_s=30, team="red")
+    s.event(50, "call.connected", "c1", "sales", "a1", wait_s=50, team="red", skills_met=False)
+    s.event(70, "call.ended", "c1", "sales", None, outcome="answered", talk_s=60)
+    s.event(70, "call.ended", "c1", "sales", "a1", outcome="answered", talk_s=20)
+    s.event(70, "agent.state", "c1", None, "a1", state="wrap_up", previous="on_call", previous_s=20, team="red")
+    s.event(75, "agent.state", "c1", None, "a1", state="available", previous="wrap_up", previous_s=5, team="red")
+    s.event(100, "agent.state", None, None, "a1", state="paused", previous="available", previous_s=25, team="blue")
+    s.joined("c2", "sales", 150, caller="222")
+    s.event(200, "call.connected", "c2", "sales", "a2", wait_s=50, team="red", skills_met=True)
+    s.event(200, "agent.state", "c2", None, "a2", state="on_call", previous="reserved", previous_s=1, team="green")
+    s.event(200, "agent.state", "c2", None, "a2", state="on_call", previous="reserved", previous_s=0, team="blue")
+    s.event(230, "call.ended", "c2", "sales", "a2", outcome="answered", talk_s=30)
+    s.event(230, "agent.state", "c2", None, "a2", state="available", previous="on_call", previous_s=30)   # no team
+    await s.save(conn)
+    k = await both_ways(conn, s)
+    a1, a2 = k["agents"]["a1"], k["agents"]["a2"]
+    assert (a1["team"], a1["answered"], a1["talk_s"], a1["aht_s"], a1["routing_accuracy"]) == ("blue", 2, 160.0, 55.0, 0.5)
+    assert (a2["team"], a2["answered"], a2["talk_s"], a2["aht_s"]) == ("blue", 1, 30.0, 30.0)
+    assert k["queues"]["sales"]["aht_s"] == 42.5          # per call: c1 55, c2 30
+    assert set(k["teams"]) == {"blue"} and k["teams"]["blue"]["answered"] == 3

@@ -3,36 +3,39 @@
 Theory of operation
 -------------------
 The engine records facts; this module turns them into the figures of DESIGN §7.
-Six statements run in one read-only REPEATABLE READ snapshot (so a writer
+The statements run in one read-only REPEATABLE READ snapshot (so a writer
 inserting at the same time cannot make totals and breakdowns disagree).  The
-queue statement runs on a second connection that imports that snapshot
-(`pg_export_snapshot`), at the same time as the agent statement: the two
-heaviest, on two backends; serial on the caller's connection when the caller
-holds the transaction or no second connection opens.  Each statement folds the
-events per call or per agent in hash aggregates over one pass, not an index
-probe per call or a sort of every event:
+two heaviest split the run's events between them, each read once: the calls
+statement (the window calls' events) runs on a second connection that imports
+that snapshot (`pg_export_snapshot`), at the same time as the states statement
+(the agents' `agent.state` events): two backends, two cores; serial on the
+caller's connection when the caller holds the transaction or no second
+connection opens.  Each folds the events per call or per agent in hash
+aggregates over one pass, not an index probe per call or a sort of every event:
 
 1. *Bounds*: the window [from, to).  Missing ends default to the run's first
    event and its last event + 1 µs, so the end stays exclusive and the last
    event is still inside.  A simulated run in a table of its own (no index:
    router.store.run_tables) gets them from one pass over that table.
-2. *Queue figures*: every call is attributed to the queue and the time of its
-   FIRST `queue.joined` (its entry queue), so a call moved or copied by
-   overflow counts once, for the queue it entered.  A call belongs to the
-   window, and to an interval, by that first join; everything that happens to
-   it later (answer, abandon, call-back, overflow, talk, wrap-up) follows it,
-   even past the window end.  One CTE folds each call's events into one row of
-   facts; GROUPING SETS then aggregate those rows for the total, each queue,
-   each interval and each (interval, queue).  Survey answers are windowed by
-   their own timestamp and attributed to the event's queue.  Occupancy and IVR
-   containment are centre-wide, so they exist only for the total and each
-   interval (null per queue).
+2. *Queue figures* (calls statement): every call is attributed to the queue and
+   the time of its FIRST `queue.joined` (its entry queue), so a call moved or
+   copied by overflow counts once, for the queue it entered.  A call belongs to
+   the window, and to an interval, by that first join; everything that happens
+   to it later (answer, abandon, call-back, overflow, talk, wrap-up) follows it,
+   even past the window end.  One CTE reads the window calls' events once; one
+   fold makes each call's row of facts; GROUPING SETS then aggregate those rows
+   for the total, each queue, each interval and each (interval, queue).  Survey
+   answers are windowed by their own timestamp and attributed to the event's
+   queue.  Occupancy (states statement) and IVR containment are centre-wide, so
+   they exist only for the total and each interval (null per queue).
 3. *Agent and team figures*: calls answered by an agent come from the
-   `call.connected` events of the window's calls; state durations, no-answers
-   and surveys are windowed by their own timestamp.  An agent's team is the
-   latest `data.team` seen on its `agent.state` / `call.connected` events;
-   team figures aggregate the underlying rows of its agents (agents with no
-   team appear under "agents" only).
+   `call.connected` events of the window's calls (calls statement); state
+   durations, no-answers and surveys are windowed by their own timestamp
+   (states statement).  Each statement returns its part of every agent's
+   figures as arrays on its total row; the agent statement sums the parts.  An
+   agent's team is the latest `data.team` seen on its `agent.state` /
+   `call.connected` events; team figures aggregate the underlying rows of its
+   agents (agents with no team appear under "agents" only).
 
 4. *IVR figures*: the front IVR of a call runs from its first `ivr.node` to
    its first `ivr.ended`, counted only when that first node comes before any
@@ -233,17 +236,62 @@ calls AS MATERIALIZED (
 )
 """
 
-# $4 interval width (NULL: no intervals), $5 short-abandon threshold, $6 FCR horizon, $7 interval
-# origin, $8 when waiting calls are judged, $9 the run's event types, $10 whether the run has events
-# before $2.
-_QUEUE_SQL = f"""
-WITH {_calls_cte("$10", "ts <= $3::timestamptz + $6::interval")},
+# The buckets of the window: $2 from, $3 to, `width` the interval width (NULL: none), `origin` the
+# interval origin.
+def _buckets_cte(width: str, origin: str) -> str:
+    return f"""
 buckets AS (
     SELECT b AS bucket
-    FROM generate_series(date_bin($4::interval, $2, $7::timestamptz), $3, $4::interval) AS b
+    FROM generate_series(date_bin({width}::interval, $2, {origin}::timestamptz), $3, {width}::interval) AS b
     WHERE b < $3
+)"""
+
+
+# The agent figures' parts, folded per agent by the statement that reads them (the handled calls by
+# the calls statement, states, no-answers and surveys by the states statement), summed by the agent
+# figures statement.  Each statement returns its parts as arrays on its all-time row, in this order.
+_AGENT_PARTS: dict[str, str] = {      # column: type
+    "agent": "text", "answered": "bigint", "talk_s": "float8", "handle_sum": "float8", "handle_n": "bigint",
+    "busy_s": "float8", "staffed_s": "float8", "no_answers": "bigint", "csat_sum": "float8", "csat_n": "bigint",
+    "accurate": "bigint", "accuracy_base": "bigint",
+}
+# An agent's team candidates (its latest time with a team and the least team then), the same way.
+_TEAM_SEEN: dict[str, str] = {"agent": "text", "ts": "timestamptz", "team": "text"}
+
+
+def _parts_on_total_row(total: str) -> str:
+    """Select-list items: the statement's `agent_parts` and `team_seen` (one row per agent) as arrays in
+    agent order, `part_<column>` and `team_<column>`, on the row where `total` holds (NULL elsewhere)."""
+    items = [f"CASE WHEN {total} THEN (SELECT array_agg({column} ORDER BY agent) FROM agent_parts) END AS part_{column}"
+             for column in _AGENT_PARTS]
+    items += [f"CASE WHEN {total} THEN (SELECT array_agg({column} ORDER BY agent) FROM team_seen) END AS team_{column}"
+              for column in _TEAM_SEEN]
+    return ",\n       ".join(items)
+
+
+# The calls statement: the queue figures of every scope, and the handled calls' agent parts.
+# $1 run, $2 from, $3 to, $4 interval width (NULL: no intervals), $5 short-abandon threshold, $6 FCR
+# horizon, $7 interval origin, $8 when waiting calls are judged, $9 the run's event types, $10 whether
+# the run has events before $2.  The window calls' events are read once (`call_events`), for the call
+# facts and for the agents who handled them.
+_CALLS_SQL = f"""
+WITH {_calls_cte("$10", "ts <= $3::timestamptz + $6::interval")},
+{_buckets_cte("$4", "$7")},
+call_events AS MATERIALIZED (   -- the window calls' events any call or agent figure reads, with their values
+    SELECT e.call_id, e.agent, e.type, e.ts,
+           CASE WHEN e.type IN ('call.connected', 'call.abandoned') THEN (e.data->>'wait_s')::float8 END AS wait_s,
+           CASE WHEN e.type = 'call.connected' THEN (e.data->>'skills_met')::boolean END AS skills_met,
+           CASE WHEN e.type = 'call.connected' THEN e.data->>'team' END AS team,
+           CASE WHEN e.type = 'call.ended' THEN (e.data->>'talk_s')::float8 END AS talk_s,
+           CASE WHEN e.type = 'agent.state' THEN e.data->>'previous' END AS previous,
+           CASE WHEN e.type = 'agent.state' THEN (e.data->>'previous_s')::float8 END AS previous_s
+    FROM events e JOIN calls USING (call_id)       -- call_id is unique in calls: a semi-join
+    WHERE e.run = $1
+      AND e.type IN ('call.connected', 'call.abandoned', 'callback.offered', 'callback.accepted',
+                     'callback.connected', 'queue.overflowed', 'call.ended', 'agent.state')
+      AND (e.type <> 'agent.state' OR e.data->>'previous' IN ('on_call', 'wrap_up'))
 ),
-call_facts AS (     -- one pass over the calls' events, grouped by call (not an index probe per call)
+call_facts AS (     -- the call's events folded into one row, grouped by call (not an index probe per call)
     SELECT c.*,
            date_bin($4::interval, c.joined_ts, $7::timestamptz) AS bucket,
            coalesce(f.answered, false) AS answered, f.wait_s, f.skills_met,
@@ -256,27 +304,21 @@ call_facts AS (     -- one pass over the calls' events, grouped by call (not an 
            f.on_call_s, coalesce(f.wrap_s, 0) AS wrap_s
     FROM calls c
     LEFT JOIN (
-        SELECT e.call_id,
-            bool_or(e.type = 'call.connected') AS answered,
-            min((e.data->>'wait_s')::float8) FILTER (WHERE e.type = 'call.connected') AS wait_s,
-            bool_and((e.data->>'skills_met')::boolean) FILTER (WHERE e.type = 'call.connected') AS skills_met,
-            bool_or(e.type = 'call.abandoned') AS abandoned,
-            min((e.data->>'wait_s')::float8) FILTER (WHERE e.type = 'call.abandoned') AS abandon_wait_s,
-            bool_or(e.type = 'callback.offered') AS callback_offered,
-            bool_or(e.type = 'callback.accepted') AS callback_accepted,
-            bool_or(e.type = 'callback.connected') AS callback_completed,
-            bool_or(e.type = 'queue.overflowed') AS overflowed,
-            bool_or(e.type = 'call.ended') AS ended,
-            sum((e.data->>'previous_s')::float8) FILTER (
-                WHERE e.type = 'agent.state' AND e.data->>'previous' = 'on_call') AS on_call_s,
-            sum((e.data->>'previous_s')::float8) FILTER (
-                WHERE e.type = 'agent.state' AND e.data->>'previous' = 'wrap_up') AS wrap_s
-        FROM events e JOIN calls USING (call_id)       -- call_id is unique in calls: a semi-join
-        WHERE e.run = $1
-          AND e.type IN ('call.connected', 'call.abandoned', 'callback.offered', 'callback.accepted',
-                         'callback.connected', 'queue.overflowed', 'call.ended', 'agent.state')
-          AND (e.type <> 'agent.state' OR e.data->>'previous' IN ('on_call', 'wrap_up'))
-        GROUP BY e.call_id
+        SELECT call_id,
+            bool_or(type = 'call.connected') AS answered,
+            min(wait_s) FILTER (WHERE type = 'call.connected') AS wait_s,
+            bool_and(skills_met) FILTER (WHERE type = 'call.connected') AS skills_met,
+            bool_or(type = 'call.abandoned') AS abandoned,
+            min(wait_s) FILTER (WHERE type = 'call.abandoned') AS abandon_wait_s,
+            bool_or(type = 'callback.offered') AS callback_offered,
+            bool_or(type = 'callback.accepted') AS callback_accepted,
+            bool_or(type = 'callback.connected') AS callback_completed,
+            bool_or(type = 'queue.overflowed') AS overflowed,
+            bool_or(type = 'call.ended') AS ended,
+            sum(previous_s) FILTER (WHERE previous = 'on_call') AS on_call_s,
+            sum(previous_s) FILTER (WHERE previous = 'wrap_up') AS wrap_s
+        FROM call_events
+        GROUP BY call_id
     ) f USING (call_id)
 ),
 repeat_joins AS (      -- (a join without a call id never repeats a call: r.call_id <> f.call_id)
@@ -351,26 +393,6 @@ contained AS (
       AND NOT EXISTS (SELECT 1 FROM events q
                       WHERE q.run = $1 AND q.call_id = e.call_id AND q.type = 'queue.joined')
 ),
-{_STATE_SPANS_CTE},
-span_parts AS (
-    SELECT NULL::timestamptz AS bucket, 1 AS gb, state, extract(epoch FROM s1 - s0) AS secs FROM state_spans
-    UNION ALL      -- most spans lie inside one bucket; only those that cross an edge are cut
-    SELECT date_bin($4::interval, s0, $7::timestamptz), 0, state, extract(epoch FROM s1 - s0)
-    FROM state_spans
-    WHERE s1 <= date_bin($4::interval, s0, $7::timestamptz) + $4::interval
-    UNION ALL
-    SELECT b.bucket, 0, s.state,
-           extract(epoch FROM least(s.s1, b.bucket + $4::interval) - greatest(s.s0, b.bucket))
-    FROM state_spans s JOIN buckets b ON s.s0 < b.bucket + $4::interval AND s.s1 > b.bucket
-    WHERE s.s1 > date_bin($4::interval, s.s0, $7::timestamptz) + $4::interval
-),
-occupancy_kpis AS (
-    SELECT bucket, gb,
-           sum(secs) FILTER (WHERE state IN ('on_call', 'wrap_up')) AS busy_s,
-           sum(secs) FILTER (WHERE state IN ('on_call', 'wrap_up', 'available', 'reserved')) AS staffed_s
-    FROM span_parts
-    GROUP BY bucket, gb
-),
 contained_kpis AS (
     SELECT bucket, grouping(bucket) AS gb, count(DISTINCT call_id) AS ivr_contained
     FROM contained
@@ -384,6 +406,42 @@ scopes AS (
     UNION ALL SELECT NULL, queue, 1, 0 FROM queues
     UNION ALL SELECT bucket, NULL, 0, 1 FROM buckets
     UNION ALL SELECT bucket, queue, 0, 0 FROM buckets CROSS JOIN queues
+),
+call_agents AS (        -- per call and agent (NULL: a call.ended for no agent): connections, talk, agent time
+    SELECT call_id, agent,
+           count(*) FILTER (WHERE type = 'call.connected') AS connects,
+           count(*) FILTER (WHERE skills_met) AS accurate,            -- skills_met: call.connected's
+           count(skills_met) AS accuracy_base,
+           sum(talk_s) AS talk_s,                                      -- talk_s: call.ended's
+           sum(previous_s) FILTER (WHERE previous = 'on_call') AS on_call_s,
+           sum(previous_s) FILTER (WHERE previous = 'wrap_up') AS wrap_s
+    FROM call_events
+    WHERE type IN ('call.connected', 'call.ended', 'agent.state')
+    GROUP BY call_id, agent
+),
+handled AS (            -- per call and agent it connected to (each connection counts): talk (the agent's
+    SELECT agent, connects, accurate, accuracy_base,            -- call.ended and any for no agent), handle time
+           CASE WHEN talk_s IS NOT NULL OR nobody_talk_s IS NOT NULL
+                THEN coalesce(talk_s, 0) + coalesce(nobody_talk_s, 0) END AS talk_s,
+           on_call_s + coalesce(wrap_s, 0) AS handle_s
+    FROM (SELECT *, sum(talk_s) FILTER (WHERE agent IS NULL) OVER (PARTITION BY call_id) AS nobody_talk_s
+          FROM call_agents) per_call    -- a window, not a join: CTE row estimates would pick nested loops
+    WHERE agent IS NOT NULL AND connects > 0
+),
+agent_parts AS MATERIALIZED (
+    SELECT agent, sum(connects)::bigint AS answered, sum(connects * talk_s) AS talk_s,
+           sum(connects * handle_s) AS handle_sum,
+           coalesce(sum(connects) FILTER (WHERE handle_s IS NOT NULL), 0)::bigint AS handle_n,
+           NULL::float8 AS busy_s, NULL::float8 AS staffed_s, 0::bigint AS no_answers,
+           NULL::float8 AS csat_sum, 0::bigint AS csat_n,
+           sum(accurate)::bigint AS accurate, sum(accuracy_base)::bigint AS accuracy_base
+    FROM handled GROUP BY agent
+),
+team_seen AS MATERIALIZED (     -- per agent: its latest call.connected with a team, the least team then
+    SELECT DISTINCT ON (agent) agent, ts, team
+    FROM call_events
+    WHERE type = 'call.connected' AND agent IS NOT NULL AND team IS NOT NULL
+    ORDER BY agent, ts DESC, team
 )
 SELECT s.bucket, s.bucket + $4::interval AS bucket_end, s.queue, s.gb = 1 AS all_time,
        coalesce(c.offered, 0) AS offered,
@@ -396,18 +454,15 @@ SELECT s.bucket, s.bucket + $4::interval AS bucket_end, s.queue, s.gb = 1 AS all
        round((c.abandoned - c.short_abandoned)::numeric
              / nullif(c.offered - c.short_abandoned, 0), 4)::float8 AS abandonment_rate,
        round(c.fcr_met::numeric / nullif(c.fcr_base, 0), 4)::float8 AS fcr_rate,
-       CASE WHEN s.gq = 1
-            THEN round((o.busy_s / nullif(o.staffed_s, 0))::numeric, 4)::float8 END AS occupancy,
        coalesce(c.callbacks_offered, 0) AS callbacks_offered,
        coalesce(c.callbacks_accepted, 0) AS callbacks_accepted,
        coalesce(c.callbacks_completed, 0) AS callbacks_completed,
        coalesce(c.overflowed, 0) AS overflowed,
        CASE WHEN s.gq = 1 THEN coalesce(k.ivr_contained, 0) END AS ivr_contained,
-       CASE WHEN s.gq = 1 THEN round(coalesce(o.busy_s, 0)::numeric, 2)::float8 END AS busy_s,
-       CASE WHEN s.gq = 1 THEN round(coalesce(o.staffed_s, 0)::numeric, 2)::float8 END AS staffed_s,
        round(v.csat::numeric, 2)::float8 AS csat_avg,
        round(100.0 * (v.promoters - v.detractors) / nullif(v.nps_answers, 0), 1)::float8 AS nps,
-       round(c.accurate::numeric / nullif(c.accuracy_base, 0), 4)::float8 AS routing_accuracy
+       round(c.accurate::numeric / nullif(c.accuracy_base, 0), 4)::float8 AS routing_accuracy,
+       {_parts_on_total_row("s.gb = 1 AND s.gq = 1")}
 FROM scopes s
 LEFT JOIN call_kpis c
        ON c.gb = s.gb AND c.gq = s.gq
@@ -415,42 +470,39 @@ LEFT JOIN call_kpis c
 LEFT JOIN survey_kpis v
        ON v.gb = s.gb AND v.gq = s.gq
       AND v.bucket IS NOT DISTINCT FROM s.bucket AND v.queue IS NOT DISTINCT FROM s.queue
-LEFT JOIN occupancy_kpis o
-       ON o.gb = s.gb AND s.gq = 1 AND o.bucket IS NOT DISTINCT FROM s.bucket
 LEFT JOIN contained_kpis k
        ON k.gb = s.gb AND s.gq = 1 AND k.bucket IS NOT DISTINCT FROM s.bucket
 ORDER BY s.gb DESC, s.bucket, s.gq DESC, s.queue
 """
 
-# $1 run, $2 from, $3 to, $4 the run's event types, $5 whether it has events before $2.  Each part
-# is folded per agent first (the agents' own rows are a handful), so no step sorts or keeps millions
-# of rows; agent figures are then sums over the parts, team figures sums over their agents' parts
-# (an average is its sum over its count).
-_AGENT_SQL = f"""
-WITH {_calls_cte("$5")},
+# The states statement: occupancy of every scope (total and interval) and the agents' parts from
+# their states, no-answers and surveys.  $1 run, $2 from, $3 to, $4 interval width (NULL: no
+# intervals), $5 interval origin, $6 the run's event types.
+_STATES_SQL = f"""
+WITH {_buckets_cte("$4", "$5")},
 {_STATE_SPANS_CTE},
-call_agents AS (        -- per call and agent (NULL: a call.ended for no agent): talk and agent time
-    SELECT e.call_id, e.agent,
-           sum((e.data->>'talk_s')::float8) FILTER (WHERE e.type = 'call.ended') AS talk_s,
-           sum((e.data->>'previous_s')::float8) FILTER (
-               WHERE e.type = 'agent.state' AND e.data->>'previous' = 'on_call') AS on_call_s,
-           sum((e.data->>'previous_s')::float8) FILTER (
-               WHERE e.type = 'agent.state' AND e.data->>'previous' = 'wrap_up') AS wrap_s
-    FROM events e JOIN calls USING (call_id)
-    WHERE e.run = $1 AND (e.type = 'call.ended'
-                          OR e.type = 'agent.state' AND e.data->>'previous' IN ('on_call', 'wrap_up'))
-    GROUP BY e.call_id, e.agent
+span_parts AS (
+    SELECT NULL::timestamptz AS bucket, 1 AS gb, state, extract(epoch FROM s1 - s0) AS secs FROM state_spans
+    UNION ALL      -- most spans lie inside one bucket; only those that cross an edge are cut
+    SELECT date_bin($4::interval, s0, $5::timestamptz), 0, state, extract(epoch FROM s1 - s0)
+    FROM state_spans
+    WHERE s1 <= date_bin($4::interval, s0, $5::timestamptz) + $4::interval
+    UNION ALL
+    SELECT b.bucket, 0, s.state,
+           extract(epoch FROM least(s.s1, b.bucket + $4::interval) - greatest(s.s0, b.bucket))
+    FROM state_spans s JOIN buckets b ON s.s0 < b.bucket + $4::interval AND s.s1 > b.bucket
+    WHERE s.s1 > date_bin($4::interval, s.s0, $5::timestamptz) + $4::interval
 ),
-handled AS (            -- one row per call.connected of the window's calls
-    SELECT cc.agent, cc.ts, cc.data->>'team' AS team,
-           CASE WHEN own.talk_s IS NOT NULL OR anyone.talk_s IS NOT NULL      -- the call.ended events
-                THEN coalesce(own.talk_s, 0) + coalesce(anyone.talk_s, 0) END AS talk_s,  -- of this agent or none
-           (cc.data->>'skills_met')::boolean AS skills_met,
-           own.on_call_s + coalesce(own.wrap_s, 0) AS handle_s
-    FROM events cc JOIN calls USING (call_id)
-    LEFT JOIN call_agents own ON own.call_id = cc.call_id AND own.agent = cc.agent
-    LEFT JOIN call_agents anyone ON anyone.call_id = cc.call_id AND anyone.agent IS NULL
-    WHERE cc.run = $1 AND cc.type = 'call.connected' AND cc.agent IS NOT NULL
+occupancy_kpis AS (
+    SELECT bucket, gb,
+           sum(secs) FILTER (WHERE state IN ('on_call', 'wrap_up')) AS busy_s,
+           sum(secs) FILTER (WHERE state IN ('on_call', 'wrap_up', 'available', 'reserved')) AS staffed_s
+    FROM span_parts
+    GROUP BY bucket, gb
+),
+scopes AS (
+    SELECT NULL::timestamptz AS bucket, 1 AS gb
+    UNION ALL SELECT bucket, 0 FROM buckets
 ),
 window_states AS (     -- per agent and team seen: its latest time (what team_seen needs), not every state
     SELECT agent, data->>'team' AS team, max(ts) AS ts
@@ -459,32 +511,62 @@ window_states AS (     -- per agent and team seen: its latest time (what team_se
     GROUP BY agent, data->>'team'
 ),
 parts AS (
-    SELECT agent, count(*) AS answered, sum(talk_s) AS talk_s, sum(handle_s) AS handle_sum,
-           count(handle_s) AS handle_n, NULL::float8 AS busy_s, NULL::float8 AS staffed_s, 0 AS no_answers,
-           NULL::float8 AS csat_sum, 0 AS csat_n,
-           count(*) FILTER (WHERE skills_met) AS accurate, count(skills_met) AS accuracy_base
-    FROM handled GROUP BY agent
+    SELECT agent, NULL::float8 AS busy_s, NULL::float8 AS staffed_s, 0::bigint AS no_answers,
+           NULL::float8 AS csat_sum, 0::bigint AS csat_n
+    FROM window_states GROUP BY agent
     UNION ALL
-    SELECT agent, 0, NULL, NULL, 0,
+    SELECT agent,
            sum(secs) FILTER (WHERE state IN ('on_call', 'wrap_up')),
-           sum(secs) FILTER (WHERE state IN ('on_call', 'wrap_up', 'available', 'reserved')), 0, NULL, 0, 0, 0
+           sum(secs) FILTER (WHERE state IN ('on_call', 'wrap_up', 'available', 'reserved')), 0, NULL, 0
     FROM (SELECT agent, state, extract(epoch FROM s1 - s0)::float8 AS secs FROM state_spans) spans
     GROUP BY agent
     UNION ALL
-    SELECT agent, 0, NULL, NULL, 0, NULL, NULL, 0, NULL, 0, 0, 0
-    FROM window_states GROUP BY agent
-    UNION ALL
-    SELECT agent, 0, NULL, NULL, 0, NULL, NULL, count(*), NULL, 0, 0, 0
+    SELECT agent, NULL, NULL, count(*), NULL, 0
     FROM events
     WHERE run = $1 AND type = 'agent.no_answer' AND agent IS NOT NULL AND ts >= $2 AND ts < $3
-      AND {has("$4", "agent.no_answer")}
+      AND {has("$6", "agent.no_answer")}
     GROUP BY agent
     UNION ALL
-    SELECT agent, 0, NULL, NULL, 0, NULL, NULL, 0, sum((data->>'score')::float8), count((data->>'score')::float8), 0, 0
+    SELECT agent, NULL, NULL, 0, sum((data->>'score')::float8), count((data->>'score')::float8)
     FROM events
     WHERE run = $1 AND type = 'survey.answered' AND data->>'question' = 'csat'
-      AND agent IS NOT NULL AND ts >= $2 AND ts < $3 AND {has("$4", "survey.answered")}
+      AND agent IS NOT NULL AND ts >= $2 AND ts < $3 AND {has("$6", "survey.answered")}
     GROUP BY agent
+),
+agent_parts AS MATERIALIZED (   -- one row per agent (each part's value is on one of its rows)
+    SELECT agent, 0::bigint AS answered, NULL::float8 AS talk_s, NULL::float8 AS handle_sum, 0::bigint AS handle_n,
+           sum(busy_s) AS busy_s, sum(staffed_s) AS staffed_s, sum(no_answers)::bigint AS no_answers,
+           sum(csat_sum) AS csat_sum, sum(csat_n)::bigint AS csat_n, 0::bigint AS accurate, 0::bigint AS accuracy_base
+    FROM parts GROUP BY agent
+),
+team_seen AS MATERIALIZED (     -- per agent: its latest agent.state with a team, the least team then
+    SELECT DISTINCT ON (agent) agent, ts, team
+    FROM window_states
+    WHERE team IS NOT NULL
+    ORDER BY agent, ts DESC, team
+)
+SELECT s.bucket, s.gb = 1 AS all_time,
+       round((o.busy_s / nullif(o.staffed_s, 0))::numeric, 4)::float8 AS occupancy,
+       round(coalesce(o.busy_s, 0)::numeric, 2)::float8 AS busy_s,
+       round(coalesce(o.staffed_s, 0)::numeric, 2)::float8 AS staffed_s,
+       {_parts_on_total_row("s.gb = 1")}
+FROM scopes s
+LEFT JOIN occupancy_kpis o ON o.gb = s.gb AND o.bucket IS NOT DISTINCT FROM s.bucket
+ORDER BY s.gb DESC, s.bucket
+"""
+
+# The agent and team figures from the two statements' parts: $1.. the parts' columns as arrays
+# (_AGENT_PARTS, one element per part), then the team candidates' (_TEAM_SEEN).  Agent
+# figures are sums over the parts, team figures sums over their agents' parts (an average is its
+# sum over its count).
+_AGENT_SQL = f"""
+WITH parts AS (
+    SELECT * FROM unnest({", ".join(f"${i}::{kind}[]" for i, kind in enumerate(_AGENT_PARTS.values(), 1))})
+        AS p({", ".join(_AGENT_PARTS)})
+),
+team_seen AS (
+    SELECT * FROM unnest({", ".join(f"${i}::{kind}[]" for i, kind in enumerate(_TEAM_SEEN.values(), len(_AGENT_PARTS) + 1))})
+        AS t({", ".join(_TEAM_SEEN)})
 ),
 agent_figures AS (
     SELECT agent, sum(answered) AS answered, sum(talk_s) AS talk_s, sum(handle_sum) AS handle_sum,
@@ -493,12 +575,7 @@ agent_figures AS (
            sum(accurate) AS accurate, sum(accuracy_base) AS accuracy_base
     FROM parts GROUP BY agent
 ),
-team_seen AS (          -- an agent's team: the latest one on its call.connected / agent.state events
-    SELECT agent, ts, team FROM handled WHERE team IS NOT NULL
-    UNION ALL
-    SELECT agent, ts, team FROM window_states WHERE team IS NOT NULL
-),
-agent_teams AS (
+agent_teams AS (        -- an agent's team: the latest one on its call.connected / agent.state events
     SELECT DISTINCT ON (agent) agent, team
     FROM team_seen JOIN (SELECT agent, max(ts) AS ts FROM team_seen GROUP BY agent) latest USING (agent, ts)
     ORDER BY agent, team
@@ -715,6 +792,14 @@ async def _fetch_in_snapshot(conn: asyncpg.Connection, snapshot: str,
         return [await conn.fetch(sql, *args) for sql, args in statements]
 
 
+def _agent_inputs(calls_total: asyncpg.Record, states_total: asyncpg.Record) -> list[list]:
+    """The agent figures statement's arguments: each part column (_AGENT_PARTS), then each team
+    candidate column (_TEAM_SEEN), over the calls statement's parts and the states statement's."""
+    def column(name: str) -> list:
+        return [*(calls_total[name] or []), *(states_total[name] or [])]
+    return [column(f"part_{name}") for name in _AGENT_PARTS] + [column(f"team_{name}") for name in _TEAM_SEEN]
+
+
 def _add_quality(result: dict[str, Any], intervals: dict[datetime, dict[str, Any]], rows: list) -> None:
     """`quality_score` and `evaluations` into every scope of the result (null and 0 where none)."""
     scopes = [result, *result["queues"].values(), *result["agents"].values(), *result["teams"].values()]
@@ -754,37 +839,43 @@ async def _compute(
     t0, t1, types = bounds["t0"], bounds["t1"], bounds["types"]
     earlier = bounds["first"] is not None and t0 is not None and bounds["first"] < t0
     judged_at = now or bounds["last"]
-    queue_args = (run, t0, t1, width, short_abandon_s, FCR_HORIZON,
-                  local_origin(t0, width, zone) if t0 is not None else None, judged_at, types, earlier)
+    origin = local_origin(t0, width, zone) if t0 is not None else None
+    calls_args = (run, t0, t1, width, short_abandon_s, FCR_HORIZON, origin, judged_at, types, earlier)
+    states_args = (run, t0, t1, width, origin, types)
     other = await sibling if sibling is not None else None
     if other is not None:
         snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
-        queue_task = asyncio.ensure_future(_fetch_in_snapshot(other, snapshot, (_QUEUE_SQL, queue_args),
+        calls_task = asyncio.ensure_future(_fetch_in_snapshot(other, snapshot, (_CALLS_SQL, calls_args),
                                                               (_IVR_SQL, (run, t0, t1, types))))
         try:
-            agent_rows = await conn.fetch(_AGENT_SQL, run, t0, t1, types, earlier)
+            states_rows = await conn.fetch(_STATES_SQL, *states_args)
         except BaseException:
-            queue_task.cancel()                 # compute_kpis terminates its connection
-            queue_task.add_done_callback(lambda task: task.cancelled() or task.exception())
+            calls_task.cancel()                 # compute_kpis terminates its connection
+            calls_task.add_done_callback(lambda task: task.cancelled() or task.exception())
             raise
-        queue_rows, (ivr,) = await queue_task
+        queue_rows, (ivr,) = await calls_task
     else:
-        queue_rows = await conn.fetch(_QUEUE_SQL, *queue_args)
-        agent_rows = await conn.fetch(_AGENT_SQL, run, t0, t1, types, earlier)
+        queue_rows = await conn.fetch(_CALLS_SQL, *calls_args)
+        states_rows = await conn.fetch(_STATES_SQL, *states_args)
         ivr = await conn.fetchrow(_IVR_SQL, run, t0, t1, types)
+    calls_total = next(row for row in queue_rows if row["all_time"] and row["queue"] is None)
+    states_total = next(row for row in states_rows if row["all_time"])
+    agent_rows = await conn.fetch(_AGENT_SQL, *_agent_inputs(calls_total, states_total))
     ivr_nodes = await conn.fetch(_IVR_NODES_SQL, run, t0, t1, types)
     kept_waits = await conn.fetch(_KEPT_WAIT_SQL, run, t0, t1, types)
     agent_teams = [(row["agent"], row["team"]) for row in agent_rows if not row["is_team"]]
-    quality = await conn.fetch(_QUALITY_SQL, run, t0, t1, width,
-                               local_origin(t0, width, zone) if t0 is not None else None,
+    quality = await conn.fetch(_QUALITY_SQL, run, t0, t1, width, origin,
                                [agent for agent, _ in agent_teams], [team for _, team in agent_teams], types)
 
+    floor = {row["bucket"]: row for row in states_rows}
     result: dict[str, Any] = {}
     intervals: dict[datetime, dict[str, Any]] = {}
     for row in queue_rows:
-        figures = {key: row[key] for key in PINNED_KEYS}
-        if row["queue"] is None:
-            figures.update({key: row[key] for key in FLOOR_KEYS})
+        figures = {key: row[key] if key != "occupancy" else None for key in PINNED_KEYS}
+        if row["queue"] is None:            # centre-wide agent time: the states statement's
+            centre_wide = floor[row["bucket"]]
+            figures["occupancy"] = centre_wide["occupancy"]
+            figures.update({key: centre_wide[key] for key in FLOOR_KEYS})
         if row["all_time"] and row["queue"] is None:
             result.update(figures)
             result.update({"from": _iso(t0, zone), "to": _iso(t1, zone), "run": run,
