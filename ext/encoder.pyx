@@ -94,6 +94,45 @@ cdef inline Py_ssize_t _put_raw(Py_ssize_t at, const char *raw, Py_ssize_t n) ex
     return at + n
 
 
+cdef Py_ssize_t _put_float(Py_ssize_t at, double real) except -1:
+    """float.__repr__ of a finite `real`.  A whole number of milliseconds under 1e12 in size (what
+    the engine's round_ms gives: most of an event's floats) is written here: its decimal k/1000
+    has at most 15 significant digits, so no shorter decimal reads back as the same double, and
+    that decimal is the repr (fixed notation from 0.001 up, '.0' when whole).  Any other float,
+    and zero (its sign), by Python's repr."""
+    cdef double scaled
+    cdef long long k, whole, fraction
+    cdef char digits[32]
+    cdef int n = 0, i
+    cdef char *text
+    if real != 0.0 and -1e12 < real < 1e12:
+        scaled = nearbyint(real * 1000.0)
+        if scaled / 1000.0 == real:
+            k = <long long>scaled
+            if k < 0:
+                digits[n] = b'-'
+                n += 1
+                k = -k
+            whole, fraction = k // 1000, k % 1000
+            n += snprintf(digits + n, sizeof(digits) - n, "%lld.", whole)
+            if fraction == 0:
+                digits[n] = b'0'
+                n += 1
+            else:
+                for i in range(3):                       # three decimals, trailing zeros dropped
+                    digits[n] = <char>(48 + fraction // 100)
+                    n += 1
+                    fraction = (fraction % 100) * 10
+                    if fraction == 0:
+                        break
+            return _put_raw(at, digits, n)
+    text = PyOS_double_to_string(real, b'r', 0, Py_DTSF_ADD_DOT_0, NULL)
+    try:
+        return _put_raw(at, text, <Py_ssize_t>strlen(text))
+    finally:
+        PyMem_Free(text)
+
+
 cdef Py_ssize_t _json(object data) except -2:
     """`data` as compact JSON in _buf, its length; -1: not a case for this encoder."""
     cdef Py_ssize_t pos = 0, at = 1
@@ -127,11 +166,7 @@ cdef Py_ssize_t _json(object data) except -2:
             real = PyFloat_AS_DOUBLE(v)
             if not isfinite(real):
                 return -1
-            text = PyOS_double_to_string(real, b'r', 0, Py_DTSF_ADD_DOT_0, NULL)   # float.__repr__
-            try:
-                at = _put_raw(at, text, <Py_ssize_t>strlen(text))
-            finally:
-                PyMem_Free(text)
+            at = _put_float(at, real)
         elif PyLong_CheckExact(v):
             number = PyLong_AsLongLongAndOverflow(v, &overflow)
             if overflow:

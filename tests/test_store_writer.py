@@ -569,6 +569,21 @@ def test_compiled_encoder_gives_the_bytes_and_errors_of_its_python_twin(ts, type
         assert compiled(event, run) == expected
 
 
+@given(value=st.one_of(st.integers(-(10 ** 15), 10 ** 15).map(lambda k: k / 1000),     # round_ms's floats
+                       st.integers(-(10 ** 6), 10 ** 7).map(lambda k: k / 1000),
+                       st.floats(allow_nan=False, allow_infinity=False),
+                       st.sampled_from([0.0, -0.0, 0.001, -0.001, 0.0005, 1e12 - 0.001, 1e12, 999999999999.999,
+                                        1.0, 10.25, 1.288, 5e-324, 2.5e11, 1e15])))
+@settings(max_examples=2000, deadline=None)
+def test_the_compiled_encoder_writes_a_float_as_python_s_repr(value):
+    """Milliseconds (the engine's round_ms) are written by the compiled encoder itself, anything
+    else by Python's repr: the JSON text is the twin's either way."""
+    from router.store.writer import encode_event_py
+    compiled = _compiled_encoder()
+    event = Event(1.0, "agent.state", None, None, None, {"previous_s": value}, serial=5)
+    assert compiled(event, "sim:x") == encode_event_py(event, "sim:x")
+
+
 def test_an_event_with_several_faults_gets_the_twin_s_error_from_the_compiled_encoder():
     """The twin checks the data before the text fields, and those in column order (run, call_id,
     type, queue, agent): the compiled encoder reports the same first fault (a fresh-clone CI run
