@@ -32,7 +32,7 @@ aggregates over one pass, not an index probe per call or a sort of every event:
    `call.connected` events of the window's calls (calls statement); state
    durations, no-answers and surveys are windowed by their own timestamp
    (states statement).  Each statement returns its part of every agent's
-   figures as arrays on its total row; the agent statement sums the parts.  An
+   figures as arrays on its total row; the agent figures statement sums them.  An
    agent's team is the latest `data.team` seen on its `agent.state` /
    `call.connected` events; team figures aggregate the underlying rows of its
    agents (agents with no team appear under "agents" only).
@@ -662,7 +662,7 @@ async def compute_kpis(
         await refresh_statistics(conn)
     if conn.is_in_transaction():
         return await _compute(conn, run, start, end, width, short_abandon_s, zone, now)
-    # The queue statement runs on a second connection (when one opens) that shares this
+    # The calls statement runs on a second connection (when one opens) that shares this
     # transaction's snapshot, at the same time as the others here: two backends, two cores.
     sibling = asyncio.ensure_future(_sibling(conn))
     try:
