@@ -580,7 +580,9 @@ class _Window:
         teams: dict[str, tuple[int, str]] = {}        # agent -> (ts, team) of its latest team
 
         def saw_team(agent: str, us: int, team: str | None) -> None:
-            if team is not None and (agent not in teams or us >= teams[agent][0]):
+            """The latest team seen wins; at the same instant the least (the SQL's ORDER BY agent, team)."""
+            held = teams.get(agent)
+            if team is not None and (held is None or us > held[0] or (us == held[0] and team < held[1])):
                 teams[agent] = (us, team)
 
         for call in calls:
