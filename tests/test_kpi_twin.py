@@ -333,3 +333,21 @@ async def test_an_agent_connected_twice_an_end_for_no_agent_and_a_team_tie(conn)
     assert (a2["team"], a2["answered"], a2["talk_s"], a2["aht_s"]) == ("blue", 1, 30.0, 30.0)
     assert k["queues"]["sales"]["aht_s"] == 42.5          # per call: c1 55, c2 30
     assert set(k["teams"]) == {"blue"} and k["teams"]["blue"]["answered"] == 3
+
+
+async def test_an_agent_silent_since_before_the_window_is_in_its_last_state_all_through_it(conn):
+    """a1's last state change is before the window: its state (available) runs through the whole
+    window, from the rows before the window (the states statement reads those only for such agents);
+    a2 changes state inside the window.  By hand, then both ways."""
+    s = Scenario()
+    state(s, "a1", at(0), "available", "logged_out", 0)
+    state(s, "a1", at(10), "paused", "available", 10)
+    state(s, "a1", at(20), "available", "paused", 10)              # a1's last change
+    state(s, "a2", at(0), "available", "logged_out", 0)
+    state(s, "a2", at(150), "on_call", "available", 150)
+    state(s, "a2", at(200), "available", "on_call", 50)
+    await s.save(conn)
+    k = await both_ways(conn, s, start=at(100), end=at(300))
+    assert k["staffed_s"] == 200 + 200 and k["busy_s"] == 50 and k["occupancy"] == round(50 / 400, 4)
+    assert k["agents"]["a1"]["occupancy"] is None                   # never busy: no busy time at all
+    assert k["agents"]["a2"]["occupancy"] == 0.25

@@ -140,31 +140,47 @@ CALLER_NUMBER_SQL = ("CASE WHEN lower(btrim(coalesce({raw}, ''))) IN ('', 'anony
 
 # Agents' states as time spans, clipped to the window [$2, $3): each `agent.state` event closes
 # the span [ts - previous_s, ts) of the state it left; an agent's last state runs on to the
-# window's end.  Intervals split the spans at their edges.  Each agent's last state time is
-# found once (MATERIALIZED): inlined, a parallel plan had every worker fold all the states
-# again (3 x 0.8 s on a run in a table of its own, which has no index to find them by).
-_STATE_SPANS_CTE = """
-agent_last AS MATERIALIZED (
+# window's end.  Intervals split the spans at their edges.  The run's `agent.state` rows from $2
+# on are read once (`agent_states`, with the values every use needs): the spans, each agent's
+# last state and the teams seen come from that one pass, not from a scan each (a run in a table
+# of its own has no index: each scan read all its events).  An agent silent since before $2 (only
+# when the run has events before $2: `earlier`) gets its last state from the earlier rows.
+def _state_spans_cte(earlier: str) -> str:
+    return f"""
+agent_states AS MATERIALIZED (
+    SELECT agent, ts, id, data->>'state' AS state, data->>'previous' AS previous,
+           (data->>'previous_s')::float8 AS previous_s, data->>'team' AS team
+    FROM events
+    WHERE run = $1 AND type = 'agent.state' AND agent IS NOT NULL AND ts >= $2
+),
+earlier_last AS (       -- the agents with no state from $2 on: the time of their last one before
     SELECT agent, max(ts) AS ts
     FROM events
-    WHERE run = $1 AND type = 'agent.state' AND agent IS NOT NULL
+    WHERE {earlier}::boolean AND run = $1 AND type = 'agent.state' AND agent IS NOT NULL AND ts < $2
+      AND agent NOT IN (SELECT agent FROM agent_states)
     GROUP BY agent
 ),
+agent_latest AS (       -- each agent's last state of the run: at its latest time, then (ties) the id
+    SELECT DISTINCT ON (agent) agent, ts, state
+    FROM (SELECT s.agent, s.ts, s.id, s.state
+          FROM agent_states s JOIN (SELECT agent, max(ts) AS ts FROM agent_states GROUP BY agent) m USING (agent, ts)
+          UNION ALL
+          SELECT e.agent, e.ts, e.id, e.data->>'state'
+          FROM events e JOIN earlier_last l USING (agent, ts)
+          WHERE e.run = $1 AND e.type = 'agent.state') last_rows
+    ORDER BY agent, id DESC
+),
 state_spans AS (
-    SELECT agent, data->>'previous' AS state,
-           greatest(ts - (data->>'previous_s')::float8 * interval '1 second', $2) AS s0, least(ts, $3) AS s1
-    FROM events
-    WHERE run = $1 AND type = 'agent.state' AND agent IS NOT NULL AND ts > $2
-      AND ts - (data->>'previous_s')::float8 * interval '1 second' < $3
+    SELECT agent, previous AS state,
+           greatest(ts - previous_s * interval '1 second', $2) AS s0, least(ts, $3) AS s1
+    FROM agent_states
+    WHERE ts > $2 AND ts - previous_s * interval '1 second' < $3
     UNION ALL
     SELECT agent, state, greatest(ts, $2), $3
-    FROM (SELECT DISTINCT ON (agent) agent, ts, data->>'state' AS state   -- each agent's last event:
-          FROM events JOIN agent_last USING (agent, ts)        -- its time, then (ties) the id,
-                                                                -- not a sort of all the states
-          WHERE run = $1 AND type = 'agent.state'
-          ORDER BY agent, id DESC) latest
+    FROM agent_latest
     WHERE ts < $3
 )"""
+
 
 # The run's first and last event: per event type (a skip over the (run, type, ts) index), the
 # ends of its index range, not all the run's index entries (0.35 s at 1.8 M events).  And the
@@ -475,28 +491,38 @@ LEFT JOIN contained_kpis k
 ORDER BY s.gb DESC, s.bucket, s.gq DESC, s.queue
 """
 
+# The states an agent is busy in, and staffed in (occupancy = busy / staffed time).
+_BUSY = "('on_call', 'wrap_up')"
+_STAFFED = "('on_call', 'wrap_up', 'available', 'reserved')"
+
 # The states statement: occupancy of every scope (total and interval) and the agents' parts from
 # their states, no-answers and surveys.  $1 run, $2 from, $3 to, $4 interval width (NULL: no
-# intervals), $5 interval origin, $6 the run's event types.
+# intervals), $5 interval origin, $6 the run's event types, $7 whether the run has events before $2.
 _STATES_SQL = f"""
 WITH {_buckets_cte("$4", "$5")},
-{_STATE_SPANS_CTE},
-span_parts AS (
-    SELECT NULL::timestamptz AS bucket, 1 AS gb, state, extract(epoch FROM s1 - s0) AS secs FROM state_spans
+{_state_spans_cte("$7")},
+agent_time AS (         -- per agent: busy and staffed time, summed as intervals (exact to the µs)
+    SELECT agent,
+           sum(s1 - s0) FILTER (WHERE state IN {_BUSY}) AS busy,
+           sum(s1 - s0) FILTER (WHERE state IN {_STAFFED}) AS staffed
+    FROM state_spans
+    GROUP BY agent
+),
+span_parts AS (         -- the all-time total is the agents' sum; intervals cut the spans at their edges
+    SELECT NULL::timestamptz AS bucket, 1 AS gb, busy, staffed FROM agent_time
     UNION ALL      -- most spans lie inside one bucket; only those that cross an edge are cut
-    SELECT date_bin($4::interval, s0, $5::timestamptz), 0, state, extract(epoch FROM s1 - s0)
+    SELECT date_bin($4::interval, s0, $5::timestamptz), 0,
+           CASE WHEN state IN {_BUSY} THEN s1 - s0 END, CASE WHEN state IN {_STAFFED} THEN s1 - s0 END
     FROM state_spans
     WHERE s1 <= date_bin($4::interval, s0, $5::timestamptz) + $4::interval
     UNION ALL
-    SELECT b.bucket, 0, s.state,
-           extract(epoch FROM least(s.s1, b.bucket + $4::interval) - greatest(s.s0, b.bucket))
-    FROM state_spans s JOIN buckets b ON s.s0 < b.bucket + $4::interval AND s.s1 > b.bucket
-    WHERE s.s1 > date_bin($4::interval, s.s0, $5::timestamptz) + $4::interval
+    SELECT bucket, 0, CASE WHEN state IN {_BUSY} THEN secs END, CASE WHEN state IN {_STAFFED} THEN secs END
+    FROM (SELECT b.bucket, s.state, least(s.s1, b.bucket + $4::interval) - greatest(s.s0, b.bucket) AS secs
+          FROM state_spans s JOIN buckets b ON s.s0 < b.bucket + $4::interval AND s.s1 > b.bucket
+          WHERE s.s1 > date_bin($4::interval, s.s0, $5::timestamptz) + $4::interval) cut
 ),
 occupancy_kpis AS (
-    SELECT bucket, gb,
-           sum(secs) FILTER (WHERE state IN ('on_call', 'wrap_up')) AS busy_s,
-           sum(secs) FILTER (WHERE state IN ('on_call', 'wrap_up', 'available', 'reserved')) AS staffed_s
+    SELECT bucket, gb, extract(epoch FROM sum(busy)) AS busy_s, extract(epoch FROM sum(staffed)) AS staffed_s
     FROM span_parts
     GROUP BY bucket, gb
 ),
@@ -505,21 +531,18 @@ scopes AS (
     UNION ALL SELECT bucket, 0 FROM buckets
 ),
 window_states AS (     -- per agent and team seen: its latest time (what team_seen needs), not every state
-    SELECT agent, data->>'team' AS team, max(ts) AS ts
-    FROM events
-    WHERE run = $1 AND type = 'agent.state' AND agent IS NOT NULL AND ts >= $2 AND ts < $3
-    GROUP BY agent, data->>'team'
+    SELECT agent, team, max(ts) AS ts
+    FROM agent_states
+    WHERE ts < $3
+    GROUP BY agent, team
 ),
 parts AS (
     SELECT agent, NULL::float8 AS busy_s, NULL::float8 AS staffed_s, 0::bigint AS no_answers,
            NULL::float8 AS csat_sum, 0::bigint AS csat_n
     FROM window_states GROUP BY agent
     UNION ALL
-    SELECT agent,
-           sum(secs) FILTER (WHERE state IN ('on_call', 'wrap_up')),
-           sum(secs) FILTER (WHERE state IN ('on_call', 'wrap_up', 'available', 'reserved')), 0, NULL, 0
-    FROM (SELECT agent, state, extract(epoch FROM s1 - s0)::float8 AS secs FROM state_spans) spans
-    GROUP BY agent
+    SELECT agent, extract(epoch FROM busy)::float8, extract(epoch FROM staffed)::float8, 0, NULL, 0
+    FROM agent_time
     UNION ALL
     SELECT agent, NULL, NULL, count(*), NULL, 0
     FROM events
@@ -841,7 +864,7 @@ async def _compute(
     judged_at = now or bounds["last"]
     origin = local_origin(t0, width, zone) if t0 is not None else None
     calls_args = (run, t0, t1, width, short_abandon_s, FCR_HORIZON, origin, judged_at, types, earlier)
-    states_args = (run, t0, t1, width, origin, types)
+    states_args = (run, t0, t1, width, origin, types, earlier)
     other = await sibling if sibling is not None else None
     if other is not None:
         snapshot = await conn.fetchval("SELECT pg_export_snapshot()")

@@ -627,13 +627,15 @@ class _Window:
                 mine = figures[row.agent]
                 if score is not None:
                     mine.csat.append(score)
+        time: dict[str, _Floor] = defaultdict(_Floor)       # the SQL sums an agent's spans exactly (µs)
         for agent, state, s0, s1 in self.state_spans:
-            mine = figures[agent]
-            seconds = (s1 - s0) / 1_000_000
-            if state in BUSY_STATES:
-                mine.busy_s = _add(mine.busy_s, seconds)
-            if state in STAFFED_STATES:
-                mine.staffed_s = _add(mine.staffed_s, seconds)
+            figures.setdefault(agent, _AgentFigures())
+            time[agent].add(state, s1 - s0)
+        for agent, spans in time.items():
+            if spans.busy is not None:
+                figures[agent].busy_s = spans.busy / 1_000_000
+            if spans.staffed is not None:
+                figures[agent].staffed_s = spans.staffed / 1_000_000
 
         agents, team_figures = {}, {}
         for agent in sorted(figures):
