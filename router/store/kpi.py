@@ -293,9 +293,13 @@ def _parts_on_total_row(total: str) -> str:
 _CALLS_SQL = f"""
 WITH {_calls_cte("$10", "ts <= $3::timestamptz + $6::interval")},
 {_buckets_cte("$4", "$7")},
-call_events AS MATERIALIZED (   -- the window calls' events any call or agent figure reads, with their values
-    SELECT e.call_id, e.agent, e.type, e.ts,
-           CASE WHEN e.type IN ('call.connected', 'call.abandoned') THEN (e.data->>'wait_s')::float8 END AS wait_s,
+call_events AS MATERIALIZED (   -- the window calls' events any call or agent figure reads, with their values:
+    SELECT e.call_id, e.agent, e.ts,            -- `kind`, a bit per event type the call facts test
+           CASE e.type WHEN 'call.connected' THEN 1 WHEN 'call.abandoned' THEN 2 WHEN 'callback.offered' THEN 4
+                       WHEN 'callback.accepted' THEN 8 WHEN 'callback.connected' THEN 16
+                       WHEN 'queue.overflowed' THEN 32 WHEN 'call.ended' THEN 64 ELSE 0 END AS kind,
+           CASE WHEN e.type = 'call.connected' THEN (e.data->>'wait_s')::float8 END AS wait_s,
+           CASE WHEN e.type = 'call.abandoned' THEN (e.data->>'wait_s')::float8 END AS abandon_wait_s,
            CASE WHEN e.type = 'call.connected' THEN (e.data->>'skills_met')::boolean END AS skills_met,
            CASE WHEN e.type = 'call.connected' THEN e.data->>'team' END AS team,
            CASE WHEN e.type = 'call.ended' THEN (e.data->>'talk_s')::float8 END AS talk_s,
@@ -307,7 +311,22 @@ call_events AS MATERIALIZED (   -- the window calls' events any call or agent fi
                      'callback.connected', 'queue.overflowed', 'call.ended', 'agent.state')
       AND (e.type <> 'agent.state' OR e.data->>'previous' IN ('on_call', 'wrap_up'))
 ),
-call_facts AS (     -- the call's events folded into one row, grouped by call (not an index probe per call)
+call_agents AS MATERIALIZED (   -- the window calls' events folded per call and agent (NULL: the events
+    SELECT call_id, agent,                      -- for no agent), in one hash aggregate: the call facts and
+           count(*) FILTER (WHERE kind = 1) AS connects,        -- the agent figures fold these rows further
+           min(wait_s) AS wait_s,                                      -- call.connected's
+           bool_and(skills_met) AS skills_met,                         -- call.connected's
+           count(*) FILTER (WHERE skills_met) AS accurate,
+           count(skills_met) AS accuracy_base,
+           bit_or(kind) AS kinds,
+           min(abandon_wait_s) AS abandon_wait_s,
+           sum(talk_s) AS talk_s,                                      -- call.ended's
+           sum(previous_s) FILTER (WHERE previous = 'on_call') AS on_call_s,
+           sum(previous_s) FILTER (WHERE previous = 'wrap_up') AS wrap_s
+    FROM call_events
+    GROUP BY call_id, agent
+),
+call_facts AS (     -- the call's rows of call_agents folded into one (not an index probe per call)
     SELECT c.*,
            date_bin($4::interval, c.joined_ts, $7::timestamptz) AS bucket,
            coalesce(f.answered, false) AS answered, f.wait_s, f.skills_met,
@@ -320,21 +339,14 @@ call_facts AS (     -- the call's events folded into one row, grouped by call (n
            f.on_call_s, coalesce(f.wrap_s, 0) AS wrap_s
     FROM calls c
     LEFT JOIN (
-        SELECT call_id,
-            bool_or(type = 'call.connected') AS answered,
-            min(wait_s) FILTER (WHERE type = 'call.connected') AS wait_s,
-            bool_and(skills_met) FILTER (WHERE type = 'call.connected') AS skills_met,
-            bool_or(type = 'call.abandoned') AS abandoned,
-            min(wait_s) FILTER (WHERE type = 'call.abandoned') AS abandon_wait_s,
-            bool_or(type = 'callback.offered') AS callback_offered,
-            bool_or(type = 'callback.accepted') AS callback_accepted,
-            bool_or(type = 'callback.connected') AS callback_completed,
-            bool_or(type = 'queue.overflowed') AS overflowed,
-            bool_or(type = 'call.ended') AS ended,
-            sum(previous_s) FILTER (WHERE previous = 'on_call') AS on_call_s,
-            sum(previous_s) FILTER (WHERE previous = 'wrap_up') AS wrap_s
-        FROM call_events
-        GROUP BY call_id
+        SELECT call_id, kinds & 1 <> 0 AS answered, wait_s, skills_met, kinds & 2 <> 0 AS abandoned, abandon_wait_s,
+               kinds & 4 <> 0 AS callback_offered, kinds & 8 <> 0 AS callback_accepted,
+               kinds & 16 <> 0 AS callback_completed, kinds & 32 <> 0 AS overflowed, kinds & 64 <> 0 AS ended,
+               on_call_s, wrap_s
+        FROM (SELECT call_id, bit_or(kinds) AS kinds, min(wait_s) AS wait_s, bool_and(skills_met) AS skills_met,
+                     min(abandon_wait_s) AS abandon_wait_s, sum(on_call_s) AS on_call_s, sum(wrap_s) AS wrap_s
+              FROM call_agents
+              GROUP BY call_id) folded
     ) f USING (call_id)
 ),
 repeat_joins AS (      -- (a join without a call id never repeats a call: r.call_id <> f.call_id)
@@ -423,18 +435,6 @@ scopes AS (
     UNION ALL SELECT bucket, NULL, 0, 1 FROM buckets
     UNION ALL SELECT bucket, queue, 0, 0 FROM buckets CROSS JOIN queues
 ),
-call_agents AS (        -- per call and agent (NULL: a call.ended for no agent): connections, talk, agent time
-    SELECT call_id, agent,
-           count(*) FILTER (WHERE type = 'call.connected') AS connects,
-           count(*) FILTER (WHERE skills_met) AS accurate,            -- skills_met: call.connected's
-           count(skills_met) AS accuracy_base,
-           sum(talk_s) AS talk_s,                                      -- talk_s: call.ended's
-           sum(previous_s) FILTER (WHERE previous = 'on_call') AS on_call_s,
-           sum(previous_s) FILTER (WHERE previous = 'wrap_up') AS wrap_s
-    FROM call_events
-    WHERE type IN ('call.connected', 'call.ended', 'agent.state')
-    GROUP BY call_id, agent
-),
 handled AS (            -- per call and agent it connected to (each connection counts): talk (the agent's
     SELECT agent, connects, accurate, accuracy_base,            -- call.ended and any for no agent), handle time
            CASE WHEN talk_s IS NOT NULL OR nobody_talk_s IS NOT NULL
@@ -456,7 +456,7 @@ agent_parts AS MATERIALIZED (
 team_seen AS MATERIALIZED (     -- per agent: its latest call.connected with a team, the least team then
     SELECT DISTINCT ON (agent) agent, ts, team
     FROM call_events
-    WHERE type = 'call.connected' AND agent IS NOT NULL AND team IS NOT NULL
+    WHERE kind = 1 AND agent IS NOT NULL AND team IS NOT NULL
     ORDER BY agent, ts DESC, team
 )
 SELECT s.bucket, s.bucket + $4::interval AS bucket_end, s.queue, s.gb = 1 AS all_time,
