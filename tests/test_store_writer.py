@@ -605,6 +605,35 @@ def test_an_event_with_several_faults_gets_the_twin_s_error_from_the_compiled_en
         assert str(built.value) == str(twin.value), (event, run)
 
 
+def test_the_compiled_encoder_reads_an_event_s_fields_through_its_class_s_descriptors():
+    """router.events.Event's fields (getters when compiled, slots when pure) are read directly; any
+    other class, a subclass included, by attribute lookups: the same bytes and errors either way,
+    an event with unset fields too."""
+    from router.store import cencoder, writer
+    compiled = _compiled_encoder()
+
+    class Subclass(Event):
+        __slots__ = ()
+
+    class Properties:
+        serial = property(lambda self: 7)
+
+    assert cencoder.configure_event_type(Properties) is False
+    try:
+        assert cencoder.configure_event_type(Event) is True
+    finally:
+        cencoder.configure_event_type(Event)
+    fields = (12.5, "call.connected", "c1", "q", "a1", {"wait_s": 1.25, "skills_met": True}, 1 << 100)
+    for event in (Event(*fields[:6], serial=fields[6]), Subclass(*fields[:6], serial=fields[6])):
+        assert compiled(event, "sim:x") == writer.encode_event_py(event, "sim:x")
+    for unset in (Event.__new__(Event), Subclass.__new__(Subclass)):
+        with pytest.raises((InvalidEvent, AttributeError)) as twin:
+            writer.encode_event_py(unset, "sim:x")
+        with pytest.raises(type(twin.value)) as built:
+            compiled(unset, "sim:x")
+        assert str(built.value) == str(twin.value)
+
+
 def test_compiled_encoder_on_the_simulator_s_events():
     from benchmarks import vs_simpy
     from router.sim.simulator import Simulator

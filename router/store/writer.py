@@ -255,6 +255,7 @@ except ImportError as exc:
     COMPILED = False
 else:
     cencoder.configure(_FIELDS, _FIELDS_MAX, _field, encode_event_py, _TS_MIN, _TS_MAX)
+    cencoder.configure_event_type(Event)
     encode_event = cencoder.encode_event
     COMPILED = True
 
