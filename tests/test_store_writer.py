@@ -644,6 +644,27 @@ def test_compiled_encoder_on_the_simulator_s_events():
     events = sim.run(5_000)
     assert len(events) >= 4_000
     assert [compiled(e, "sim:t") for e in events] == [encode_event_py(e, "sim:t") for e in events]
+    from router.store.writer import encode_events, encode_events_py
+    assert encode_events(events, "sim:t") == encode_events_py(events, "sim:t")      # a slice in one call
+    with pytest.raises(InvalidEvent):
+        encode_events([events[0], Event(1.0, "", None, None, None, {}, serial=1)], "sim:t")
+
+
+def test_the_row_queue_keeps_order_and_bound_while_batches_leave_as_slices():
+    """The writer's queue: rows leave in the order they came, at most `maxsize` wait, and the
+    rows taken are dropped from its list once they are half of it."""
+    from router.store.writer import WriterFull, _RowQueue
+    queue = _RowQueue(10)
+    assert queue.extend([b"0", b"1", b"2", b"3"]) == 4 and queue.qsize() == 4
+    assert queue.take(1) == [b"0"] and queue.qsize() == 3
+    assert queue.extend([bytes([48 + i]) for i in range(4, 20)]) == 7 and queue.full()   # room for 7 of 16
+    with pytest.raises(WriterFull):
+        queue.put_nowait(b"x")
+    assert queue.take(4) == [b"1", b"2", b"3", b"4"] and len(queue._rows) == 11      # 5 of 11 taken: kept
+    assert queue.take(2) == [b"5", b"6"] and len(queue._rows) == 4 and queue._head == 0  # 7 of 11: dropped
+    queue.put_nowait(b"b")
+    assert queue.take(100) == [b"7", b"8", b"9", b":", b"b"] and queue.empty()
+    assert queue._rows == [] and queue._head == 0
 
 
 def test_the_compiled_encoder_fills_and_bounds_the_field_cache_as_its_twin(monkeypatch):

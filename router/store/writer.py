@@ -35,8 +35,8 @@ benchmarks/vs_simpy.py's events: 0.6 µs an event compiled, 2.7 µs in Python, a
 for the former `(UUID, datetime, ...)` tuples plus `copy_records_to_table`.  The spool keeps
 its JSON lines (`row_to_line` decodes a tuple; `line_to_row` + `row_to_record` encode it again).
 
-The queue is a deque with bulk moves (`_RowQueue`): `put_many()` appends a slice at once
-and a batch leaves in one call.  After a slice, `put_many()` yields to the loop so the
+The queue is a list with bulk moves (`_RowQueue`): `put_many()` encodes a slice in one call
+(`encode_events`) and appends it at once, and a batch leaves as one slice.  After a slice, `put_many()` yields to the loop so the
 writer task sends the next COPY; PostgreSQL, another process, then works on it while the
 caller (the simulator) computes the next slice.
 
@@ -60,7 +60,6 @@ import struct
 import time
 import uuid
 import warnings
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -164,6 +163,11 @@ def encode_event_py(event: Event, run: str) -> Record:
         raise InvalidEvent(f"event fields must be strings or None: {exc}") from exc
 
 
+def encode_events_py(events: Iterable[Event], run: str) -> list[Record]:
+    """`encode_event_py` of each event, in order (the twin of the compiled `encode_events`)."""
+    return [encode_event_py(event, run) for event in events]
+
+
 # One tuple of binary COPY: int16 field count, then per field an int32 length (-1: NULL)
 # and the value in the type's binary format: uuid 16 bytes big-endian; timestamptz int64
 # µs since 2000-01-01 UTC; text UTF-8; jsonb a version byte (1) then the JSON text.
@@ -252,11 +256,13 @@ except ImportError as exc:
     warnings.warn(f"compiled event encoder unavailable ({exc}); using the pure-Python twin, "
                   "which is slower", RuntimeWarning, stacklevel=2)
     encode_event = encode_event_py
+    encode_events = encode_events_py
     COMPILED = False
 else:
     cencoder.configure(_FIELDS, _FIELDS_MAX, _field, encode_event_py, _TS_MIN, _TS_MAX)
     cencoder.configure_event_type(Event)
     encode_event = cencoder.encode_event
+    encode_events = cencoder.encode_events
     COMPILED = True
 
 
@@ -409,31 +415,34 @@ class Spool:
 
 class _RowQueue:
     """The writer's bounded FIFO of rows, with bulk moves (asyncio.Queue moves one item per
-    call, about a microsecond each way).  `wait_room()` returns once a row fits; a batch
-    taken wakes every waiter, and each checks again (so a cancelled waiter loses no wake-up)."""
+    call, about a microsecond each way).  The rows are a list read from a head index: a batch
+    leaves as one slice, not a pop per row, and the list drops the rows taken once they are half
+    of it.  `wait_room()` returns once a row fits; a batch taken wakes every waiter, and each
+    checks again (so a cancelled waiter loses no wake-up)."""
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
-        self._rows: deque[Record] = deque()
+        self._rows: list[Record] = []
+        self._head = 0                      # rows before it are taken
         self._waiters: list[asyncio.Future[None]] = []
 
     def qsize(self) -> int:
-        return len(self._rows)
+        return len(self._rows) - self._head
 
     def empty(self) -> bool:
-        return not self._rows
+        return self.qsize() == 0
 
     def full(self) -> bool:
-        return len(self._rows) >= self.maxsize
+        return self.qsize() >= self.maxsize
 
     def put_nowait(self, row: Record) -> None:
-        if len(self._rows) >= self.maxsize:
+        if self.qsize() >= self.maxsize:
             raise WriterFull(f"event writer queue is full ({self.maxsize} events)")
         self._rows.append(row)
 
     def extend(self, rows: list[Record]) -> int:
         """Append as many of `rows` as fit, in order; how many did."""
-        room = self.maxsize - len(self._rows)
+        room = self.maxsize - self.qsize()
         if room >= len(rows):
             self._rows.extend(rows)
             return len(rows)
@@ -443,7 +452,7 @@ class _RowQueue:
         return 0
 
     async def wait_room(self) -> None:
-        while len(self._rows) >= self.maxsize:
+        while self.qsize() >= self.maxsize:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
@@ -454,8 +463,13 @@ class _RowQueue:
 
     def take(self, count: int) -> list[Record]:
         """Up to `count` rows from the head, and room for the waiting putters."""
-        popleft = self._rows.popleft
-        batch = [popleft() for _ in range(min(count, len(self._rows)))]
+        head = self._head
+        batch = self._rows[head:head + count]
+        head += len(batch)
+        if head * 2 >= len(self._rows):
+            del self._rows[:head]
+            head = 0
+        self._head = head
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -580,8 +594,7 @@ class EventWriter:
         it waits, the events before the wait stay queued).  Then it yields to the loop for
         three turns, enough for the writer task to take the reply of a COPY that ended and
         send the next batch (PostgreSQL's COPY then overlaps with what the caller does next)."""
-        run = self._run
-        rows = [encode_event(event, run) for event in events]
+        rows = encode_events(events, self._run)
         self._ensure_open()
         queue = self._queue
         self._putting += 1
