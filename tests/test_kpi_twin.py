@@ -23,6 +23,7 @@ from router.events import Event
 from router.ivr.registry import load_flowset
 from router.report import format_kpi_table, kpi_csv, kpi_json
 from router.sim.simulator import Simulator
+from router.store import run_tables
 from router.store.kpi import compute_kpis
 from router.store.kpi_memory import kpis_from_events
 from router.store.writer import EventWriter
@@ -56,8 +57,19 @@ def events_of(s: Scenario) -> list[Event]:
 
 
 async def both_ways(conn, s: Scenario, **options: Any) -> dict[str, Any]:
+    """The SQL on the scenario's events in `events` and again in a run table of their own (the KPI
+    statements have a form for each, router.store.run_tables), each equal to the twin's."""
     sql = await compute_kpis(conn, run=s.run, **options)
     assert_same(sql, kpis_from_events(events_of(s), run=s.run, **options))
+    label = f"{s.run}:own-table"
+    if await run_tables.own_table(conn, label) is None:
+        table = await run_tables.create_run_table(conn, label)
+        await conn.executemany(f'INSERT INTO "{table}" (id, ts, run, call_id, type, queue, agent, data) '
+                               "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)",
+                               [(row[0], row[1], label, *row[3:]) for row in s.rows])
+        await run_tables.analyze_run(conn, label)
+    assert_same(await compute_kpis(conn, run=label, **options),
+                kpis_from_events(events_of(s), run=label, **options), "kpis in a run table")
     return sql
 
 
@@ -309,7 +321,7 @@ async def test_an_agent_connected_twice_an_end_for_no_agent_and_a_team_tie(conn)
     connection counts, with the call's whole talk and a1's whole handle time), c1 also has a
     call.ended for no agent (its talk counts for a1), and a2's team is seen on a call.connected and an
     agent.state at the same instant (the least team wins, wherever it comes in the log: the twin took
-    the last one seen until this test)."""
+    the last one seen until this test), and a3's on two calls connected at the same instant."""
     s = Scenario()
     s.joined("c1", "sales", 0, caller="111")
     s.event(10, "call.connected", "c1", "sales", "a1", wait_s=10, team="red", skills_met=True)
@@ -326,13 +338,17 @@ async def test_an_agent_connected_twice_an_end_for_no_agent_and_a_team_tie(conn)
     s.event(200, "agent.state", "c2", None, "a2", state="on_call", previous="reserved", previous_s=0, team="green")
     s.event(230, "call.ended", "c2", "sales", "a2", outcome="answered", talk_s=30)
     s.event(230, "agent.state", "c2", None, "a2", state="available", previous="on_call", previous_s=30)   # no team
+    for call, team in (("c3", "yellow"), ("c4", "orange")):     # a3: two calls connected at one instant
+        s.joined(call, "sales", 250, caller="333")
+        s.event(260, "call.connected", call, "sales", "a3", wait_s=10, team=team, skills_met=True)
     await s.save(conn)
     k = await both_ways(conn, s)
     a1, a2 = k["agents"]["a1"], k["agents"]["a2"]
+    assert k["agents"]["a3"]["team"] == "orange"          # the least of the teams seen at its latest time
     assert (a1["team"], a1["answered"], a1["talk_s"], a1["aht_s"], a1["routing_accuracy"]) == ("blue", 2, 160.0, 55.0, 0.5)
     assert (a2["team"], a2["answered"], a2["talk_s"], a2["aht_s"]) == ("blue", 1, 30.0, 30.0)
     assert k["queues"]["sales"]["aht_s"] == 42.5          # per call: c1 55, c2 30
-    assert set(k["teams"]) == {"blue"} and k["teams"]["blue"]["answered"] == 3
+    assert set(k["teams"]) == {"blue", "orange"} and k["teams"]["blue"]["answered"] == 3
 
 
 async def test_an_agent_silent_since_before_the_window_is_in_its_last_state_all_through_it(conn):

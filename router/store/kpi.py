@@ -288,12 +288,26 @@ def _parts_on_total_row(total: str) -> str:
 # The calls statement: the queue figures of every scope, and the handled calls' agent parts.
 # $1 run, $2 from, $3 to, $4 interval width (NULL: no intervals), $5 short-abandon threshold, $6 FCR
 # horizon, $7 interval origin, $8 when waiting calls are judged, $9 the run's event types, $10 whether
-# the run has events before $2.  The window calls' events are read once (`call_events`), for the call
-# facts and for the agents who handled them.
-_CALLS_SQL = f"""
+# the run has events before $2.  The window calls' events are read once, for the call facts and for
+# the agents who handled them.
+#
+# Two forms of the window calls' events folded per call and agent (`call_agents`) and of the agents'
+# teams seen on them (`team_seen`), the rest shared.  Over `events` (indexed, live traffic) the
+# window calls' events are found from the calls (`call_events`, a join) and folded.  Over a run in
+# a table of its own (no index: router.store.run_tables), where every scan reads the whole run, all
+# the run's call events are folded first, in parallel workers (a partial aggregate per worker), and
+# the groups of the window calls kept (`call_groups`): measured on a 200,000-call run, 4.3 s against
+# 4.8 s for the statement beside the states statement.
+def _calls_sql(run_table: bool) -> str:
+    fold = _RUN_TABLE_CALL_FOLD if run_table else _CALL_FOLD
+    team_seen = _RUN_TABLE_TEAM_SEEN if run_table else _TEAM_SEEN_ON_CALLS
+    return f"""
 WITH {_calls_cte("$10", "ts <= $3::timestamptz + $6::interval")},
 {_buckets_cte("$4", "$7")},
-call_events AS MATERIALIZED (   -- the window calls' events any call or agent figure reads, with their values:
+{fold}{_CALLS_BODY.replace("{team_seen}", team_seen)}"""
+
+
+_CALL_FOLD = """call_events AS MATERIALIZED (   -- the window calls' events any call or agent figure reads, with their values:
     SELECT e.call_id, e.agent, e.ts,            -- `kind`, a bit per event type the call facts test
            CASE e.type WHEN 'call.connected' THEN 1 WHEN 'call.abandoned' THEN 2 WHEN 'callback.offered' THEN 4
                        WHEN 'callback.accepted' THEN 8 WHEN 'callback.connected' THEN 16
@@ -326,7 +340,58 @@ call_agents AS MATERIALIZED (   -- the window calls' events folded per call and 
     FROM call_events
     GROUP BY call_id, agent
 ),
-call_facts AS (     -- the call's rows of call_agents folded into one (not an index probe per call)
+"""
+_RUN_TABLE_CALL_FOLD = """call_groups AS MATERIALIZED (    -- every call event of the run folded per call, agent and the team a
+    SELECT call_id, agent,                      -- call.connected names, in parallel workers: no join first
+           CASE WHEN type = 'call.connected' THEN data->>'team' END AS team,
+           count(*) FILTER (WHERE type = 'call.connected') AS connects,
+           max(ts) FILTER (WHERE type = 'call.connected') AS connected_ts,
+           min((data->>'wait_s')::float8) FILTER (WHERE type = 'call.connected') AS wait_s,
+           bool_and((data->>'skills_met')::boolean) FILTER (WHERE type = 'call.connected') AS skills_met,
+           count(*) FILTER (WHERE type = 'call.connected' AND (data->>'skills_met')::boolean) AS accurate,
+           count((data->>'skills_met')::boolean) FILTER (WHERE type = 'call.connected') AS accuracy_base,
+           bit_or(CASE type WHEN 'call.connected' THEN 1 WHEN 'call.abandoned' THEN 2 WHEN 'callback.offered' THEN 4
+                          WHEN 'callback.accepted' THEN 8 WHEN 'callback.connected' THEN 16
+                          WHEN 'queue.overflowed' THEN 32 WHEN 'call.ended' THEN 64 ELSE 0 END) AS kinds,
+           min((data->>'wait_s')::float8) FILTER (WHERE type = 'call.abandoned') AS abandon_wait_s,
+           sum((data->>'talk_s')::float8) FILTER (WHERE type = 'call.ended') AS talk_s,
+           sum((data->>'previous_s')::float8) FILTER (WHERE type = 'agent.state' AND data->>'previous' = 'on_call')
+               AS on_call_s,
+           sum((data->>'previous_s')::float8) FILTER (WHERE type = 'agent.state' AND data->>'previous' = 'wrap_up')
+               AS wrap_s
+    FROM events
+    WHERE run = $1 AND call_id IS NOT NULL
+      AND type IN ('call.connected', 'call.abandoned', 'callback.offered', 'callback.accepted',
+                 'callback.connected', 'queue.overflowed', 'call.ended', 'agent.state')
+      AND (type <> 'agent.state' OR data->>'previous' IN ('on_call', 'wrap_up'))
+    GROUP BY call_id, agent, CASE WHEN type = 'call.connected' THEN data->>'team' END
+),
+window_groups AS MATERIALIZED (  -- the window calls' groups
+    SELECT g.* FROM call_groups g JOIN calls USING (call_id)
+),
+call_agents AS MATERIALIZED (    -- per call and agent (NULL: the events for no agent), as call_events's fold
+    SELECT call_id, agent, sum(connects)::bigint AS connects, min(wait_s) AS wait_s,
+           bool_and(skills_met) AS skills_met, sum(accurate)::bigint AS accurate,
+           sum(accuracy_base)::bigint AS accuracy_base, bit_or(kinds) AS kinds,
+           min(abandon_wait_s) AS abandon_wait_s, sum(talk_s) AS talk_s, sum(on_call_s) AS on_call_s,
+           sum(wrap_s) AS wrap_s
+    FROM window_groups
+    GROUP BY call_id, agent
+),
+"""
+_TEAM_SEEN_ON_CALLS = """team_seen AS MATERIALIZED (     -- per agent: its latest call.connected with a team, the least team then
+    SELECT DISTINCT ON (agent) agent, ts, team
+    FROM call_events
+    WHERE kind = 1 AND agent IS NOT NULL AND team IS NOT NULL
+    ORDER BY agent, ts DESC, team
+)"""
+_RUN_TABLE_TEAM_SEEN = """team_seen AS MATERIALIZED (     -- per agent: its latest call.connected with a team, the least team then
+    SELECT DISTINCT ON (agent) agent, connected_ts AS ts, team
+    FROM window_groups
+    WHERE connects > 0 AND agent IS NOT NULL AND team IS NOT NULL
+    ORDER BY agent, ts DESC, team
+)"""
+_CALLS_BODY = f"""call_facts AS (     -- the call's rows of call_agents folded into one (not an index probe per call)
     SELECT c.*,
            date_bin($4::interval, c.joined_ts, $7::timestamptz) AS bucket,
            coalesce(f.answered, false) AS answered, f.wait_s, f.skills_met,
@@ -453,12 +518,7 @@ agent_parts AS MATERIALIZED (
            sum(accurate)::bigint AS accurate, sum(accuracy_base)::bigint AS accuracy_base
     FROM handled GROUP BY agent
 ),
-team_seen AS MATERIALIZED (     -- per agent: its latest call.connected with a team, the least team then
-    SELECT DISTINCT ON (agent) agent, ts, team
-    FROM call_events
-    WHERE kind = 1 AND agent IS NOT NULL AND team IS NOT NULL
-    ORDER BY agent, ts DESC, team
-)
+{{team_seen}}
 SELECT s.bucket, s.bucket + $4::interval AS bucket_end, s.queue, s.gb = 1 AS all_time,
        coalesce(c.offered, 0) AS offered,
        coalesce(c.answered, 0) AS answered,
@@ -490,6 +550,9 @@ LEFT JOIN contained_kpis k
        ON k.gb = s.gb AND s.gq = 1 AND k.bucket IS NOT DISTINCT FROM s.bucket
 ORDER BY s.gb DESC, s.bucket, s.gq DESC, s.queue
 """
+_CALLS_SQL = _calls_sql(run_table=False)
+_RUN_TABLE_CALLS_SQL = _calls_sql(run_table=True)
+
 
 # The states an agent is busy in, and staffed in (occupancy = busy / staffed time).
 _BUSY = "('on_call', 'wrap_up')"
@@ -865,10 +928,11 @@ async def _compute(
     origin = local_origin(t0, width, zone) if t0 is not None else None
     calls_args = (run, t0, t1, width, short_abandon_s, FCR_HORIZON, origin, judged_at, types, earlier)
     states_args = (run, t0, t1, width, origin, types, earlier)
+    calls_sql = _CALLS_SQL if own_table is None else _RUN_TABLE_CALLS_SQL
     other = await sibling if sibling is not None else None
     if other is not None:
         snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
-        calls_task = asyncio.ensure_future(_fetch_in_snapshot(other, snapshot, (_CALLS_SQL, calls_args),
+        calls_task = asyncio.ensure_future(_fetch_in_snapshot(other, snapshot, (calls_sql, calls_args),
                                                               (_IVR_SQL, (run, t0, t1, types))))
         try:
             states_rows = await conn.fetch(_STATES_SQL, *states_args)
@@ -878,7 +942,7 @@ async def _compute(
             raise
         queue_rows, (ivr,) = await calls_task
     else:
-        queue_rows = await conn.fetch(_CALLS_SQL, *calls_args)
+        queue_rows = await conn.fetch(calls_sql, *calls_args)
         states_rows = await conn.fetch(_STATES_SQL, *states_args)
         ivr = await conn.fetchrow(_IVR_SQL, run, t0, t1, types)
     calls_total = next(row for row in queue_rows if row["all_time"] and row["queue"] is None)
