@@ -22,9 +22,12 @@ aggregates over one pass, not an index probe per call or a sort of every event:
    copied by overflow counts once, for the queue it entered.  A call belongs to
    the window, and to an interval, by that first join; everything that happens
    to it later (answer, abandon, call-back, overflow, talk, wrap-up) follows it,
-   even past the window end.  One CTE reads the window calls' events once; one
-   fold makes each call's row of facts; GROUPING SETS then aggregate those rows
-   for the total, each queue, each interval and each (interval, queue).  Survey
+   even past the window end.  The window calls' events are read once and folded
+   per call and agent (`call_agents`: over `events` by a join to the calls, over
+   a run's own table by a parallel fold of all its call events); those rows fold
+   into each call's row of facts and into the agents' handled calls; GROUPING SETS
+   then aggregate the calls' rows for the total, each queue, each interval and
+   each (interval, queue).  Survey
    answers are windowed by their own timestamp and attributed to the event's
    queue.  Occupancy (states statement) and IVR containment are centre-wide, so
    they exist only for the total and each interval (null per queue).
@@ -70,7 +73,9 @@ Naive `start` / `end` are local times of the centre.
 Occupancy uses `agent.state` events: each carries the state just left
 (`previous`) and how long it lasted (`previous_s`), i.e. the span [ts −
 previous_s, ts).  Spans are clipped to the window and split at interval edges;
-an agent's last state runs on to the window's end.  `busy_s` and `staffed_s`
+an agent's last state runs on to the window's end.  The states statement reads
+the run's `agent.state` rows from the window's start once, and sums each agent's
+spans as intervals (exact to the µs); the centre's total is the agents' sum.  `busy_s` and `staffed_s`
 (total and per interval) are the seconds behind the ratio, so intervals add
 up to the window.
 
@@ -298,6 +303,13 @@ def _parts_on_total_row(total: str) -> str:
 # the run's call events are folded first, in parallel workers (a partial aggregate per worker), and
 # the groups of the window calls kept (`call_groups`): measured on a 200,000-call run, 4.3 s against
 # 4.8 s for the statement beside the states statement.
+def _kind_bit(column: str) -> str:
+    """A call event's type as its bit in a call's `kinds` (call_facts tests them)."""
+    return (f"CASE {column} WHEN 'call.connected' THEN 1 WHEN 'call.abandoned' THEN 2 WHEN 'callback.offered' THEN 4 "
+            "WHEN 'callback.accepted' THEN 8 WHEN 'callback.connected' THEN 16 WHEN 'queue.overflowed' THEN 32 "
+            "WHEN 'call.ended' THEN 64 ELSE 0 END")
+
+
 def _calls_sql(run_table: bool) -> str:
     fold = _RUN_TABLE_CALL_FOLD if run_table else _CALL_FOLD
     team_seen = _RUN_TABLE_TEAM_SEEN if run_table else _TEAM_SEEN_ON_CALLS
@@ -307,11 +319,9 @@ WITH {_calls_cte("$10", "ts <= $3::timestamptz + $6::interval")},
 {fold}{_CALLS_BODY.replace("{team_seen}", team_seen)}"""
 
 
-_CALL_FOLD = """call_events AS MATERIALIZED (   -- the window calls' events any call or agent figure reads, with their values:
+_CALL_FOLD = f"""call_events AS MATERIALIZED (   -- the window calls' events any call or agent figure reads, with their values:
     SELECT e.call_id, e.agent, e.ts,            -- `kind`, a bit per event type the call facts test
-           CASE e.type WHEN 'call.connected' THEN 1 WHEN 'call.abandoned' THEN 2 WHEN 'callback.offered' THEN 4
-                       WHEN 'callback.accepted' THEN 8 WHEN 'callback.connected' THEN 16
-                       WHEN 'queue.overflowed' THEN 32 WHEN 'call.ended' THEN 64 ELSE 0 END AS kind,
+           {_kind_bit("e.type")} AS kind,
            CASE WHEN e.type = 'call.connected' THEN (e.data->>'wait_s')::float8 END AS wait_s,
            CASE WHEN e.type = 'call.abandoned' THEN (e.data->>'wait_s')::float8 END AS abandon_wait_s,
            CASE WHEN e.type = 'call.connected' THEN (e.data->>'skills_met')::boolean END AS skills_met,
@@ -341,7 +351,7 @@ call_agents AS MATERIALIZED (   -- the window calls' events folded per call and 
     GROUP BY call_id, agent
 ),
 """
-_RUN_TABLE_CALL_FOLD = """call_groups AS MATERIALIZED (    -- every call event of the run folded per call, agent and the team a
+_RUN_TABLE_CALL_FOLD = f"""call_groups AS MATERIALIZED (    -- every call event of the run folded per call, agent and the team a
     SELECT call_id, agent,                      -- call.connected names, in parallel workers: no join first
            CASE WHEN type = 'call.connected' THEN data->>'team' END AS team,
            count(*) FILTER (WHERE type = 'call.connected') AS connects,
@@ -350,9 +360,7 @@ _RUN_TABLE_CALL_FOLD = """call_groups AS MATERIALIZED (    -- every call event o
            bool_and((data->>'skills_met')::boolean) FILTER (WHERE type = 'call.connected') AS skills_met,
            count(*) FILTER (WHERE type = 'call.connected' AND (data->>'skills_met')::boolean) AS accurate,
            count((data->>'skills_met')::boolean) FILTER (WHERE type = 'call.connected') AS accuracy_base,
-           bit_or(CASE type WHEN 'call.connected' THEN 1 WHEN 'call.abandoned' THEN 2 WHEN 'callback.offered' THEN 4
-                          WHEN 'callback.accepted' THEN 8 WHEN 'callback.connected' THEN 16
-                          WHEN 'queue.overflowed' THEN 32 WHEN 'call.ended' THEN 64 ELSE 0 END) AS kinds,
+           bit_or({_kind_bit("type")}) AS kinds,
            min((data->>'wait_s')::float8) FILTER (WHERE type = 'call.abandoned') AS abandon_wait_s,
            sum((data->>'talk_s')::float8) FILTER (WHERE type = 'call.ended') AS talk_s,
            sum((data->>'previous_s')::float8) FILTER (WHERE type = 'agent.state' AND data->>'previous' = 'on_call')

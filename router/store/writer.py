@@ -30,9 +30,11 @@ format (`encode_event`: the id's 16 bytes, the µs since 2000, the texts, jsonb'
 byte and the compact JSON; repeated texts come from a cache), and a batch is those bytes
 between COPY's header and trailer, sent with `copy_to_table(format="binary")`: no UUID or
 datetime objects per event and no per-value encoding in asyncpg.  `encode_event` is the
-compiled twin (ext/encoder.pyx) of `encode_event_py` when it is built.  Measured with
-benchmarks/vs_simpy.py's events: 0.6 µs an event compiled, 2.7 µs in Python, against 9 µs
-for the former `(UUID, datetime, ...)` tuples plus `copy_records_to_table`.  The spool keeps
+compiled twin (ext/encoder.pyx) of `encode_event_py` when it is built (`encode_events`: a
+slice in one call).  Measured with benchmarks/vs_simpy.py's events: 0.6 µs an event compiled,
+2.7 µs in Python, against 9 µs for the former `(UUID, datetime, ...)` tuples plus
+`copy_records_to_table`; on a slower machine at cc29610, 0.4 µs compiled (1.0 µs before it
+read fields through descriptors and wrote numbers by hand) and 4.1 to 4.9 µs in Python.  The spool keeps
 its JSON lines (`row_to_line` decodes a tuple; `line_to_row` + `row_to_record` encode it again).
 
 The queue is a list with bulk moves (`_RowQueue`): `put_many()` encodes a slice in one call
