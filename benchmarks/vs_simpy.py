@@ -20,7 +20,11 @@ answered calls' waits; for ``stored``, the KPI SQL's, and the wall seconds of it
 ``store_s``, simulating with every event written and committed, and ``kpi_s``, the KPI SQL),
 and ``ratios``: in_memory / simpy in calls per second, stored / in_memory in wall time (and
 each part of stored / in_memory), and each service level minus Erlang C's in percentage
-points.  DSN: --dsn, else ACD_DATABASE_URL, else the local server's
+points.  ``cpu_s`` per run: the CPU seconds the whole machine spent meanwhile (every core,
+this process and PostgreSQL's backends and workers alike; Linux's /proc/stat, else null), and
+``stored_cpu_floor_vs_in_memory_wall``: the stored run's CPU seconds over the machine's cores
+and the in-memory wall time, the least stored / in_memory a run doing that work could reach
+here with every core busy all the time.  DSN: --dsn, else ACD_DATABASE_URL, else the local server's
 `postgres` database.
 
 One run's service level is a sample: over 1,000 simulated hours its standard deviation is
@@ -63,6 +67,29 @@ WITHIN_S = 20.0
 NO_ABANDON = Distribution("fixed", 1e9)          # patience longer than any run
 
 
+def machine_cpu_s() -> float | None:
+    """CPU seconds spent so far by every process on every core (user, nice, system, irq, softirq)."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(field) for field in stat.readline().split()[1:8]]
+    except OSError:
+        return None
+    return (ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]) / os.sysconf("SC_CLK_TCK")
+
+
+class Clocks:
+    """Wall seconds and the machine's CPU seconds between `start()` and `stop()`."""
+
+    def start(self) -> Clocks:
+        self.cpu, self.wall = machine_cpu_s(), time.perf_counter()
+        return self
+
+    def stop(self) -> None:
+        self.wall = time.perf_counter() - self.wall
+        cpu = machine_cpu_s()
+        self.cpu = None if cpu is None or self.cpu is None else cpu - self.cpu
+
+
 def centre(calls: int) -> tuple[Centre, float]:
     """The M/M/14 centre and the hours that offer about `calls` calls."""
     hours = calls / CALLS_PER_HOUR
@@ -97,17 +124,17 @@ def run_simpy(hours: float, seed: int) -> dict[str, Any]:
                 return
             env.process(caller(env))
 
-    started = time.perf_counter()
+    clocks = Clocks().start()
     env.process(source(env))
     env.run()
-    wall = time.perf_counter() - started
-    return _figures(len(waits), wall, sum(w <= WITHIN_S for w in waits) / max(1, len(waits)))
+    clocks.stop()
+    return _figures(len(waits), clocks, sum(w <= WITHIN_S for w in waits) / max(1, len(waits)))
 
 
 def run_in_memory(hours: float, seed: int) -> dict[str, Any]:
     """The Simulator (the real engine), events built and dropped; SL from call.connected's wait_s."""
     model, _ = centre(int(hours * CALLS_PER_HOUR))
-    started = time.perf_counter()
+    clocks = Clocks().start()
     sim = Simulator(model, hours=hours, seed=seed)
     answered = within = 0
     while not sim.done:
@@ -115,8 +142,8 @@ def run_in_memory(hours: float, seed: int) -> dict[str, Any]:
             if event.type == "call.connected":
                 answered += 1
                 within += event.data["wait_s"] <= WITHIN_S
-    wall = time.perf_counter() - started
-    return _figures(answered, wall, within / max(1, answered))
+    clocks.stop()
+    return _figures(answered, clocks, within / max(1, answered))
 
 
 async def run_stored(hours: float, seed: int, dsn: str) -> dict[str, Any]:
@@ -127,26 +154,28 @@ async def run_stored(hours: float, seed: int, dsn: str) -> dict[str, Any]:
     try:
         model, _ = centre(int(hours * CALLS_PER_HOUR))
         timings: dict[str, float] = {}
-        started = time.perf_counter()
+        clocks = Clocks().start()
         kpis = await simulate_day(model, dsn.rsplit("/", 1)[0] + "/" + database, hours=hours, seed=seed,
                                   show_progress=False, timings=timings)
-        wall = time.perf_counter() - started
+        clocks.stop()
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         await admin.close()
-    return {**_figures(kpis["answered"], wall, kpis["service_level"]),
+    return {**_figures(kpis["answered"], clocks, kpis["service_level"]),
             "store_s": round(timings["store_s"], 3), "kpi_s": round(timings["kpi_s"], 3)}
 
 
-def _figures(calls: int, wall_s: float, service_level: float) -> dict[str, Any]:
-    return {"calls": calls, "wall_s": round(wall_s, 3), "calls_per_s": round(calls / wall_s, 1),
-            "service_level": round(service_level, 4)}
+def _figures(calls: int, clocks: Clocks, service_level: float) -> dict[str, Any]:
+    return {"calls": calls, "wall_s": round(clocks.wall, 3), "calls_per_s": round(calls / clocks.wall, 1),
+            "service_level": round(service_level, 4),
+            "cpu_s": None if clocks.cpu is None else round(clocks.cpu, 2)}
 
 
 def compare(calls: int, seed: int, dsn: str | None) -> dict[str, Any]:
     _, hours = centre(calls)
     erlang = service_level_c(AGENTS, CALLS_PER_HOUR * AHT_S / 3600.0, AHT_S, WITHIN_S)
     result: dict[str, Any] = {
+        "machine": {"cores": os.cpu_count()},
         "centre": {"agents": AGENTS, "calls_per_hour": CALLS_PER_HOUR, "aht_s": AHT_S, "within_s": WITHIN_S,
                    "hours": round(hours, 1), "erlang_c_service_level": round(erlang, 4)},
         "simpy": run_simpy(hours, seed), "in_memory": run_in_memory(hours, seed)}
@@ -159,6 +188,9 @@ def compare(calls: int, seed: int, dsn: str | None) -> dict[str, Any]:
         # the two parts of the stored run: simulating while every event is written, then the KPI SQL
         ratios["store_part_vs_in_memory_wall"] = round(result["stored"]["store_s"] / result["in_memory"]["wall_s"], 3)
         ratios["kpi_part_vs_in_memory_wall"] = round(result["stored"]["kpi_s"] / result["in_memory"]["wall_s"], 3)
+        if result["stored"]["cpu_s"] is not None:      # the floor: all the stored run's work on every core at once
+            ratios["stored_cpu_floor_vs_in_memory_wall"] = round(
+                result["stored"]["cpu_s"] / (os.cpu_count() or 1) / result["in_memory"]["wall_s"], 3)
     for run in ("simpy", "in_memory", "stored"):
         if run in result:
             ratios[f"{run}_sl_minus_erlang_c_pp"] = round((result[run]["service_level"] - erlang) * 100, 2)
