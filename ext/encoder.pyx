@@ -25,6 +25,8 @@ from libc.math cimport isfinite, modf, nearbyint
 from libc.stdint cimport int64_t, uint64_t, uint8_t
 from libc.string cimport memchr, memcpy, strlen
 
+from types import GetSetDescriptorType, MemberDescriptorType
+
 cdef extern from "structmember.h":
     ctypedef struct PyMemberDef:
         int type
@@ -103,11 +105,11 @@ def configure_event_type(cls):
     _event_type, _event_class = NULL, None
     for i, name in enumerate(EVENT_FIELDS):
         descriptor = cls.__dict__.get(name)
-        if type(descriptor).__name__ == "getset_descriptor":
+        if type(descriptor) is GetSetDescriptorType:
             readers[i].get = (<PyGetSetDescrObject *>descriptor).d_getset.get
             readers[i].closure = (<PyGetSetDescrObject *>descriptor).d_getset.closure
             readers[i].offset = 0
-        elif type(descriptor).__name__ == "member_descriptor" \
+        elif type(descriptor) is MemberDescriptorType \
                 and (<PyMemberDescrObject *>descriptor).d_member.type == T_OBJECT_EX:
             readers[i].get = NULL
             readers[i].closure = NULL
