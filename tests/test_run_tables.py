@@ -57,6 +57,15 @@ async def test_a_simulated_run_lives_in_its_own_table_without_indexes_and_is_rea
         # analysed once stored: the table's own statistics and those of the whole tree of events
         assert await conn.fetchval("SELECT count(*) FROM pg_stats WHERE tablename = $1", table) > 0
         assert await conn.fetchval("SELECT count(*) FROM pg_stats WHERE tablename = 'events' AND inherited") > 0
+        # ... the run table's from a small sample of the planned columns only, `events` keeps the default
+        targets = dict(await conn.fetch("SELECT attname, attstattarget FROM pg_attribute WHERE attrelid = $1::regclass "
+                                        "AND attnum > 0 AND NOT attisdropped", table))
+        assert {column for column, target in targets.items() if target == run_tables.RUN_TABLE_STATISTICS} \
+            == set(run_tables.PLANNED_COLUMNS)
+        assert {row["attname"] for row in await conn.fetch("SELECT attname FROM pg_stats WHERE tablename = $1",
+                                                           table)} >= set(run_tables.PLANNED_COLUMNS)
+        assert await conn.fetchval("SELECT max(coalesce(attstattarget, -1)) FROM pg_attribute WHERE attrelid = 'events'::regclass "
+                                   "AND attnum > 0") == -1
         with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute(f'INSERT INTO "{table}" (id, ts, run, type) '
                                "VALUES (gen_random_uuid(), now(), 'live', 'call.arrived')")

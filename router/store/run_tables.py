@@ -25,7 +25,9 @@ its statistics of the whole inheritance tree, which autovacuum never gathers (it
 analyses each table alone): without them a join of a run's events to its calls was
 estimated at 9 M rows instead of 10,000.  `analyze_run` therefore analyses the run's
 table and then `events` (its own rows and the tree's) once a run is stored, the columns
-plans read (`PLANNED_COLUMNS`), and `drop_run` refreshes them when a run table goes.
+plans read (`PLANNED_COLUMNS`), and `drop_run` refreshes them when a run table goes.  A run
+table's own sample is small (`RUN_TABLE_STATISTICS`): its plans are sequential scans and hash
+aggregates, which need each event type's share, not a fine histogram.
 
 Event ids stay unique without an index on them: the router's ids are unique per
 process (router.events), and the writer's replay of spooled rows removes those already
