@@ -1,6 +1,6 @@
 """The simulator against SimPy on one M/M/c centre: calls simulated per second, and service level.
 
-    python benchmarks/vs_simpy.py [--calls 200000] [--skip-stored] [--dsn DSN] [--sl-seeds N] [--json]
+    python benchmarks/vs_simpy.py [--calls 200000] [--rounds N] [--skip-stored] [--dsn DSN] [--sl-seeds N] [--json]
 
 One queue, 14 agents, 200 calls an hour (Poisson), handle time exponential with a mean of
 180 s, no abandonment, no ring delay, no wrap-up, first come first served: M/M/14 with
@@ -171,31 +171,52 @@ def _figures(calls: int, clocks: Clocks, service_level: float) -> dict[str, Any]
             "cpu_s": None if clocks.cpu is None else round(clocks.cpu, 2)}
 
 
-def compare(calls: int, seed: int, dsn: str | None) -> dict[str, Any]:
+def compare(calls: int, seed: int, dsn: str | None, rounds: int = 1) -> dict[str, Any]:
+    """`rounds` rounds of the three runs back to back; each figure is the median over the rounds,
+    each ratio the median of the rounds' ratios (a round's runs are minutes apart at most)."""
     _, hours = centre(calls)
     erlang = service_level_c(AGENTS, CALLS_PER_HOUR * AHT_S / 3600.0, AHT_S, WITHIN_S)
+    played = []
+    for _ in range(rounds):
+        runs = {"simpy": run_simpy(hours, seed), "in_memory": run_in_memory(hours, seed)}
+        if dsn is not None:
+            runs["stored"] = asyncio.run(run_stored(hours, seed, dsn))
+        played.append(runs)
     result: dict[str, Any] = {
         "machine": {"cores": os.cpu_count()},
         "centre": {"agents": AGENTS, "calls_per_hour": CALLS_PER_HOUR, "aht_s": AHT_S, "within_s": WITHIN_S,
                    "hours": round(hours, 1), "erlang_c_service_level": round(erlang, 4)},
-        "simpy": run_simpy(hours, seed), "in_memory": run_in_memory(hours, seed)}
-    if dsn is not None:
-        result["stored"] = asyncio.run(run_stored(hours, seed, dsn))
-    ratios = {"in_memory_vs_simpy_calls_per_s": round(result["in_memory"]["calls_per_s"]
-                                                      / result["simpy"]["calls_per_s"], 3)}
-    if "stored" in result:
-        ratios["stored_vs_in_memory_wall"] = round(result["stored"]["wall_s"] / result["in_memory"]["wall_s"], 3)
-        # the two parts of the stored run: simulating while every event is written, then the KPI SQL
-        ratios["store_part_vs_in_memory_wall"] = round(result["stored"]["store_s"] / result["in_memory"]["wall_s"], 3)
-        ratios["kpi_part_vs_in_memory_wall"] = round(result["stored"]["kpi_s"] / result["in_memory"]["wall_s"], 3)
-        if result["stored"]["cpu_s"] is not None:      # the floor: all the stored run's work on every core at once
-            ratios["stored_cpu_floor_vs_in_memory_wall"] = round(
-                result["stored"]["cpu_s"] / (os.cpu_count() or 1) / result["in_memory"]["wall_s"], 3)
-    for run in ("simpy", "in_memory", "stored"):
-        if run in result:
-            ratios[f"{run}_sl_minus_erlang_c_pp"] = round((result[run]["service_level"] - erlang) * 100, 2)
-    result["ratios"] = ratios
+        "rounds": rounds}
+    for run in played[0]:
+        result[run] = {key: _median([runs[run][key] for runs in played]) for key in played[0][run]}
+    each = [_ratios(runs, erlang) for runs in played]
+    result["ratios"] = {key: _median([ratios[key] for ratios in each]) for key in each[0]}
+    if rounds > 1:
+        result["ratio_ranges"] = {key: [min(r[key] for r in each), max(r[key] for r in each)] for key in each[0]
+                                  if key.endswith("_wall") or key.endswith("_per_s")}
     return result
+
+
+def _median(values: list[Any]) -> Any:
+    return None if None in values else round(statistics.median(values), 4)
+
+
+def _ratios(runs: dict[str, dict[str, Any]], erlang: float) -> dict[str, float]:
+    """One round's ratios: in memory against SimPy, stored against in memory, SL against Erlang C."""
+    memory = runs["in_memory"]
+    ratios = {"in_memory_vs_simpy_calls_per_s": round(memory["calls_per_s"] / runs["simpy"]["calls_per_s"], 3)}
+    if "stored" in runs:
+        stored = runs["stored"]
+        ratios["stored_vs_in_memory_wall"] = round(stored["wall_s"] / memory["wall_s"], 3)
+        # the two parts of the stored run: simulating while every event is written, then the KPI SQL
+        ratios["store_part_vs_in_memory_wall"] = round(stored["store_s"] / memory["wall_s"], 3)
+        ratios["kpi_part_vs_in_memory_wall"] = round(stored["kpi_s"] / memory["wall_s"], 3)
+        if stored["cpu_s"] is not None:      # the floor: all the stored run's work on every core at once
+            ratios["stored_cpu_floor_vs_in_memory_wall"] = round(
+                stored["cpu_s"] / (os.cpu_count() or 1) / memory["wall_s"], 3)
+    for run, figures in runs.items():
+        ratios[f"{run}_sl_minus_erlang_c_pp"] = round((figures["service_level"] - erlang) * 100, 2)
+    return ratios
 
 
 def sl_over_seeds(calls: int, seeds: int) -> dict[str, Any]:
@@ -220,13 +241,17 @@ def main() -> None:
                                                         "postgresql://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--sl-seeds", type=int, default=0, metavar="N",
                         help="also SL minus Erlang C's over seeds 1..N, SimPy and in memory (N >= 2)")
+    parser.add_argument("--rounds", type=int, default=1, metavar="N",
+                        help="N rounds of the three runs; medians (a noisy machine's figures drift)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.calls < 100:
         parser.error("--calls must be at least 100")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.sl_seeds == 1 or args.sl_seeds < 0:
         parser.error("--sl-seeds needs at least 2 seeds (or 0: none)")
-    result = compare(args.calls, args.seed, None if args.skip_stored else args.dsn)
+    result = compare(args.calls, args.seed, None if args.skip_stored else args.dsn, args.rounds)
     if args.sl_seeds:
         result["sl_over_seeds"] = sl_over_seeds(args.calls, args.sl_seeds)
     if args.json:

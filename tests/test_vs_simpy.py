@@ -28,6 +28,20 @@ def test_the_stored_run_reports_its_parts_and_the_in_memory_run_s_service_level(
     assert stored["store_s"] + stored["kpi_s"] <= stored["wall_s"] + 0.002
     assert {"stored_vs_in_memory_wall", "store_part_vs_in_memory_wall", "kpi_part_vs_in_memory_wall"} <= set(
         result["ratios"])
+    # the machine's CPU seconds (Linux): the stored run's over the cores and the in-memory wall is its floor
+    assert all(result[run]["cpu_s"] > 0 for run in ("simpy", "in_memory", "stored"))
+    assert result["ratios"]["stored_cpu_floor_vs_in_memory_wall"] == round(
+        stored["cpu_s"] / result["machine"]["cores"] / in_memory["wall_s"], 3)
+
+
+def test_rounds_report_the_median_of_each_figure_and_the_range_of_each_ratio(database_url):
+    result = vs_simpy.compare(1_000, seed=3, dsn=database_url, rounds=3)
+    assert result["rounds"] == 3 and result["stored"]["calls"] == result["in_memory"]["calls"]
+    for key, (low, high) in result["ratio_ranges"].items():
+        assert low <= result["ratios"][key] <= high, key
+    assert set(result["ratio_ranges"]) == {"in_memory_vs_simpy_calls_per_s", "stored_vs_in_memory_wall",
+                                           "store_part_vs_in_memory_wall", "kpi_part_vs_in_memory_wall",
+                                           "stored_cpu_floor_vs_in_memory_wall"}
 
 
 
