@@ -198,7 +198,11 @@ def compare(calls: int, seed: int, dsn: str | None, rounds: int = 1) -> dict[str
 
 
 def _median(values: list[Any]) -> Any:
-    return None if None in values else round(statistics.median(values), 4)
+    if None in values:
+        return None
+    if all(isinstance(value, int) for value in values):      # counts stay whole
+        return statistics.median_low(values)
+    return round(statistics.median(values), 4)
 
 
 def _ratios(runs: dict[str, dict[str, Any]], erlang: float) -> dict[str, float]:
@@ -257,12 +261,16 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"M/M/{AGENTS}, {result['centre']['hours']} h; Erlang C SL {result['centre']['erlang_c_service_level']}")
+    print(f"M/M/{AGENTS}, {result['centre']['hours']} h; Erlang C SL {result['centre']['erlang_c_service_level']}; "
+          f"medians of {result['rounds']} round(s) on {result['machine']['cores']} cores")
     for run in ("simpy", "in_memory", "stored"):
         if run in result:
             r = result[run]
-            print(f"{run:10} {r['calls']:>8,} calls {r['wall_s']:>9} s {r['calls_per_s']:>10,} calls/s  SL {r['service_level']}")
+            print(f"{run:10} {r['calls']:>8,} calls {r['wall_s']:>9} s {r['calls_per_s']:>10,} calls/s  "
+                  f"SL {r['service_level']}  CPU {r['cpu_s']} s")
     print(json.dumps(result["ratios"]))
+    if "ratio_ranges" in result:
+        print(f"ranges over {result['rounds']} rounds:", json.dumps(result["ratio_ranges"]))
     if "sl_over_seeds" in result:
         print(json.dumps(result["sl_over_seeds"]))
 

@@ -64,8 +64,8 @@ async def test_a_simulated_run_lives_in_its_own_table_without_indexes_and_is_rea
             == set(run_tables.PLANNED_COLUMNS)
         assert {row["attname"] for row in await conn.fetch("SELECT attname FROM pg_stats WHERE tablename = $1",
                                                            table)} >= set(run_tables.PLANNED_COLUMNS)
-        assert await conn.fetchval("SELECT max(coalesce(attstattarget, -1)) FROM pg_attribute WHERE attrelid = 'events'::regclass "
-                                   "AND attnum > 0") == -1
+        assert await conn.fetchval("SELECT max(coalesce(attstattarget, -1)) FROM pg_attribute "
+                                   "WHERE attrelid = 'events'::regclass AND attnum > 0") == -1
         with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute(f'INSERT INTO "{table}" (id, ts, run, type) '
                                "VALUES (gen_random_uuid(), now(), 'live', 'call.arrived')")

@@ -29,7 +29,7 @@ def test_the_stored_run_reports_its_parts_and_the_in_memory_run_s_service_level(
     assert {"stored_vs_in_memory_wall", "store_part_vs_in_memory_wall", "kpi_part_vs_in_memory_wall"} <= set(
         result["ratios"])
     # the machine's CPU seconds (Linux): the stored run's over the cores and the in-memory wall is its floor
-    assert all(result[run]["cpu_s"] > 0 for run in ("simpy", "in_memory", "stored"))
+    assert result["simpy"]["cpu_s"] >= 0 and in_memory["cpu_s"] >= 0 and stored["cpu_s"] > 0   # 10 ms ticks
     assert result["ratios"]["stored_cpu_floor_vs_in_memory_wall"] == round(
         stored["cpu_s"] / result["machine"]["cores"] / in_memory["wall_s"], 3)
 
