@@ -75,9 +75,9 @@ Occupancy uses `agent.state` events: each carries the state just left
 previous_s, ts).  Spans are clipped to the window and split at interval edges;
 an agent's last state runs on to the window's end.  The states statement reads
 the run's `agent.state` rows from the window's start once, and sums each agent's
-spans as intervals (exact to the µs); the centre's total is the agents' sum.  `busy_s` and `staffed_s`
-(total and per interval) are the seconds behind the ratio, so intervals add
-up to the window.
+spans as intervals (exact to the µs); the centre's total is the agents' sum.
+`busy_s` and `staffed_s` (total and per interval) are the seconds behind the
+ratio, so intervals add up to the window.
 
 Definitions beyond DESIGN §7 that the engine's events made necessary:
 

@@ -34,13 +34,14 @@ compiled twin (ext/encoder.pyx) of `encode_event_py` when it is built (`encode_e
 slice in one call).  Measured with benchmarks/vs_simpy.py's events: 0.6 µs an event compiled,
 2.7 µs in Python, against 9 µs for the former `(UUID, datetime, ...)` tuples plus
 `copy_records_to_table`; on a slower machine at cc29610, 0.4 µs compiled (1.0 µs before it
-read fields through descriptors and wrote numbers by hand) and 4.1 to 4.9 µs in Python.  The spool keeps
-its JSON lines (`row_to_line` decodes a tuple; `line_to_row` + `row_to_record` encode it again).
+read fields through descriptors and wrote numbers by hand) and 4.1 to 4.9 µs in Python.  The
+spool keeps its JSON lines (`row_to_line` decodes a tuple; `line_to_row` + `row_to_record`
+encode it again).
 
 The queue is a list with bulk moves (`_RowQueue`): `put_many()` encodes a slice in one call
-(`encode_events`) and appends it at once, and a batch leaves as one slice.  After a slice, `put_many()` yields to the loop so the
-writer task sends the next COPY; PostgreSQL, another process, then works on it while the
-caller (the simulator) computes the next slice.
+(`encode_events`) and appends it at once, and a batch leaves as one slice.  After a slice,
+`put_many()` yields to the loop so the writer task sends the next COPY; PostgreSQL, another
+process, then works on it while the caller (the simulator) computes the next slice.
 
 Spool files are locked (flock) while a writer appends to them, so a writer starting
 beside a live one never replays (and deletes) a file still being written.  A file
